@@ -1,0 +1,193 @@
+use super::*;
+use proptest::prelude::*;
+
+/// A Ping from worker 0x0102, seq 0x1122334455667788, sent at 0x0a0b0c0d, epoch 7.
+const PING_GOLDEN: [u8; 64] = [
+    0, 0, 0, 0, 0, 0, 0, 0, // channel word (the channel's)
+    0x01, 0x03, // kind 0x0301, little-endian
+    0, 0, // flags
+    7, 0, 0, 0, // epoch
+    0x02, 0x01, 0, 0, 0, 0, 0, 0, // worker, reserved
+    0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, // seq
+    0x0d, 0x0c, 0x0b, 0x0a, 0, 0, 0, 0, // sent_at_ns
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, // reserved
+];
+
+fn golden_ping() -> PingRepr {
+    PingRepr { worker: WorkerId(0x0102), seq: 0x1122_3344_5566_7788, sent_at_ns: 0x0a0b_0c0d }
+}
+
+#[test]
+fn ping_matches_golden_bytes_both_ways() {
+    let record = Message::Ping(golden_ping()).to_record(Epoch(7));
+    assert_eq!(record.bytes(), &PING_GOLDEN);
+    let parsed = Record::from_bytes(PING_GOLDEN).parse().unwrap();
+    assert_eq!(parsed, Message::Ping(golden_ping()));
+    assert_eq!(Record::from_bytes(PING_GOLDEN).header().epoch(), Epoch(7));
+}
+
+#[test]
+fn hello_golden_bytes() {
+    let hello = HelloRepr {
+        abi_version: 1,
+        pid: 0x0403_0201,
+        workers: 2,
+        prestage_slots: 8,
+        ring_capacity: 1024,
+        delay_ns: 500,
+    };
+    let record = Message::Hello(hello).to_record(Epoch(0));
+    let b = record.bytes();
+    assert_eq!(&b[8..10], &[0x01, 0x01]);
+    assert_eq!(&b[16..20], b"WAVE");
+    assert_eq!(&b[20..24], &[1, 0, 0, 0]);
+    assert_eq!(&b[24..28], &[1, 2, 3, 4]);
+    assert_eq!(&b[28..32], &[2, 0, 8, 0]);
+    assert_eq!(&b[32..36], &[0, 4, 0, 0]);
+    assert_eq!(&b[36..40], &[0xf4, 1, 0, 0]);
+    assert!(b[40..].iter().all(|&x| x == 0));
+}
+
+#[test]
+fn channel_word_is_little_endian() {
+    let mut record = Record::ZERO;
+    record.set_channel_word(0x0102_0304_0506_0708);
+    assert_eq!(&record.bytes()[..8], &[8, 7, 6, 5, 4, 3, 2, 1]);
+    assert_eq!(record.channel_word(), 0x0102_0304_0506_0708);
+}
+
+#[test]
+fn truncated_input_is_rejected() {
+    for len in [0, 1, 15, 16, 63] {
+        let error = HeaderView::new_checked(&PING_GOLDEN[..len]).unwrap_err();
+        assert_eq!(error, ParseError::Truncated { len, need: RECORD_SIZE });
+    }
+}
+
+#[test]
+fn unknown_kind_reserved_bits_and_bad_fields_are_rejected() {
+    let mut bytes = PING_GOLDEN;
+    bytes[8..10].copy_from_slice(&0x7777u16.to_le_bytes());
+    assert_eq!(Record::from_bytes(bytes).parse(), Err(ParseError::UnknownKind(0x7777)));
+    assert_eq!(Record::ZERO.parse(), Err(ParseError::UnknownKind(0)), "zeroed slot");
+
+    let mut bytes = PING_GOLDEN;
+    bytes[10] = 1;
+    assert_eq!(Record::from_bytes(bytes).parse(), Err(ParseError::Reserved), "flags");
+
+    let mut bytes = PING_GOLDEN;
+    bytes[63] = 1;
+    assert_eq!(Record::from_bytes(bytes).parse(), Err(ParseError::Reserved), "tail");
+
+    let mut hello = Message::Hello(HelloRepr {
+        abi_version: 1,
+        pid: 1,
+        workers: 1,
+        prestage_slots: 0,
+        ring_capacity: 2,
+        delay_ns: 0,
+    })
+    .to_record(Epoch(0));
+    hello.bytes_mut()[16] = b'X';
+    assert_eq!(hello.parse(), Err(ParseError::Field("magic")));
+
+    let mut result = Message::TxnResult(TxnResultRepr {
+        worker: WorkerId(0),
+        slot: SlotIndex(0),
+        generation: 1,
+        outcome: TxnOutcome::Stale,
+        barrier: Barrier(3),
+    })
+    .to_record(Epoch(0));
+    result.bytes_mut()[PAYLOAD_OFFSET + 4] = 9;
+    assert_eq!(result.parse(), Err(ParseError::Field("outcome")));
+}
+
+#[test]
+fn direction_is_enforced() {
+    let ping = Message::Ping(golden_ping()).to_record(Epoch(1));
+    assert!(Message::parse_in(&ping, Direction::Event).is_ok());
+    assert_eq!(
+        Message::parse_in(&ping, Direction::Decision),
+        Err(ParseError::WrongDirection(Kind::Ping))
+    );
+}
+
+fn any_message() -> impl Strategy<Value = Message> {
+    let worker = any::<u16>().prop_map(WorkerId);
+    prop_oneof![
+        (worker.clone(), any::<u64>(), any::<u64>()).prop_map(|(worker, seq, sent_at_ns)| {
+            Message::Ping(PingRepr { worker, seq, sent_at_ns })
+        }),
+        (worker.clone(), any::<u64>(), any::<u64>()).prop_map(|(worker, seq, ping_sent_at_ns)| {
+            Message::Pong(PongRepr { worker, seq, ping_sent_at_ns })
+        }),
+        (any::<u32>(), any::<u32>(), any::<u16>(), any::<u16>(), any::<u32>(), any::<u32>())
+            .prop_map(|(abi_version, pid, workers, prestage_slots, ring_capacity, delay_ns)| {
+                Message::Hello(HelloRepr {
+                    abi_version,
+                    pid,
+                    workers,
+                    prestage_slots,
+                    ring_capacity,
+                    delay_ns,
+                })
+            }),
+        (any::<u32>(), any::<u32>(), any::<u64>()).prop_map(|(abi_version, app, region_len)| {
+            Message::HelloAck(HelloAckRepr { abi_version, app_id: AppId(app), region_len })
+        }),
+        (1u16..=5, any::<u32>()).prop_map(|(reason, abi_version)| {
+            let reason = match reason {
+                1 => RefusalReason::AbiMismatch,
+                2 => RefusalReason::PermissionDenied,
+                3 => RefusalReason::BadConfig,
+                4 => RefusalReason::TooManyApps,
+                _ => RefusalReason::Malformed,
+            };
+            Message::Refused(RefusedRepr { reason, abi_version })
+        }),
+        (worker, any::<u16>(), any::<u32>(), 1u8..=3, any::<u64>()).prop_map(
+            |(worker, slot, generation, outcome, barrier)| {
+                let outcome = match outcome {
+                    1 => TxnOutcome::Committed,
+                    2 => TxnOutcome::Stale,
+                    _ => TxnOutcome::Rejected,
+                };
+                Message::TxnResult(TxnResultRepr {
+                    worker,
+                    slot: SlotIndex(slot),
+                    generation,
+                    outcome,
+                    barrier: Barrier(barrier),
+                })
+            }
+        ),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn every_message_round_trips(message in any_message(), epoch in any::<u32>(), word in any::<u64>()) {
+        let mut record = message.to_record(Epoch(epoch));
+        record.set_channel_word(word); // the channel word never affects the message
+        prop_assert_eq!(record.parse(), Ok(message));
+        prop_assert_eq!(record.header().epoch(), Epoch(epoch));
+        let again = Message::parse(&record).unwrap().to_record(Epoch(epoch));
+        prop_assert_eq!(&again.bytes()[8..], &record.bytes()[8..]);
+    }
+
+    /// Garbage never panics, and whatever parses re-emits to the same bytes.
+    #[test]
+    fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..80)) {
+        if HeaderView::new_checked(&bytes[..]).is_ok() {
+            let mut raw = [0u8; RECORD_SIZE];
+            raw.copy_from_slice(&bytes[..RECORD_SIZE]);
+            let record = Record::from_bytes(raw);
+            if let Ok(message) = record.parse() {
+                let epoch = record.header().epoch();
+                let again = message.to_record(epoch);
+                prop_assert_eq!(&again.bytes()[8..], &raw[8..]);
+            }
+        }
+    }
+}
