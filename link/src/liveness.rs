@@ -102,6 +102,7 @@ pub struct PeerWatch {
     timeout_ns: u64,
     last_counter: u64,
     last_change: MonoNanos,
+    last_check: MonoNanos,
 }
 
 impl PeerWatch {
@@ -109,12 +110,21 @@ impl PeerWatch {
     pub fn new(region: Arc<Region>, line: usize, timeout_ns: u64, now: MonoNanos) -> PeerWatch {
         assert!(timeout_ns > 0, "a zero timeout declares every peer dead");
         let last_counter = region.word(line).load(Ordering::Acquire);
-        PeerWatch { region, line, timeout_ns, last_counter, last_change: now }
+        PeerWatch { region, line, timeout_ns, last_counter, last_change: now, last_check: now }
     }
 
     /// Reads the peer's line (local memory) and judges it at `now`.
+    ///
+    /// Call it more often than every `timeout / 2`. A longer gap between two checks means
+    /// *we* were not running (descheduled, VM steal, stopped in a debugger), and whatever
+    /// stalled us may have stalled the peer too; so the silence clock restarts rather than
+    /// blaming the peer for our own stall.
     #[inline]
     pub fn check(&mut self, now: MonoNanos) -> PeerStatus {
+        if now.since(self.last_check) > self.timeout_ns / 2 {
+            self.last_change = now;
+        }
+        self.last_check = now;
         let words = self.region.words(self.line, 3);
         // Acquire pairs with the peer's Release counter store.
         let counter = words[0].load(Ordering::Acquire);
@@ -180,6 +190,7 @@ mod tests {
             assert_eq!(watch.check(MonoNanos(t)), PeerStatus::Alive(Epoch(5)), "at {t}");
         }
         // The peer stops at t = 9_950; its last bump was at 9_900.
+        assert_eq!(watch.check(MonoNanos(10_400)), PeerStatus::Alive(Epoch(5)));
         assert_eq!(watch.check(MonoNanos(10_850)), PeerStatus::Alive(Epoch(5)));
         assert_eq!(watch.check(MonoNanos(10_950)), PeerStatus::Dead { silent_ns: 1_050 });
         beat.beat(MonoNanos(11_000));
@@ -190,8 +201,23 @@ mod tests {
     fn peer_that_never_starts_dies_after_timeout() {
         let region = Arc::new(Region::heap(64).unwrap());
         let mut watch = PeerWatch::new(region, 0, 1_000, MonoNanos(0));
-        assert_eq!(watch.check(MonoNanos(999)), PeerStatus::Starting);
+        assert_eq!(watch.check(MonoNanos(400)), PeerStatus::Starting);
+        assert_eq!(watch.check(MonoNanos(800)), PeerStatus::Starting);
         assert_eq!(watch.check(MonoNanos(1_000)), PeerStatus::Dead { silent_ns: 1_000 });
+    }
+
+    #[test]
+    fn our_own_stall_is_not_blamed_on_the_peer() {
+        let (mut beat, mut watch) = pair(MonoNanos(0));
+        beat.beat(MonoNanos(100));
+        assert_eq!(watch.check(MonoNanos(100)), PeerStatus::Alive(Epoch(5)));
+        // We stall for 5 timeouts (and so did the peer): no verdict on waking up ...
+        assert_eq!(watch.check(MonoNanos(5_100)), PeerStatus::Alive(Epoch(5)));
+        // ... but a peer that stays silent while we run is declared dead a timeout later.
+        for t in (5_400..6_100).step_by(300) {
+            assert_eq!(watch.check(MonoNanos(t)), PeerStatus::Alive(Epoch(5)), "at {t}");
+        }
+        assert!(matches!(watch.check(MonoNanos(6_200)), PeerStatus::Dead { .. }));
     }
 
     #[test]

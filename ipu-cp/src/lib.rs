@@ -1,0 +1,31 @@
+//! `ipu-cp`: Wave's control plane, standing in for the IPU. It decides; the host enforces.
+//!
+//! Place in the layers: depends only on `link` (never on host crates). It runs as its own
+//! process (`ipu-cp --socket PATH`, offloaded mode) or, as a library, in an agent thread of the
+//! app over `link`'s heap transport (on-host mode): the same policy code either way.
+//!
+//! - [`agent`]: the loop that drains events from every attached app, hands them to the
+//!   policy, and posts the policy's decisions back. It holds no policy logic.
+//! - [`policy`]: the policy contract and the policies (for now: `echo`, which answers each
+//!   ping; scheduling, connection and tiering policies join as their subsystems land).
+//! - [`server`]: the Unix-socket front door: accepts apps, runs the handshake in its own
+//!   thread, and hands admitted sessions to the agent.
+//!
+//! It must never trust what an app writes (every record is parsed and validated; malformed
+//! ones are counted and dropped), block its loop on one app, or grow without bound.
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod policy;
+pub mod server;
+pub mod stats;
+
+/// An epoch for a fresh incarnation: the low 32 bits of the wall clock in microseconds at
+/// start. It only needs to differ from the previous incarnation's, which it does unless two
+/// starts fall in the same microsecond (or exactly 71.6 minutes apart, to the microsecond).
+pub fn fresh_epoch() -> link::proto::Epoch {
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let low = now.as_micros() & u128::from(u32::MAX);
+    link::proto::Epoch(u32::try_from(low).expect("masked to 32 bits"))
+}

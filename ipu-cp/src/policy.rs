@@ -1,0 +1,124 @@
+//! The policy contract of the agent, and the policies.
+//!
+//! A policy is a pure function of (its state, an event, now) that appends decisions. It never
+//! touches a ring, a socket or a clock: the agent does the I/O and passes time in, so a policy
+//! runs the same offloaded, on-host, or under a test's fake clock.
+
+use link::MonoNanos;
+use link::proto::{AppId, Message, PongRepr, WorkerId};
+
+/// Where the policy's decisions go: a bounded list of (worker, decision) the agent posts.
+#[derive(Debug, Default)]
+pub struct Decisions {
+    items: Vec<(WorkerId, Message)>,
+}
+
+impl Decisions {
+    /// Empty, with room for `capacity` decisions before reallocating.
+    pub fn with_capacity(capacity: usize) -> Decisions {
+        Decisions { items: Vec::with_capacity(capacity) }
+    }
+    /// Adds a decision for `worker`.
+    pub fn push(&mut self, worker: WorkerId, decision: Message) {
+        self.items.push((worker, decision));
+    }
+    /// The decisions so far.
+    pub fn as_slice(&self) -> &[(WorkerId, Message)] {
+        &self.items
+    }
+    /// Removes all decisions.
+    pub fn clear(&mut self) {
+        self.items.clear();
+    }
+    /// How many.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+    /// True when none.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// A control-plane policy: state-only callbacks per event, decisions out.
+pub trait Policy: Send {
+    /// The policy's name, as selected on the command line.
+    fn name(&self) -> &'static str;
+    /// An app attached with `workers` workers.
+    fn on_app_attached(&mut self, app: AppId, workers: u16);
+    /// An app detached (closed, died, or was dropped); forget its state.
+    fn on_app_detached(&mut self, app: AppId);
+    /// One validated event from `worker` of `app`.
+    fn on_event(
+        &mut self,
+        app: AppId,
+        worker: WorkerId,
+        event: &Message,
+        now: MonoNanos,
+        out: &mut Decisions,
+    );
+}
+
+/// The echo policy: answers every `Ping` with a `Pong` to the same worker, and ignores other
+/// events. It is the smallest round trip through the agent: the demo and the link benchmark
+/// measure with it, and it stands in until the subsystems' policies land.
+#[derive(Debug, Default)]
+pub struct Echo {
+    attached: usize,
+}
+
+impl Policy for Echo {
+    fn name(&self) -> &'static str {
+        "echo"
+    }
+
+    fn on_app_attached(&mut self, _app: AppId, _workers: u16) {
+        self.attached += 1;
+    }
+
+    fn on_app_detached(&mut self, _app: AppId) {
+        self.attached = self.attached.saturating_sub(1);
+    }
+
+    fn on_event(
+        &mut self,
+        _app: AppId,
+        worker: WorkerId,
+        event: &Message,
+        _now: MonoNanos,
+        out: &mut Decisions,
+    ) {
+        if let Message::Ping(ping) = event {
+            let pong = PongRepr { worker, seq: ping.seq, ping_sent_at_ns: ping.sent_at_ns };
+            out.push(worker, Message::Pong(pong));
+        }
+    }
+}
+
+/// Policies selectable by name.
+pub const POLICY_NAMES: &[&str] = &["echo"];
+
+/// Builds the policy called `name`, or `None` if there is no such policy.
+pub fn by_name(name: &str) -> Option<Box<dyn Policy>> {
+    match name {
+        "echo" => Some(Box::new(Echo::default())),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use link::proto::PingRepr;
+
+    #[test]
+    fn echo_answers_pings_on_the_same_worker_only() {
+        let mut echo = Echo::default();
+        let mut out = Decisions::default();
+        let ping = Message::Ping(PingRepr { worker: WorkerId(5), seq: 9, sent_at_ns: 77 });
+        echo.on_event(AppId(1), WorkerId(2), &ping, MonoNanos(0), &mut out);
+        let expected = PongRepr { worker: WorkerId(2), seq: 9, ping_sent_at_ns: 77 };
+        assert_eq!(out.as_slice(), &[(WorkerId(2), Message::Pong(expected))]);
+        assert!(by_name("echo").is_some() && by_name("nope").is_none());
+    }
+}
