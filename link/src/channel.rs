@@ -77,6 +77,19 @@ impl CpEnd {
         now: MonoNanos,
     ) -> CpEnd {
         layout.format(&region, app);
+        CpEnd::attach_existing(region, layout, app, epoch, liveness, now)
+    }
+
+    /// Builds the control plane's end over a region already formatted for `layout` (by this
+    /// process or a trusted one, e.g. a benchmark's parent).
+    pub fn attach_existing(
+        region: Arc<Region>,
+        layout: Layout,
+        app: AppId,
+        epoch: Epoch,
+        liveness: LivenessConfig,
+        now: MonoNanos,
+    ) -> CpEnd {
         let workers = (0..layout.config().workers)
             .map(|w| CpWorker {
                 worker: WorkerId(w),
