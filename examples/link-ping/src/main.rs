@@ -202,6 +202,8 @@ fn measure(
         }
         await_pong(worker, liveness, base + received)?;
         received += 1;
+        // Beat on every echo: a fast echo never reaches the idle-poll tick in await_pong.
+        liveness.heartbeat.beat(MonoNanos::now());
     }
     let echoes_per_s = args.count as f64 / started.elapsed().as_secs_f64();
     Ok(Report { rtt, echoes_per_s })

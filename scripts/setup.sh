@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs everything Wave needs on a fresh Debian 12 machine. Idempotent: packages already
+# present are not reinstalled, and `apt-get update` runs only when something is missing.
+# Used by the README's two commands and by .ci/run.
+set -euo pipefail
+
+# System packages, with what needs them:
+#   pkg-config, build-essential: building crates with C parts (later: the DPDK shim)
+#   iproute2: network-namespace tests
+PACKAGES=(pkg-config build-essential iproute2)
+
+missing=()
+for package in "${PACKAGES[@]}"; do
+    if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+        missing+=("$package")
+    fi
+done
+if ((${#missing[@]} > 0)); then
+    echo "setup: installing ${missing[*]}"
+    SUDO=""
+    if [[ $(id -u) -ne 0 ]]; then SUDO="sudo"; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The Rust toolchain pinned in rust-toolchain.toml (rustup installs it on first use; this
+# makes that happen here, with a clear failure if rustup is missing).
+if ! command -v cargo >/dev/null; then
+    echo "setup: cargo not found; install rustup (https://rustup.rs) first" >&2
+    exit 1
+fi
+cd "$(dirname "$0")/.."
+cargo --version >/dev/null

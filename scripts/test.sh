@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The README's test command: set-up, then every check CI runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+echo "== cargo fmt --check"
+cargo fmt --all --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "== dependency direction"
+./scripts/check-deps.sh
+echo "== cargo test"
+cargo test --workspace
