@@ -4,10 +4,10 @@
 //! emulated one-way delays of 0, 1 and 2 µs.
 //!
 //! ```text
-//! cargo bench -p link --bench link -- [--runs 5] [--out docs/results/link.md]
+//! cargo bench -p link --bench link -- [--runs 5] [--out FILE] [--host-cpu 0] [--peer-cpu 1]
 //! ```
 //!
-//! The parent process is the host side (CPU 0); it re-runs this binary as the child (CPU 1),
+//! The parent process is the host side; it re-runs this binary as the child (the peer),
 //! which maps the parent's memfds through `/proc/<parent>/fd/<n>`.
 
 use std::fs::OpenOptions;
@@ -25,8 +25,17 @@ use link::region::Region;
 use link::ring::heap_ring;
 use link::{ChannelConfig, CpEnd, HostEnd, Layout, LivenessConfig, MonoNanos, Record};
 
-const HOST_CPU: usize = 0;
-const PEER_CPU: usize = 1;
+/// CPUs of the host side and the peer (`--host-cpu`, `--peer-cpu`); set once at start.
+static HOST_CPU: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+static PEER_CPU: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+
+fn host_cpu() -> usize {
+    *HOST_CPU.get().unwrap_or(&0)
+}
+
+fn peer_cpu() -> usize {
+    *PEER_CPU.get().unwrap_or(&1)
+}
 /// Round trips per block; blocks of the floor and of each ring alternate.
 const BLOCK_SAMPLES: u64 = 10_000;
 /// Measured blocks per run (plus one warm-up block).
@@ -40,6 +49,11 @@ const DELAYS_NS: [u32; 3] = [0, 1000, 2000];
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
+    let cpu = |name: &str, default: usize| -> anyhow::Result<usize> {
+        flag(&args, name).map_or(Ok(default), |v| v.parse().with_context(|| name.to_owned()))
+    };
+    HOST_CPU.set(cpu("--host-cpu", 0)?).expect("set once");
+    PEER_CPU.set(cpu("--peer-cpu", 1)?).expect("set once");
     if let Some(at) = args.iter().position(|a| a == "--child") {
         return child(&args[at + 1..]);
     }
@@ -48,7 +62,7 @@ fn main() -> anyhow::Result<()> {
     if runs == 0 {
         bail!("--runs must be at least 1");
     }
-    pin(HOST_CPU)?;
+    pin(host_cpu())?;
     let report = run_all(runs)?;
     print!("{report}");
     if let Some(path) = out {
@@ -87,8 +101,10 @@ const PONG: usize = 192;
 const MODE: usize = 256;
 const BATCH: usize = 320;
 const PAUSED: usize = 384;
+/// Which channel the sink serves (the current block's).
+const ACTIVE: usize = 448;
 /// Per channel: records the sink has received so far (one line each).
-const RECEIVED: usize = 448;
+const RECEIVED: usize = 512;
 const MODE_SERVE: u64 = 0;
 const MODE_EXIT: u64 = 1;
 const MODE_PAUSE: u64 = 2;
@@ -113,6 +129,7 @@ fn spawn(
         command.args([fd_path(channel), channel.len().to_string()]);
     }
     command.args(extra);
+    command.args(["--peer-cpu", &peer_cpu().to_string()]);
     let child = command.spawn().context("spawning the peer process")?;
     let deadline = Instant::now() + Duration::from_secs(10);
     while control.word(READY).load(Ordering::Acquire) == 0 {
@@ -142,7 +159,7 @@ fn open_shared(path: &str, len: usize) -> anyhow::Result<Region> {
 }
 
 fn child(args: &[String]) -> anyhow::Result<()> {
-    pin(PEER_CPU)?;
+    pin(peer_cpu())?;
     let control = open_shared(&args[1], 4096)?;
     let channel_count: usize = args[2].parse()?;
     let mut ends = Vec::new();
@@ -198,7 +215,9 @@ fn sink(control: &Region, ends: &mut [CpEnd]) {
         let batch = usize::try_from(control.word(BATCH).load(Ordering::Relaxed)).unwrap_or(1);
         let batch = batch.clamp(1, out.len());
         let mut got_any = false;
-        for (i, end) in ends.iter_mut().enumerate() {
+        let active = usize::try_from(control.word(ACTIVE).load(Ordering::Relaxed)).unwrap_or(0);
+        // Serve only the active channel: polling the others would add their clock reads.
+        for (i, end) in ends.iter_mut().enumerate().filter(|(i, _)| *i == active) {
             let delayed = end.layout.config().delay_ns > 0;
             let got = end.workers[0].events.pop_batch(&mut out[..batch], now_if(delayed));
             if got > 0 {
@@ -336,6 +355,7 @@ fn latency_run(
 fn ring_block_throughput(control: &Region, host: &mut HostEnd, index: usize, batch: usize) -> f64 {
     let delayed = host.layout.config().delay_ns > 0;
     control.word(BATCH).store(batch as u64, Ordering::Relaxed);
+    control.word(ACTIVE).store(index as u64, Ordering::Relaxed);
     let counter = control.word(RECEIVED + 64 * index);
     let target = counter.load(Ordering::Acquire) + THROUGHPUT_RECORDS;
     let worker = &mut host.workers[0];
@@ -370,7 +390,7 @@ fn spawn_pinned<T: Send + 'static>(
 fn ring_threads_throughput(batch: usize) -> f64 {
     let (mut tx, mut rx) = heap_ring(RING_CAPACITY, 0);
     let started = Instant::now();
-    let consumer = spawn_pinned(PEER_CPU, move || {
+    let consumer = spawn_pinned(peer_cpu(), move || {
         let mut out = vec![Record::ZERO; batch];
         let mut received = 0u64;
         while received < THROUGHPUT_RECORDS {
@@ -392,7 +412,7 @@ fn crossbeam_throughput() -> f64 {
     let queue = Arc::new(ArrayQueue::<Record>::new(RING_CAPACITY as usize));
     let rx = queue.clone();
     let started = Instant::now();
-    let consumer = spawn_pinned(PEER_CPU, move || {
+    let consumer = spawn_pinned(peer_cpu(), move || {
         let mut received = 0u64;
         while received < THROUGHPUT_RECORDS {
             if rx.pop().is_some() {
@@ -461,7 +481,7 @@ fn crossbeam_pingpong() -> Histogram<u64> {
     let down = Arc::new(ArrayQueue::<Record>::new(RING_CAPACITY as usize));
     let (peer_up, peer_down) = (up.clone(), down.clone());
     let total = LATENCY_SAMPLES + LATENCY_SAMPLES / 10;
-    let peer = spawn_pinned(PEER_CPU, move || {
+    let peer = spawn_pinned(peer_cpu(), move || {
         for _ in 0..total {
             let record = loop {
                 if let Some(r) = peer_up.pop() {
@@ -575,7 +595,21 @@ fn machine() -> String {
         .to_owned();
     let cpus = cpuinfo.lines().filter(|l| l.starts_with("processor")).count();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    format!("{model}, {cpus} vCPUs, Linux {}", kernel.trim())
+    let siblings = |cpu: usize| {
+        let path = format!("/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list");
+        std::fs::read_to_string(path).map_or_else(|_| "?".to_owned(), |s| s.trim().to_owned())
+    };
+    let shared = if siblings(host_cpu()) == siblings(peer_cpu()) {
+        "SMT siblings of one core"
+    } else {
+        "on different physical cores"
+    };
+    format!(
+        "{model}, {cpus} CPUs, Linux {}; CPUs {} and {} are {shared} (as the guest sees them)",
+        kernel.trim(),
+        host_cpu(),
+        peer_cpu()
+    )
 }
 
 fn one_way(rtt: &Histogram<u64>, q: f64) -> f64 {
@@ -589,8 +623,10 @@ fn render(r: &Results) -> String {
     let _ = writeln!(s, "### Measured\n");
     let _ = writeln!(
         s,
-        "Machine: {}. Host side pinned to CPU {HOST_CPU}, peer to CPU {PEER_CPU}. {} runs.\n",
+        "Machine: {}. Host side pinned to CPU {}, peer to CPU {}. {} runs.\n",
         machine(),
+        host_cpu(),
+        peer_cpu(),
         r.runs
     );
     let _ = writeln!(
@@ -636,7 +672,7 @@ fn render(r: &Results) -> String {
     let _ = writeln!(
         s,
         "\n**Throughput.** Blocks of {THROUGHPUT_RECORDS} 64-byte records, ring capacity \
-         {RING_CAPACITY}, producer on CPU {HOST_CPU}, consumer on CPU {PEER_CPU}, timed from the \
+         {RING_CAPACITY}, producer on the host CPU, consumer on the peer CPU, timed from the \
          first push until the consumer has them all; {THROUGHPUT_ROUNDS} rounds per run, each \
          round measuring every path once. Batch = records per push and per pop. M records/s as \
          median [p25–p75] over rounds; ratio columns divide by the crossbeam \

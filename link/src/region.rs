@@ -193,28 +193,6 @@ pub(crate) fn adopt_received_fd(raw: std::os::fd::RawFd) -> OwnedFd {
     unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) }
 }
 
-impl Region {
-    /// Hints the CPU to fetch the cache line at `offset` for writing (x86 `PREFETCHW`), so a
-    /// following store does not stall on the ownership request. A hint only: no effect on
-    /// memory contents, and a no-op on other architectures.
-    ///
-    /// # Panics
-    /// If `offset` is out of bounds.
-    #[inline]
-    pub fn prefetch_write(&self, offset: usize) {
-        assert!(offset < self.len, "prefetch {offset} out of bounds");
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::x86_64::{_MM_HINT_ET0, _mm_prefetch};
-            let line = self.word(offset & !7).as_ptr().cast::<i8>();
-            // SAFETY: SSE is part of the x86_64 baseline, so the instruction exists; a
-            // prefetch never faults and has no architectural effect, and the address lies
-            // inside the live mapping anyway (checked above).
-            unsafe { _mm_prefetch::<_MM_HINT_ET0>(line) }
-        }
-    }
-}
-
 impl Drop for Region {
     fn drop(&mut self) {
         match &self.backing {

@@ -61,21 +61,25 @@ impl Record {
     pub const ZERO: Record = Record { bytes: [0; RECORD_SIZE] };
 
     /// Wraps raw bytes.
+    #[inline]
     pub const fn from_bytes(bytes: [u8; RECORD_SIZE]) -> Record {
         Record { bytes }
     }
 
     /// The raw bytes.
+    #[inline]
     pub const fn bytes(&self) -> &[u8; RECORD_SIZE] {
         &self.bytes
     }
 
     /// The raw bytes, mutably.
+    #[inline]
     pub fn bytes_mut(&mut self) -> &mut [u8; RECORD_SIZE] {
         &mut self.bytes
     }
 
     /// The 8-byte word `index` (0..8) in native byte order, as the channel stores it.
+    #[inline]
     pub fn word(&self, index: usize) -> u64 {
         let start = index * 8;
         let mut word = [0u8; 8];
@@ -84,22 +88,26 @@ impl Record {
     }
 
     /// Sets the 8-byte word `index` (0..8) from a native-order value.
+    #[inline]
     pub fn set_word(&mut self, index: usize, value: u64) {
         let start = index * 8;
         self.bytes[start..start + 8].copy_from_slice(&value.to_ne_bytes());
     }
 
     /// The channel word, decoded as little-endian.
+    #[inline]
     pub fn channel_word(&self) -> u64 {
         u64::from_le_bytes(self.word(0).to_ne_bytes())
     }
 
     /// Sets the channel word, encoded as little-endian.
+    #[inline]
     pub fn set_channel_word(&mut self, value: u64) {
         self.set_word(0, u64::from_ne_bytes(value.to_le_bytes()));
     }
 
     /// The header view of this record.
+    #[inline]
     pub fn header(&self) -> HeaderView<&[u8]> {
         HeaderView::new_unchecked(&self.bytes[..])
     }

@@ -65,6 +65,7 @@ pub enum PushError {
     Full,
 }
 
+#[inline]
 fn stamp_le(position: u64) -> u64 {
     // The channel word is little-endian in the record contract; on the wire it is stored as
     // the native word whose bytes are that encoding.
@@ -147,14 +148,6 @@ impl Producer {
     pub fn push_batch(&mut self, records: &[Record], now: MonoNanos) -> usize {
         let want = records.len() as u64;
         let count = usize::try_from(self.free(want).min(want)).expect("at most records.len()");
-        if count > 1 {
-            // Ask for ownership of every slot line of the batch up front, so the requests
-            // overlap instead of each store waiting for its own (Wave's "prefetching").
-            for k in 0..count as u64 {
-                let index = slot_index(self.tail + k, self.mask);
-                self.region.prefetch_write(self.layout.slots_offset + index * 64);
-            }
-        }
         for record in &records[..count] {
             self.write(record, now);
         }
