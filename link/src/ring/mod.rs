@@ -173,6 +173,10 @@ pub struct Consumer {
     mask: u64,
     /// Next position to read.
     head: u64,
+    /// Credit last published to the producer.
+    released: u64,
+    /// Publish credit once this many records are consumed and unreleased.
+    release_every: u64,
 }
 
 impl Consumer {
@@ -181,7 +185,8 @@ impl Consumer {
         layout.check(&region);
         let head = region.word(layout.credit_offset).load(Ordering::Acquire);
         let mask = u64::from(layout.capacity) - 1;
-        Consumer { region, layout, mask, head }
+        let release_every = (u64::from(layout.capacity) / 8).max(1);
+        Consumer { region, layout, mask, head, released: head, release_every }
     }
 
     /// Reads the record at `head` into `out` if it is published and visible at `now`.
@@ -206,10 +211,19 @@ impl Consumer {
         true
     }
 
+    /// Publishes credit lazily: every `release_every` records, or whenever the ring looks
+    /// drained (`drained`), so a consumer that keeps polling never leaves the producer blocked.
+    /// Writing the credit line on every pop would make it ping-pong with a producer that
+    /// re-reads it while the ring is full.
     #[inline]
-    fn release(&self) {
-        // Release orders our reads of the consumed slots before the producer may reuse them.
-        self.region.word(self.layout.credit_offset).store(self.head, Ordering::Release);
+    fn release(&mut self, drained: bool) {
+        let unreleased = self.head - self.released;
+        if unreleased >= self.release_every || (drained && unreleased > 0) {
+            // Release orders our reads of the consumed slots before the producer may reuse
+            // them.
+            self.region.word(self.layout.credit_offset).store(self.head, Ordering::Release);
+            self.released = self.head;
+        }
     }
 
     /// Pops one record visible at `now`.
@@ -217,10 +231,11 @@ impl Consumer {
     pub fn try_pop(&mut self, now: MonoNanos) -> Option<Record> {
         let mut record = Record::ZERO;
         if !self.read(&mut record, now) {
+            self.release(true);
             return None;
         }
         self.head += 1;
-        self.release();
+        self.release(false);
         Some(record)
     }
 
@@ -232,9 +247,7 @@ impl Consumer {
             self.head += 1;
             count += 1;
         }
-        if count > 0 {
-            self.release();
-        }
+        self.release(count < out.len());
         count
     }
 
