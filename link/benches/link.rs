@@ -637,8 +637,8 @@ fn render(r: &Results) -> String {
          trip / 2; every sample includes one clock read (~{} ns), in all rows alike. ns columns: \
          quantiles of all samples merged. Ratio columns: the same quantile of each ring block \
          divided by that of the floor block measured just before it, as median [p25–p75] over \
-         all blocks, so that drift of this shared VM (whose two vCPUs are sometimes SMT \
-         siblings and sometimes not) cancels within each pair.\n",
+         all blocks, so that drift of a shared machine (a VM's vCPUs may move between SMT \
+         siblings and separate cores) cancels within each pair.\n",
         clock_overhead_ns()
     );
     let _ = writeln!(s, "| path | p50 ns | p99 ns | p50 ÷ floor | p99 ÷ floor |");
