@@ -20,6 +20,13 @@ pub mod policy;
 pub mod server;
 pub mod stats;
 
+/// Pins the calling thread to `cpu`. Fails if the CPU does not exist or is not allowed.
+pub fn pin_current_thread(cpu: usize) -> nix::Result<()> {
+    let mut set = nix::sched::CpuSet::new();
+    set.set(cpu)?;
+    nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
+}
+
 /// An epoch for a fresh incarnation: the low 32 bits of the wall clock in microseconds at
 /// start. It only needs to differ from the previous incarnation's, which it does unless two
 /// starts fall in the same microsecond (or exactly 71.6 minutes apart, to the microsecond).

@@ -222,10 +222,5 @@ fn print_row(mode: &str, report: &Report) {
 }
 
 fn pin_to(cpu: usize) -> anyhow::Result<()> {
-    use nix::sched::{CpuSet, sched_setaffinity};
-    let mut set = CpuSet::new();
-    set.set(cpu).with_context(|| format!("CPU {cpu} is out of range"))?;
-    sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
-        .with_context(|| format!("cannot pin to CPU {cpu}"))?;
-    Ok(())
+    ipu_cp::pin_current_thread(cpu).with_context(|| format!("cannot pin to CPU {cpu}"))
 }

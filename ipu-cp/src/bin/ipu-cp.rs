@@ -110,10 +110,5 @@ fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn pin_to(cpu: usize) -> anyhow::Result<()> {
-    use nix::sched::{CpuSet, sched_setaffinity};
-    let mut set = CpuSet::new();
-    set.set(cpu).with_context(|| format!("--cpu {cpu} is out of range"))?;
-    sched_setaffinity(nix::unistd::Pid::from_raw(0), &set)
-        .with_context(|| format!("cannot pin to CPU {cpu}"))?;
-    Ok(())
+    ipu_cp::pin_current_thread(cpu).with_context(|| format!("cannot pin to --cpu {cpu}"))
 }
