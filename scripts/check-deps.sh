@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Enforces the dependency direction of the workspace (design.md §2):
-#   link depends on no workspace crate; ipu-cp depends only on link.
+#   link and dpdk-sys depend on no workspace crate; ipu-cp depends only on link;
+#   only host-dp may depend on dpdk-sys.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fail=0
@@ -24,5 +25,14 @@ check() { # crate, allowed workspace deps...
     done
 }
 check link
+check dpdk-sys
 check ipu-cp link
+for crate in $(cargo metadata --format-version 1 --no-deps | python3 -c '
+import json, sys
+print(" ".join(p["name"] for p in json.load(sys.stdin)["packages"]))'); do
+    if [[ $crate != host-dp && $crate != dpdk-sys ]] && deps_of "$crate" | grep -qw dpdk-sys; then
+        echo "dependency direction violated: $crate depends on dpdk-sys (only host-dp may)" >&2
+        fail=1
+    fi
+done
 exit $fail

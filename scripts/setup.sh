@@ -5,9 +5,11 @@
 set -euo pipefail
 
 # System packages, with what needs them:
-#   pkg-config, build-essential: building crates with C parts (later: the DPDK shim)
-#   iproute2: network-namespace tests
-PACKAGES=(pkg-config build-essential iproute2)
+#   pkg-config, build-essential: building crates with C parts (the DPDK shim)
+#   libdpdk-dev: DPDK 22.11 headers, libraries and PMDs (bindings/, host-dp's dpdk feature)
+#   libclang-dev: bindgen, which generates the DPDK bindings at build time
+#   iproute2: network-namespace tests (veth, TAP)
+PACKAGES=(pkg-config build-essential libdpdk-dev libclang-dev iproute2)
 
 missing=()
 for package in "${PACKAGES[@]}"; do
