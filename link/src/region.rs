@@ -8,7 +8,10 @@
 //!   forms a `&u8`, `&mut` or non-atomic access to the bytes, so concurrent use from
 //!   several threads (and from a peer process mapping the same memfd, which runs this code
 //!   too) is free of data races;
-//! - `Region` is `Send + Sync` because of the above: it exposes only atomics.
+//! - `Region` is `Send + Sync` because of the above: it exposes only atomics, plus raw pointers
+//!   ([`Region::byte_range`]) whose dereference is the caller's `unsafe`, for byte ranges a
+//!   higher layer owns exclusively by protocol (packet buffers); such ranges are never accessed
+//!   through `word`/`words`.
 
 use std::alloc::Layout;
 use std::num::NonZeroUsize;
@@ -191,6 +194,22 @@ pub(crate) fn adopt_received_fd(raw: std::os::fd::RawFd) -> OwnedFd {
     // (`recvmsg` with `SCM_RIGHTS`); no other owner exists, and it is adopted exactly once,
     // right after the message was parsed.
     unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(raw) }
+}
+
+impl Region {
+    /// A raw pointer to `len` bytes at `offset`, for buffers that a higher layer hands between
+    /// owners by protocol (the shared-memory packet wire). Getting the pointer is safe; using it
+    /// is `unsafe` in the caller, whose proof must show exclusive ownership of the range.
+    ///
+    /// # Panics
+    /// If the range is out of bounds.
+    pub fn byte_range(&self, offset: usize, len: usize) -> NonNull<[u8]> {
+        let end = offset.checked_add(len);
+        assert!(end.is_some_and(|end| end <= self.len), "bytes {offset}+{len} out of bounds");
+        let start = self.base.as_ptr().wrapping_add(offset);
+        let slice = std::ptr::slice_from_raw_parts_mut(start, len);
+        NonNull::new(slice).expect("inside a non-null mapping")
+    }
 }
 
 impl Drop for Region {
