@@ -32,8 +32,11 @@ fn main() {
             std::process::exit(1);
         }
     };
-    // rte_eth_from_rings() lives in the ring PMD, which EAL otherwise only dlopen()s.
+    // rte_eth_from_rings() lives in the ring PMD and rte_vdev_init() in the vdev bus driver;
+    // EAL otherwise only dlopen()s both. Linking the same files it would load registers each
+    // driver once (Debian's libs are symlinks into the plugin directory).
     println!("cargo:rustc-link-lib=rte_net_ring");
+    println!("cargo:rustc-link-lib=rte_bus_vdev");
 
     let mut shim = cc::Build::new();
     shim.file("csrc/shim.c").include("csrc").define("ALLOW_EXPERIMENTAL_API", None);

@@ -5,9 +5,9 @@ cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 echo "== cargo fmt --check"
 cargo fmt --all --check
-echo "== cargo clippy"
-cargo clippy --workspace --all-targets -- -D warnings
+echo "== cargo clippy (all features: the DPDK backend included)"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
 echo "== dependency direction"
 ./scripts/check-deps.sh
-echo "== cargo test"
-cargo test --workspace
+echo "== cargo test (all features)"
+cargo test --workspace --all-features

@@ -325,8 +325,12 @@ impl PacketIo for ShmPort {
         given
     }
 
-    fn rx_burst(&mut self, queue: QueueId, out: &mut Vec<ShmFrame>, max: usize)
-    -> Result<usize, IoError> {
+    fn rx_burst(
+        &mut self,
+        queue: QueueId,
+        out: &mut Vec<ShmFrame>,
+        max: usize,
+    ) -> Result<usize, IoError> {
         check_queue(queue, 1)?;
         let (buffers, size) = (self.inner.config.buffers, self.inner.config.buffer_size);
         let mut received = 0;
@@ -338,15 +342,20 @@ impl PacketIo for ShmPort {
                 continue;
             }
             let data = self.inner.buffer(&self.inner.rx, index);
-            out.push(ShmFrame { inner: self.inner.clone(), index, len, data, origin: Origin::Peer });
+            out.push(ShmFrame {
+                inner: self.inner.clone(),
+                index,
+                len,
+                data,
+                origin: Origin::Peer,
+            });
             received += 1;
         }
         self.descriptors_in.release();
         Ok(received)
     }
 
-    fn tx_burst(&mut self, queue: QueueId, frames: &mut Vec<ShmFrame>)
-    -> Result<usize, IoError> {
+    fn tx_burst(&mut self, queue: QueueId, frames: &mut Vec<ShmFrame>) -> Result<usize, IoError> {
         check_queue(queue, 1)?;
         let max = self.inner.config.frame_len_max as usize;
         let mut sent = 0;

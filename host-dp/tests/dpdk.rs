@@ -1,0 +1,81 @@
+//! The conformance suite over the DPDK backend: two ports wired back to back over rte_rings
+//! (EAL without hugepages, no NIC), teardown and re-init, a vdev created and removed at run
+//! time, and set-up errors. One EAL serves the whole test binary (DPDK allows one per process).
+#![cfg(feature = "dpdk")]
+
+mod conformance;
+
+use std::sync::Arc;
+
+use host_dp::io::dpdk::{DpdkError, DpdkPort, Eal, EalConfig, Mempool, PortConfig};
+use host_dp::io::{Frame, PacketIo, QueueId};
+
+fn eal() -> &'static Eal {
+    Eal::init(EalConfig::default()).expect("EAL starts without hugepages or NICs")
+}
+
+fn pool() -> Arc<Mempool> {
+    Mempool::new(eal(), 4095, 2176).unwrap()
+}
+
+#[test]
+fn suite_over_a_ring_pair_both_directions() {
+    let pool = pool();
+    let (mut a, mut b) = DpdkPort::ring_pair(eal(), pool.clone(), PortConfig::default()).unwrap();
+    assert_eq!(a.capabilities().frame_len_max, 1514);
+    conformance::suite(&mut a, &mut b);
+    conformance::suite(&mut b, &mut a);
+    drop((a, b));
+    assert_eq!(pool.available(), 4095, "every mbuf is back in the pool");
+}
+
+#[test]
+fn teardown_and_reinit() {
+    let pool = pool();
+    for round in 0..3 {
+        let (mut a, mut b) =
+            DpdkPort::ring_pair(eal(), pool.clone(), PortConfig::default()).unwrap();
+        conformance::integrity_and_order(&mut a, &mut b, 200 + round);
+        drop(b); // either order works: the rings go with the last port
+        drop(a);
+        assert_eq!(pool.available(), 4095, "round {round}: no mbuf leaked");
+    }
+}
+
+#[test]
+fn vdev_created_at_run_time_loops_back_and_is_removed() {
+    let pool = pool();
+    for _ in 0..2 {
+        // net_ring with no arguments loops its tx back to its rx.
+        let mut port =
+            DpdkPort::create_vdev(eal(), "net_ring_loop", "", pool.clone(), PortConfig::default())
+                .unwrap();
+        let mut frames = Vec::new();
+        assert_eq!(port.alloc(&mut frames, 4), 4);
+        for (seq, frame) in frames.iter_mut().enumerate() {
+            conformance::fill(frame, seq as u64, 100);
+        }
+        assert_eq!(port.tx_burst(QueueId(0), &mut frames).unwrap(), 4);
+        let mut got = Vec::new();
+        assert_eq!(port.rx_burst(QueueId(0), &mut got, 8).unwrap(), 4);
+        let seqs: Vec<u64> = got.iter().map(conformance::check).collect();
+        assert_eq!(seqs, [0, 1, 2, 3]);
+        assert_eq!(got[3].len(), 100);
+    } // dropped: the vdev is removed, so the same name can be created again
+}
+
+#[test]
+fn setup_errors_are_typed() {
+    let pool = pool();
+    let missing = DpdkPort::open(eal(), "no_such_port", pool.clone(), PortConfig::default());
+    assert!(matches!(missing, Err(DpdkError::NoSuchPort(_))));
+    let bad_driver = DpdkPort::create_vdev(eal(), "net_nonsense0", "", pool, PortConfig::default());
+    assert!(matches!(bad_driver, Err(DpdkError::Vdev { .. })));
+    let other = EalConfig { lcores: "1".into(), ..EalConfig::default() };
+    eal();
+    assert_eq!(Eal::init(other).unwrap_err(), DpdkError::EalAlreadyRunning);
+    let pool = Mempool::new(eal(), 63, 2176).unwrap();
+    let too_many = PortConfig { rx_queues: 64, ..PortConfig::default() };
+    let vdev = DpdkPort::create_vdev(eal(), "net_ring_q", "", pool, too_many);
+    assert!(matches!(vdev, Err(DpdkError::Port { step: "queue count", .. })), "{vdev:?}");
+}
