@@ -1,9 +1,10 @@
 //! The conformance suite over the DPDK backend: two ports wired back to back over rte_rings
-//! (EAL without hugepages, no NIC), teardown and re-init, a vdev created and removed at run
-//! time, and set-up errors. One EAL serves the whole test binary (DPDK allows one per process).
+//! (EAL without hugepages, no NIC), net_af_packet on a veth pair in a network namespace,
+//! teardown and re-init, a vdev created and removed at run time, and set-up errors. One EAL serves the whole test binary (DPDK allows one per process).
 #![cfg(feature = "dpdk")]
 
 mod conformance;
+mod netns;
 
 use std::sync::Arc;
 
@@ -78,4 +79,24 @@ fn setup_errors_are_typed() {
     let too_many = PortConfig { rx_queues: 64, ..PortConfig::default() };
     let vdev = DpdkPort::create_vdev(eal(), "net_ring_q", "", pool, too_many);
     assert!(matches!(vdev, Err(DpdkError::Port { step: "queue count", .. })), "{vdev:?}");
+}
+
+#[test]
+fn suite_over_af_packet_on_a_veth_pair() {
+    let pool = pool();
+    let ns = netns::Netns::with_veth_pair("dpdk-afp");
+    ns.run(|| {
+        // The vdevs open their AF_PACKET sockets in this thread's namespace.
+        let config = PortConfig { descriptors: 512, ..PortConfig::default() };
+        let mut a =
+            DpdkPort::create_vdev(eal(), "net_af_packet_va", "iface=va", pool.clone(), config)
+                .unwrap();
+        let mut b =
+            DpdkPort::create_vdev(eal(), "net_af_packet_vb", "iface=vb", pool.clone(), config)
+                .unwrap();
+        conformance::integrity_and_order(&mut a, &mut b, 2_000);
+        conformance::batch_sizes(&mut a, &mut b, 64);
+        conformance::mtu_and_oversize(&mut a, &mut b);
+        conformance::integrity_and_order(&mut b, &mut a, 500);
+    });
 }

@@ -16,6 +16,7 @@
 //! length was set past the limit by other means), and nothing after it in the batch is sent.
 
 pub mod shm;
+pub mod uring;
 
 #[cfg(feature = "dpdk")]
 pub mod dpdk;

@@ -1,0 +1,391 @@
+//! The io_uring backend: Ethernet frames through an `AF_PACKET` raw socket bound to one
+//! interface (a veth, a TAP, a NIC the kernel drives), with batched submission and completion.
+//! The default backend when DPDK is not wanted.
+//!
+//! Receive keeps `rx_depth` `Recv` operations posted, each owning a pool buffer; a completion
+//! turns its buffer into a frame. Transmit posts one `Send` per frame, at most `tx_depth` in
+//! flight (the local queue: a full queue is reported as backpressure); completions return the
+//! buffers. The socket ignores its own outgoing frames (`PACKET_IGNORE_OUTGOING`).
+//!
+//! Unsafe code lives in this folder. Invariants: a buffer handed to an operation is not
+//! touched by Rust until that operation's completion arrives; the port's `Drop` closes the
+//! socket, cancels every operation and waits for all completions before the pool may be freed
+//! (if they do not all arrive within a bound, the pool memory is leaked instead).
+
+mod pool;
+
+use std::collections::VecDeque;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use io_uring::{IoUring, opcode, squeue, types};
+
+use pool::Pool;
+pub use pool::UringFrame;
+
+use super::{Capabilities, Frame, IoError, PacketIo, QueueId, check_queue};
+
+const RX: u64 = 1 << 32;
+const TX: u64 = 2 << 32;
+const CANCEL: u64 = 3 << 32;
+const INDEX_MASK: u64 = 0xffff_ffff;
+
+/// Port shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UringConfig {
+    /// Frame buffers (receive and transmit together).
+    pub buffers: u32,
+    /// Receives kept posted.
+    pub rx_depth: u32,
+    /// Most sends in flight: the transmit queue.
+    pub tx_depth: u32,
+    /// Socket receive buffer in bytes (set with `SO_RCVBUFFORCE` when allowed).
+    pub socket_rcvbuf_bytes: u32,
+}
+
+impl Default for UringConfig {
+    fn default() -> Self {
+        UringConfig { buffers: 2048, rx_depth: 256, tx_depth: 256, socket_rcvbuf_bytes: 8 << 20 }
+    }
+}
+
+/// Why the port could not be opened.
+#[derive(Debug, thiserror::Error)]
+pub enum UringError {
+    /// No interface with that name (in this network namespace).
+    #[error("no interface {0}")]
+    NoSuchInterface(String),
+    /// A system call failed.
+    #[error("{call} failed: {source}")]
+    Sys {
+        /// Which call.
+        call: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The config is out of bounds.
+    #[error("invalid config: {0}")]
+    Config(&'static str),
+}
+
+fn sys(call: &'static str) -> impl FnOnce(std::io::Error) -> UringError {
+    move |source| UringError::Sys { call, source }
+}
+
+/// A port on one interface, single queue.
+pub struct UringPort {
+    ring: IoUring,
+    socket: Option<OwnedFd>,
+    pool: Rc<Pool>,
+    config: UringConfig,
+    caps: Capabilities,
+    rx_posted: u32,
+    tx_in_flight: u32,
+    /// Completed receives not yet handed out: (buffer, length).
+    rx_ready: VecDeque<(u32, usize)>,
+    rx_errors: u64,
+    tx_errors: u64,
+}
+
+impl std::fmt::Debug for UringPort {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UringPort").field("config", &self.config).field("caps", &self.caps).finish()
+    }
+}
+
+impl UringPort {
+    /// Opens `interface` (in the calling thread's network namespace).
+    pub fn open(interface: &str, config: UringConfig) -> Result<UringPort, UringError> {
+        if config.rx_depth + config.tx_depth > config.buffers || config.rx_depth == 0 {
+            return Err(UringError::Config("need rx_depth > 0 and rx_depth + tx_depth <= buffers"));
+        }
+        let socket = open_socket(interface, config.socket_rcvbuf_bytes)?;
+        let mtu = interface_mtu(&socket, interface)?;
+        let entries = (config.rx_depth + config.tx_depth + 8).next_power_of_two();
+        let ring = IoUring::new(entries).map_err(sys("io_uring_setup"))?;
+        let frame_len_max = mtu + 14;
+        let buffer_size = frame_len_max.next_multiple_of(64);
+        let caps = Capabilities {
+            frame_len_max,
+            rx_queues: 1,
+            tx_queues: 1,
+            rx_checksum_offload: false,
+            tx_checksum_offload: false,
+            burst_max: config.tx_depth as usize,
+        };
+        let pool = Pool::new(config.buffers, buffer_size, frame_len_max);
+        let mut port = UringPort {
+            ring,
+            socket: Some(socket),
+            pool,
+            config,
+            caps,
+            rx_posted: 0,
+            tx_in_flight: 0,
+            rx_ready: VecDeque::new(),
+            rx_errors: 0,
+            tx_errors: 0,
+        };
+        port.post_receives();
+        port.ring.submit().map_err(sys("io_uring_enter"))?;
+        Ok(port)
+    }
+
+    /// Receives and sends that failed in the kernel (dropped frames, counted).
+    pub fn error_counts(&self) -> (u64, u64) {
+        (self.rx_errors, self.tx_errors)
+    }
+
+    fn fd(&self) -> types::Fd {
+        types::Fd(self.socket.as_ref().map_or(-1, AsRawFd::as_raw_fd))
+    }
+
+    /// Pushes one operation; false when the submission queue is full.
+    fn push(&mut self, entry: &squeue::Entry) -> bool {
+        // SAFETY: every entry refers to a pool buffer that the operation now owns until its
+        // completion (module invariants), and the pool outlives the ring's operations.
+        unsafe { self.ring.submission().push(entry).is_ok() }
+    }
+
+    fn post_receives(&mut self) {
+        while self.rx_posted < self.config.rx_depth {
+            let Some(index) = self.pool.take() else { break };
+            let len = u32::try_from(self.pool.buffer_size()).expect("buffer size fits u32");
+            let entry = opcode::Recv::new(self.fd(), self.pool.buffer(index), len)
+                .build()
+                .user_data(RX | u64::from(index));
+            if !self.push(&entry) {
+                self.pool.give_back(index);
+                break;
+            }
+            self.rx_posted += 1;
+        }
+    }
+
+    /// Reaps completions: finished receives become ready frames, finished sends free their
+    /// buffers.
+    fn reap(&mut self) {
+        let mut completions = Vec::new();
+        completions.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
+        for (data, result) in completions {
+            let index = (data & INDEX_MASK) as u32;
+            match data & !INDEX_MASK {
+                RX => {
+                    self.rx_posted -= 1;
+                    match usize::try_from(result) {
+                        Ok(len) if len <= self.caps.frame_len_max => {
+                            self.rx_ready.push_back((index, len))
+                        }
+                        _ => {
+                            self.rx_errors += 1;
+                            self.pool.give_back(index);
+                        }
+                    }
+                }
+                TX => {
+                    self.tx_in_flight -= 1;
+                    if result < 0 {
+                        self.tx_errors += 1;
+                    }
+                    self.pool.give_back(index);
+                }
+                _ => {} // cancel requests
+            }
+        }
+    }
+}
+
+fn open_socket(interface: &str, rcvbuf_bytes: u32) -> Result<OwnedFd, UringError> {
+    let name =
+        CString::new(interface).map_err(|_| UringError::NoSuchInterface(interface.into()))?;
+    // SAFETY: `name` is NUL-terminated.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if ifindex == 0 {
+        return Err(UringError::NoSuchInterface(interface.to_owned()));
+    }
+    let protocol = u16::try_from(libc::ETH_P_ALL).expect("0x0003").to_be();
+    // SAFETY: plain socket(2) call; the result is checked below.
+    let raw = unsafe {
+        libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(protocol))
+    };
+    if raw < 0 {
+        return Err(UringError::Sys {
+            call: "socket(AF_PACKET)",
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: `raw` is a fresh descriptor we own.
+    let socket = unsafe { OwnedFd::from_raw_fd(raw) };
+    let one: libc::c_int = 1;
+    set_option(&socket, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, one)?;
+    let rcvbuf = libc::c_int::try_from(rcvbuf_bytes).unwrap_or(libc::c_int::MAX);
+    if set_option(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, rcvbuf).is_err() {
+        set_option(&socket, libc::SOL_SOCKET, libc::SO_RCVBUF, rcvbuf)?;
+    }
+    // SAFETY: sockaddr_ll is plain data; zeroed is a valid starting value.
+    let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    address.sll_family = u16::try_from(libc::AF_PACKET).expect("17");
+    address.sll_protocol = protocol;
+    address.sll_ifindex = i32::try_from(ifindex).expect("ifindex fits i32");
+    let size = u32::try_from(std::mem::size_of::<libc::sockaddr_ll>()).expect("small struct");
+    // SAFETY: `address` is a valid sockaddr_ll of `size` bytes for the call.
+    let bound = unsafe {
+        libc::bind(socket.as_raw_fd(), (&raw const address).cast::<libc::sockaddr>(), size)
+    };
+    if bound < 0 {
+        return Err(UringError::Sys {
+            call: "bind(AF_PACKET)",
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(socket)
+}
+
+/// The interface's MTU, asked through the socket (sysfs would show the namespace that mounted
+/// it, not the caller's).
+fn interface_mtu(socket: &OwnedFd, interface: &str) -> Result<usize, UringError> {
+    // SAFETY: ifreq is plain data; zeroed is a valid starting value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    let name = interface.as_bytes();
+    if name.len() >= request.ifr_name.len() {
+        return Err(UringError::NoSuchInterface(interface.to_owned()));
+    }
+    for (dst, &src) in request.ifr_name.iter_mut().zip(name) {
+        *dst = libc::c_char::from_ne_bytes([src]);
+    }
+    // SAFETY: `request` is a valid ifreq with a NUL-terminated name (zeroed tail); the ioctl
+    // writes only `ifr_ifru.ifru_mtu`.
+    let code = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFMTU, &raw mut request) };
+    if code < 0 {
+        return Err(UringError::Sys {
+            call: "ioctl(SIOCGIFMTU)",
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    // SAFETY: the successful ioctl initialised the mtu member of the union.
+    let mtu = unsafe { request.ifr_ifru.ifru_mtu };
+    usize::try_from(mtu).map_err(|_| UringError::Config("negative MTU"))
+}
+
+fn set_option(
+    socket: &OwnedFd,
+    level: i32,
+    name: i32,
+    value: libc::c_int,
+) -> Result<(), UringError> {
+    let size = u32::try_from(std::mem::size_of::<libc::c_int>()).expect("small");
+    // SAFETY: `value` is a valid c_int of `size` bytes for the call.
+    let code = unsafe {
+        libc::setsockopt(socket.as_raw_fd(), level, name, (&raw const value).cast(), size)
+    };
+    if code < 0 {
+        return Err(UringError::Sys {
+            call: "setsockopt",
+            source: std::io::Error::last_os_error(),
+        });
+    }
+    Ok(())
+}
+
+impl PacketIo for UringPort {
+    type Frame = UringFrame;
+
+    fn capabilities(&self) -> Capabilities {
+        self.caps
+    }
+
+    fn alloc(&mut self, out: &mut Vec<UringFrame>, count: usize) -> usize {
+        // Keep the buffers that receives need.
+        let reserve = (self.config.rx_depth - self.rx_posted) as usize;
+        if self.pool.free_count() < count + reserve {
+            self.reap();
+        }
+        let mut given = 0;
+        while given < count && self.pool.free_count() > reserve {
+            let Some(index) = self.pool.take() else { break };
+            out.push(self.pool.frame(index, 0));
+            given += 1;
+        }
+        given
+    }
+
+    fn rx_burst(
+        &mut self,
+        queue: QueueId,
+        out: &mut Vec<UringFrame>,
+        max: usize,
+    ) -> Result<usize, IoError> {
+        check_queue(queue, 1)?;
+        if self.rx_ready.len() < max {
+            self.reap();
+        }
+        let mut received = 0;
+        while received < max {
+            let Some((index, len)) = self.rx_ready.pop_front() else { break };
+            out.push(self.pool.frame(index, len));
+            received += 1;
+        }
+        self.post_receives();
+        self.ring.submit().map_err(|e| IoError::Device(e.raw_os_error().unwrap_or(0)))?;
+        Ok(received)
+    }
+
+    fn tx_burst(&mut self, queue: QueueId, frames: &mut Vec<UringFrame>) -> Result<usize, IoError> {
+        check_queue(queue, 1)?;
+        self.reap();
+        let max = self.caps.frame_len_max;
+        let mut sent = 0;
+        let mut result = Ok(());
+        for frame in frames.iter() {
+            let len = frame.len();
+            if len > max {
+                result = Err(IoError::FrameTooLong { len, max });
+                break;
+            }
+            if self.tx_in_flight >= self.config.tx_depth {
+                break; // the transmit queue is full: backpressure
+            }
+            let length = u32::try_from(len).expect("bounded by frame_len_max");
+            let entry = opcode::Send::new(self.fd(), frame.data().as_ptr(), length)
+                .build()
+                .user_data(TX | u64::from(frame_index(frame)));
+            if !self.push(&entry) {
+                break;
+            }
+            self.tx_in_flight += 1;
+            sent += 1;
+        }
+        for frame in frames.drain(..sent) {
+            let _ = frame.into_index(); // in flight: the completion returns the buffer
+        }
+        self.ring.submit().map_err(|e| IoError::Device(e.raw_os_error().unwrap_or(0)))?;
+        result.map(|()| sent)
+    }
+}
+
+fn frame_index(frame: &UringFrame) -> u32 {
+    // The index is private to the pool module; recover it from the buffer address instead of
+    // widening the frame's API.
+    frame.index_for_submit()
+}
+
+impl Drop for UringPort {
+    fn drop(&mut self) {
+        // Close the socket, then cancel whatever is still posted, and wait for every
+        // completion: only then does no operation own a pool buffer.
+        self.socket = None;
+        let cancel =
+            opcode::AsyncCancel2::new(types::CancelBuilder::any()).build().user_data(CANCEL);
+        let _ = self.push(&cancel);
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while self.rx_posted + self.tx_in_flight > 0 && Instant::now() < deadline {
+            let _ = self.ring.submit_and_wait(1);
+            self.reap();
+        }
+        if self.rx_posted + self.tx_in_flight > 0 {
+            self.pool.leak_on_drop(); // the kernel may still write into buffers: never free them
+        }
+    }
+}

@@ -1,0 +1,62 @@
+//! Throwaway network namespaces for tests: a namespace holding both ends of a veth pair, with
+//! IPv6 off so the kernel adds no traffic of its own, removed when the guard drops. Test code
+//! runs inside it on a thread that entered the namespace (`setns` is per thread).
+#![allow(dead_code, unreachable_pub)]
+
+use std::process::Command;
+
+/// A namespace `wave-<tag>-<pid>` with veth ends `va` and `vb`, both up.
+pub struct Netns {
+    name: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip (iproute2)");
+    assert!(
+        out.status.success(),
+        "ip {} failed: {} (network tests need root and iproute2; scripts/setup.sh installs it)",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+}
+
+impl Netns {
+    pub fn with_veth_pair(tag: &str) -> Netns {
+        let name = format!("wave-{tag}-{}", std::process::id());
+        let _ = Command::new("ip").args(["netns", "del", &name]).output(); // leftovers
+        ip(&["netns", "add", &name]);
+        let guard = Netns { name };
+        let ns = guard.name.as_str();
+        for key in ["all", "default"] {
+            let setting = format!("net.ipv6.conf.{key}.disable_ipv6=1");
+            ip(&["netns", "exec", ns, "sysctl", "-qw", &setting]);
+        }
+        ip(&["-n", ns, "link", "add", "va", "type", "veth", "peer", "name", "vb"]);
+        for link in ["lo", "va", "vb"] {
+            ip(&["-n", ns, "link", "set", link, "up"]);
+        }
+        guard
+    }
+
+    /// Runs `body` on a thread inside the namespace.
+    pub fn run<R: Send>(&self, body: impl FnOnce() -> R + Send) -> R {
+        let path = format!("/var/run/netns/{}", self.name);
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let file = std::fs::File::open(&path).expect("open the namespace");
+                    nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .expect("enter the namespace");
+                    body()
+                })
+                .join()
+                .expect("test body panicked")
+        })
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).output();
+    }
+}
