@@ -109,6 +109,13 @@ pub trait PacketIo {
     /// how many. Frames left in `frames` were not sent (backpressure): retry them later.
     fn tx_burst(&mut self, queue: QueueId, frames: &mut Vec<Self::Frame>)
     -> Result<usize, IoError>;
+
+    /// Returns every frame in `frames` (received, or not sent) to its buffer pool at once,
+    /// leaving `frames` empty. The default drops them one by one; backends with a batched
+    /// free (DPDK's `rte_pktmbuf_free_bulk`) override it.
+    fn free_batch(&mut self, frames: &mut Vec<Self::Frame>) {
+        frames.clear();
+    }
 }
 
 /// Checks a queue index against a count.

@@ -38,6 +38,17 @@ impl Netns {
         guard
     }
 
+    /// Creates bridge `name` in the namespace with `ports` enslaved, everything up.
+    pub fn bridge(&self, name: &str, ports: &[&str]) {
+        let ns = self.name.as_str();
+        ip(&["-n", ns, "link", "add", name, "type", "bridge"]);
+        for port in ports {
+            ip(&["-n", ns, "link", "set", port, "master", name]);
+            ip(&["-n", ns, "link", "set", port, "up"]);
+        }
+        ip(&["-n", ns, "link", "set", name, "up"]);
+    }
+
     /// Runs `body` on a thread inside the namespace.
     pub fn run<R: Send>(&self, body: impl FnOnce() -> R + Send) -> R {
         let path = format!("/var/run/netns/{}", self.name);

@@ -1,7 +1,8 @@
 //! `Mbuf`: an owned `rte_mbuf`, freed to its pool on drop; the DPDK backend's frame type.
 //!
 //! Invariants: the pointer is non-null, came from `rte_pktmbuf_alloc*` or an rx burst, is a
-//! single-segment mbuf owned by exactly this value (ownership leaves with `into_raw`), and its
+//! single-segment mbuf (ports are set up without scatter-rx, and frames fit one buffer; rx
+//! asserts it) owned by exactly this value (ownership leaves with `into_raw`), and its
 //! pool outlives it (the port keeps its pool alive while it has mbufs out; pools are freed
 //! only when their `Mempool` value drops, after the ports using them).
 
@@ -28,28 +29,32 @@ impl Mbuf {
     }
 
     /// Gives up ownership (to a tx burst that accepted it).
+    #[inline]
     pub(super) fn into_raw(self) -> *mut rte_mbuf {
         let raw = self.raw.as_ptr();
         std::mem::forget(self);
         raw
     }
 
-    /// The data pointer and length.
+    /// The data pointer and length: DPDK's `rte_pktmbuf_mtod` and `rte_pktmbuf_data_len`,
+    /// read from the fields directly (both are inline macros in C).
+    #[inline]
     fn span(&self) -> (*mut u8, usize) {
-        // SAFETY: the mbuf is valid and owned (module invariants).
-        let len = usize::from(unsafe { dpdk_sys::rte_pktmbuf_data_len_(self.as_raw()) });
-        // SAFETY: as above; mtod is buf_addr + data_off of a valid mbuf.
-        let start = unsafe { dpdk_sys::rte_pktmbuf_mtod_(self.as_raw()) }.cast::<u8>();
-        (start, len)
+        // SAFETY: the mbuf is valid and owned (module invariants); these are plain fields.
+        let m = unsafe { self.raw.as_ref() };
+        let start = m.buf_addr.cast::<u8>().wrapping_add(usize::from(m.data_off));
+        (start, usize::from(m.data_len))
     }
 
     /// The raw pointer, still owned by `self`.
+    #[inline]
     pub(super) fn as_raw(&self) -> *mut rte_mbuf {
         self.raw.as_ptr()
     }
 }
 
 impl Frame for Mbuf {
+    #[inline]
     fn data(&self) -> &[u8] {
         let (start, len) = self.span();
         // SAFETY: `span` gives the mbuf's data pointer and length: `len` initialised bytes in
@@ -57,28 +62,29 @@ impl Frame for Mbuf {
         unsafe { std::slice::from_raw_parts(start, len) }
     }
 
+    #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
         let (start, len) = self.span();
         // SAFETY: as in `data`; `&mut self` makes this the only reference into the buffer.
         unsafe { std::slice::from_raw_parts_mut(start, len) }
     }
 
+    #[inline]
     fn set_len(&mut self, len: usize) -> Result<(), IoError> {
         if len > self.frame_len_max {
             return Err(IoError::FrameTooLong { len, max: self.frame_len_max });
         }
-        let current = self.len();
-        let ok = if len >= current {
-            let grow = u16::try_from(len - current).expect("len <= frame_len_max < 64 KiB");
-            // SAFETY: the mbuf is valid and owned; append moves its length within the buffer
-            // and returns null instead of overrunning it.
-            grow == 0 || !unsafe { dpdk_sys::rte_pktmbuf_append_(self.as_raw(), grow) }.is_null()
-        } else {
-            let cut = u16::try_from(current - len).expect("bounded by current");
-            // SAFETY: as above; trim fails (-1) rather than cut below zero.
-            unsafe { dpdk_sys::rte_pktmbuf_trim_(self.as_raw(), cut) == 0 }
-        };
-        if ok { Ok(()) } else { Err(IoError::FrameTooLong { len, max: current }) }
+        // SAFETY: the mbuf is valid and exclusively ours (`&mut self`, module invariants).
+        let m = unsafe { self.raw.as_mut() };
+        // Single segment (invariants): what rte_pktmbuf_append/trim do, with the room check.
+        let room = usize::from(m.buf_len).saturating_sub(usize::from(m.data_off));
+        if len > room {
+            return Err(IoError::FrameTooLong { len, max: room });
+        }
+        let len16 = u16::try_from(len).expect("len <= room < 64 KiB");
+        m.data_len = len16;
+        m.pkt_len = u32::from(len16);
+        Ok(())
     }
 }
 

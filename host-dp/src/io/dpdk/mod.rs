@@ -80,6 +80,21 @@ pub enum DpdkError {
     },
 }
 
+impl DpdkPort {
+    /// Fallback when the pool has fewer mbufs than a bulk request: fills `raw` one by one and
+    /// returns how many it got.
+    fn alloc_one_by_one(&mut self, raw: &mut [*mut dpdk_sys::rte_mbuf]) -> usize {
+        for (got, slot) in raw.iter_mut().enumerate() {
+            // SAFETY: the pool is valid while the port holds it.
+            *slot = unsafe { dpdk_sys::rte_pktmbuf_alloc_(self.pool.raw.as_ptr()) };
+            if slot.is_null() {
+                return got;
+            }
+        }
+        raw.len()
+    }
+}
+
 /// Reads `rte_errno`.
 pub(crate) fn rte_errno() -> i32 {
     // SAFETY: the shim reads a thread-local; no preconditions.
@@ -126,6 +141,11 @@ impl Mempool {
             unsafe { dpdk_sys::rte_pktmbuf_pool_create(c.as_ptr(), size, cache, 0, data_room, -1) };
         let raw = NonNull::new(raw).ok_or(DpdkError::Mempool { name, errno: rte_errno() })?;
         Ok(Arc::new(Mempool { raw, size, data_room }))
+    }
+
+    /// The raw pool, for code that drives DPDK directly (baselines, other libraries).
+    pub fn as_raw(&self) -> *mut dpdk_sys::rte_mempool {
+        self.raw.as_ptr()
     }
 
     /// Mbufs in the pool now (not lent out).
@@ -333,6 +353,14 @@ impl DpdkPort {
     pub fn id(&self) -> u16 {
         self.id
     }
+
+    /// Whether the link is up now (memif, for one, comes up only once its peer connected).
+    pub fn link_up(&self) -> bool {
+        let mut link = dpdk_sys::rte_eth_link::default();
+        // SAFETY: started port; `link` is a valid out-parameter.
+        let code = unsafe { dpdk_sys::rte_eth_link_get_nowait(self.id, &mut link) };
+        code == 0 && link.link_status() != 0
+    }
 }
 
 fn port_by_name(name: &str) -> Result<u16, DpdkError> {
@@ -386,16 +414,40 @@ impl PacketIo for DpdkPort {
 
     fn alloc(&mut self, out: &mut Vec<Mbuf>, count: usize) -> usize {
         let max = self.caps.frame_len_max;
+        let mut raw = [std::ptr::null_mut::<dpdk_sys::rte_mbuf>(); BURST];
         let mut given = 0;
         while given < count {
-            // SAFETY: the pool is valid while the port holds it.
-            let raw = unsafe { dpdk_sys::rte_pktmbuf_alloc_(self.pool.raw.as_ptr()) };
-            let Some(raw) = NonNull::new(raw) else { break };
-            // SAFETY: a fresh single-segment mbuf, owned by nobody else.
-            out.push(unsafe { Mbuf::from_raw(raw, max) });
-            given += 1;
+            let chunk = (count - given).min(BURST);
+            let n = u32::try_from(chunk).expect("at most BURST");
+            // SAFETY: the pool is valid while the port holds it; `raw` has room for `chunk`.
+            let bulk = unsafe {
+                dpdk_sys::rte_pktmbuf_alloc_bulk_(self.pool.raw.as_ptr(), raw.as_mut_ptr(), n)
+            } == 0;
+            let got = if bulk { chunk } else { self.alloc_one_by_one(&mut raw[..chunk]) };
+            for &m in &raw[..got] {
+                let m = NonNull::new(m).expect("allocated mbufs are non-null");
+                // SAFETY: a fresh single-segment mbuf, owned by nobody else.
+                out.push(unsafe { Mbuf::from_raw(m, max) });
+            }
+            given += got;
+            if got < chunk {
+                break; // the pool is empty
+            }
         }
         given
+    }
+
+    fn free_batch(&mut self, frames: &mut Vec<Mbuf>) {
+        let mut raw = [std::ptr::null_mut::<dpdk_sys::rte_mbuf>(); BURST];
+        while !frames.is_empty() {
+            let chunk = frames.len().min(BURST);
+            for (slot, frame) in raw.iter_mut().zip(frames.drain(..chunk)) {
+                *slot = frame.into_raw();
+            }
+            let n = u32::try_from(chunk).expect("at most BURST");
+            // SAFETY: the first `chunk` pointers are mbufs we owned (taken with into_raw).
+            unsafe { dpdk_sys::rte_pktmbuf_free_bulk(raw.as_mut_ptr(), n) };
+        }
     }
 
     fn rx_burst(
@@ -415,6 +467,8 @@ impl PacketIo for DpdkPort {
                 unsafe { dpdk_sys::rte_eth_rx_burst_(self.id, queue.0, raw.as_mut_ptr(), want) };
             for &m in &raw[..usize::from(got)] {
                 let m = NonNull::new(m).expect("rx burst returns non-null mbufs");
+                // SAFETY: a received mbuf we now own; reading a field.
+                debug_assert_eq!(unsafe { m.as_ref() }.nb_segs, 1, "scatter-rx is never enabled");
                 // SAFETY: the device hands us ownership of each received mbuf.
                 out.push(unsafe { Mbuf::from_raw(m, frame_max) });
             }

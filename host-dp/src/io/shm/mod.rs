@@ -261,6 +261,7 @@ impl std::fmt::Debug for ShmFrame {
 }
 
 impl Frame for ShmFrame {
+    #[inline]
     fn data(&self) -> &[u8] {
         // SAFETY: `data` points at this frame's buffer of `buffer_size` bytes in a region the
         // frame keeps alive (`inner.region`); `len <= buffer_size` (set_len); the ownership
@@ -268,11 +269,13 @@ impl Frame for ShmFrame {
         unsafe { std::slice::from_raw_parts(self.data.as_ptr(), self.len as usize) }
     }
 
+    #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in `data`, and `&mut self` makes this the only reference into the buffer.
         unsafe { std::slice::from_raw_parts_mut(self.data.as_ptr(), self.len as usize) }
     }
 
+    #[inline]
     fn set_len(&mut self, len: usize) -> Result<(), IoError> {
         let max = self.inner.config.frame_len_max as usize;
         if len > max {

@@ -118,17 +118,20 @@ impl UringFrame {
 }
 
 impl Frame for UringFrame {
+    #[inline]
     fn data(&self) -> &[u8] {
         // SAFETY: the buffer holds `buffer_size >= len` bytes of a live allocation (the frame
         // keeps the pool alive), and this frame holds its index exclusively (invariants).
         unsafe { std::slice::from_raw_parts(self.pool.buffer(self.index), self.len) }
     }
 
+    #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
         // SAFETY: as in `data`; `&mut self` makes this the only reference into the buffer.
         unsafe { std::slice::from_raw_parts_mut(self.pool.buffer(self.index), self.len) }
     }
 
+    #[inline]
     fn set_len(&mut self, len: usize) -> Result<(), IoError> {
         if len > self.pool.frame_len_max {
             return Err(IoError::FrameTooLong { len, max: self.pool.frame_len_max });
