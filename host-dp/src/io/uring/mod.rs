@@ -395,8 +395,12 @@ impl Drop for UringPort {
             opcode::AsyncCancel2::new(types::CancelBuilder::any()).build().user_data(CANCEL);
         let _ = self.push(&cancel);
         let deadline = Instant::now() + Duration::from_secs(2);
+        let tick = types::Timespec::new().nsec(10_000_000);
+        let wait = types::SubmitArgs::new().timespec(&tick);
         while self.rx_posted + self.tx_in_flight > 0 && Instant::now() < deadline {
-            let _ = self.ring.submit_and_wait(1);
+            // Bounded wait: a completion that never comes must not hang the drop (the leak
+            // below covers that case).
+            let _ = self.ring.submitter().submit_with_args(1, &wait);
             self.reap();
         }
         if self.rx_posted + self.tx_in_flight > 0 {
