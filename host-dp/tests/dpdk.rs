@@ -148,3 +148,44 @@ fn suite_over_memif_server_and_client() {
     drop((client, server));
     let _ = std::fs::remove_file(&socket);
 }
+
+#[test]
+fn multi_queue_tap_port_spreads_and_bounds_its_queues() {
+    let pool = pool();
+    let ns = netns::Netns::with_veth_pair("dpdk-mq");
+    ns.run(|| {
+        let queues = PortConfig { rx_queues: 2, tx_queues: 2, descriptors: 256, promiscuous: true };
+        let mut multi =
+            DpdkPort::create_vdev(eal(), "net_tap_mq", "iface=wtapmq", pool.clone(), queues)
+                .unwrap();
+        let single = PortConfig { descriptors: 256, ..PortConfig::default() };
+        let mut peer =
+            DpdkPort::create_vdev(eal(), "net_tap_mp", "iface=wtapmp", pool.clone(), single)
+                .unwrap();
+        ns.bridge("wbrmq", &["wtapmq", "wtapmp"]);
+        assert_eq!((multi.capabilities().rx_queues, multi.capabilities().tx_queues), (2, 2));
+        // Frames from the peer arrive on one of the two rx queues; every one is accounted for.
+        conformance::send(&mut peer, 0, &[128; 64]);
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while got.iter().filter(|f| conformance::is_test_frame(*f)).count() < 64 {
+            for queue in 0..2 {
+                multi.rx_burst(QueueId(queue), &mut got, 64).unwrap();
+            }
+            assert!(std::time::Instant::now() < deadline, "frames lost across queues");
+        }
+        // Transmit works on both queues; a third queue does not exist.
+        for queue in 0..2 {
+            let mut frames = Vec::new();
+            assert_eq!(multi.alloc(&mut frames, 1), 1);
+            conformance::fill(&mut frames[0], 100 + u64::from(queue), 64);
+            assert_eq!(multi.tx_burst(QueueId(queue), &mut frames).unwrap(), 1);
+        }
+        let mut none = Vec::new();
+        assert_eq!(
+            multi.rx_burst(QueueId(2), &mut none, 1),
+            Err(host_dp::io::IoError::NoSuchQueue(2))
+        );
+        assert_eq!(conformance::receive(&mut peer, 2).len(), 2);
+    });
+}
