@@ -15,7 +15,8 @@ fn main() {
     let library = match pkg_config::Config::new().atleast_version(MIN_VERSION).probe("libdpdk") {
         Ok(library) => library,
         Err(error) => {
-            let reason = error.to_string().lines().next().unwrap_or_default().to_owned();
+            let text = error.to_string();
+            let reason = text.lines().map(str::trim).find(|l| !l.is_empty()).unwrap_or("no detail");
             eprintln!("dpdk-sys: libdpdk >= {MIN_VERSION} not found ({reason}); {SETUP_HINT}");
             std::process::exit(1);
         }
