@@ -6,8 +6,9 @@
 //!
 //! - [`agent`]: the loop that drains events from every attached app, hands them to the
 //!   policy, and posts the policy's decisions back. It holds no policy logic.
-//! - [`policy`]: the policy contract and the policies (for now: `echo`, which answers each
-//!   ping; scheduling, connection and tiering policies join as their subsystems land).
+//! - [`policy`]: the agent's policy contract and the `echo` policy, which answers each ping.
+//! - [`sched`]: scheduling policies (centralized FIFO, Shinjuku), ghOSt style; connection and
+//!   tiering policies join as their subsystems land.
 //! - [`server`]: the Unix-socket front door: accepts apps, runs the handshake in its own
 //!   thread, and hands admitted sessions to the agent.
 //!
@@ -17,6 +18,7 @@
 
 pub mod agent;
 pub mod policy;
+pub mod sched;
 pub mod server;
 pub mod stats;
 

@@ -20,8 +20,8 @@ pub enum Direction {
     Decision,
 }
 
-/// Message kinds. Ranges per subsystem: 0x01xx handshake, 0x02xx link, 0x03xx echo;
-/// 0x10xx scheduling, 0x20xx connections and 0x30xx tiering are reserved for those subsystems.
+/// Message kinds. Ranges per subsystem: 0x01xx handshake, 0x02xx link, 0x03xx echo,
+/// 0x10xx scheduling; 0x20xx connections and 0x30xx tiering are reserved for those subsystems.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u16)]
 pub enum Kind {
@@ -37,6 +37,22 @@ pub enum Kind {
     Ping = 0x0301,
     /// [`super::PongRepr`]
     Pong = 0x0302,
+    /// [`super::TaskEventRepr`], `TaskChange::New`
+    TaskNew = 0x1001,
+    /// [`super::TaskEventRepr`], `TaskChange::Runnable`
+    TaskRunnable = 0x1002,
+    /// [`super::TaskEventRepr`], `TaskChange::Blocked`
+    TaskBlocked = 0x1003,
+    /// [`super::TaskEventRepr`], `TaskChange::Preempted`
+    TaskPreempted = 0x1004,
+    /// [`super::TaskEventRepr`], `TaskChange::Done`
+    TaskDone = 0x1005,
+    /// [`super::WorkerEventRepr`]
+    Worker = 0x1006,
+    /// [`super::RunRepr`]
+    Run = 0x1081,
+    /// [`super::PreemptRepr`]
+    Preempt = 0x1082,
 }
 
 impl Kind {
@@ -49,6 +65,14 @@ impl Kind {
             0x0201 => Kind::TxnResult,
             0x0301 => Kind::Ping,
             0x0302 => Kind::Pong,
+            0x1001 => Kind::TaskNew,
+            0x1002 => Kind::TaskRunnable,
+            0x1003 => Kind::TaskBlocked,
+            0x1004 => Kind::TaskPreempted,
+            0x1005 => Kind::TaskDone,
+            0x1006 => Kind::Worker,
+            0x1081 => Kind::Run,
+            0x1082 => Kind::Preempt,
             _ => return None,
         })
     }
@@ -63,7 +87,13 @@ impl Kind {
         match self {
             Kind::Hello | Kind::HelloAck | Kind::Refused => Direction::Handshake,
             Kind::TxnResult | Kind::Ping => Direction::Event,
-            Kind::Pong => Direction::Decision,
+            Kind::TaskNew
+            | Kind::TaskRunnable
+            | Kind::TaskBlocked
+            | Kind::TaskPreempted
+            | Kind::TaskDone
+            | Kind::Worker => Direction::Event,
+            Kind::Pong | Kind::Run | Kind::Preempt => Direction::Decision,
         }
     }
 }

@@ -23,17 +23,19 @@ mod control;
 mod echo;
 mod header;
 mod ids;
+mod sched;
 mod txn_result;
 
 pub use control::{HELLO_MAGIC, HelloAckRepr, HelloRepr, RefusalReason, RefusedRepr};
 pub use echo::{PingRepr, PongRepr};
 pub use header::{Direction, HeaderRepr, HeaderView, Kind};
 pub use ids::{AppId, Barrier, Epoch, Seq, SlotIndex, TaskId, WorkerId};
+pub use sched::{PreemptRepr, RunRepr, TaskChange, TaskEventRepr, WorkerEventRepr};
 pub use txn_result::{TxnOutcome, TxnResultRepr};
 
 /// The ABI version of every layout in this crate: records and shared-memory layout alike.
 /// Any layout change bumps it; both sides refuse a peer with another version.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
 /// Size of one record in bytes: one cache line.
 pub const RECORD_SIZE: usize = 64;
@@ -185,6 +187,14 @@ pub enum Message {
     Pong(PongRepr),
     /// Event: what became of a prestaged decision.
     TxnResult(TxnResultRepr),
+    /// Event: a task was created, woke, blocked, was preempted or finished.
+    Task(TaskEventRepr),
+    /// Event: a worker is idle, or ticks while running a task.
+    Worker(WorkerEventRepr),
+    /// Decision: run a task on a worker.
+    Run(RunRepr),
+    /// Decision: preempt a running task.
+    Preempt(PreemptRepr),
 }
 
 impl Message {
@@ -199,6 +209,22 @@ impl Message {
             Kind::Ping => Message::Ping(PingRepr::parse_payload(payload)?),
             Kind::Pong => Message::Pong(PongRepr::parse_payload(payload)?),
             Kind::TxnResult => Message::TxnResult(TxnResultRepr::parse_payload(payload)?),
+            Kind::TaskNew => Message::Task(TaskEventRepr::parse_payload(TaskChange::New, payload)?),
+            Kind::TaskRunnable => {
+                Message::Task(TaskEventRepr::parse_payload(TaskChange::Runnable, payload)?)
+            }
+            Kind::TaskBlocked => {
+                Message::Task(TaskEventRepr::parse_payload(TaskChange::Blocked, payload)?)
+            }
+            Kind::TaskPreempted => {
+                Message::Task(TaskEventRepr::parse_payload(TaskChange::Preempted, payload)?)
+            }
+            Kind::TaskDone => {
+                Message::Task(TaskEventRepr::parse_payload(TaskChange::Done, payload)?)
+            }
+            Kind::Worker => Message::Worker(WorkerEventRepr::parse_payload(payload)?),
+            Kind::Run => Message::Run(RunRepr::parse_payload(payload)?),
+            Kind::Preempt => Message::Preempt(PreemptRepr::parse_payload(payload)?),
         })
     }
 
@@ -220,6 +246,16 @@ impl Message {
             Message::Ping(_) => Kind::Ping,
             Message::Pong(_) => Kind::Pong,
             Message::TxnResult(_) => Kind::TxnResult,
+            Message::Task(event) => match event.change {
+                TaskChange::New => Kind::TaskNew,
+                TaskChange::Runnable => Kind::TaskRunnable,
+                TaskChange::Blocked => Kind::TaskBlocked,
+                TaskChange::Preempted => Kind::TaskPreempted,
+                TaskChange::Done => Kind::TaskDone,
+            },
+            Message::Worker(_) => Kind::Worker,
+            Message::Run(_) => Kind::Run,
+            Message::Preempt(_) => Kind::Preempt,
         }
     }
 
@@ -236,6 +272,10 @@ impl Message {
             Message::Ping(repr) => repr.emit_payload(payload),
             Message::Pong(repr) => repr.emit_payload(payload),
             Message::TxnResult(repr) => repr.emit_payload(payload),
+            Message::Task(repr) => repr.emit_payload(payload),
+            Message::Worker(repr) => repr.emit_payload(payload),
+            Message::Run(repr) => repr.emit_payload(payload),
+            Message::Preempt(repr) => repr.emit_payload(payload),
         }
         record
     }

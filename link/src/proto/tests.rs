@@ -49,6 +49,39 @@ fn hello_golden_bytes() {
 }
 
 #[test]
+fn run_decision_golden_bytes() {
+    let run = RunRepr {
+        task: TaskId(0x0102),
+        barrier: Barrier(7),
+        worker: WorkerId(3),
+        slice_ns: 30_000,
+    };
+    let record = Message::Run(run).to_record(Epoch(1));
+    let b = record.bytes();
+    assert_eq!(&b[8..10], &[0x81, 0x10], "kind 0x1081");
+    assert_eq!(&b[16..24], &[2, 1, 0, 0, 0, 0, 0, 0], "task");
+    assert_eq!(&b[24..32], &[7, 0, 0, 0, 0, 0, 0, 0], "barrier");
+    assert_eq!(&b[32..40], &30_000u64.to_le_bytes(), "slice");
+    assert_eq!(&b[40..42], &[3, 0], "worker");
+    assert_eq!(record.parse(), Ok(Message::Run(run)));
+    assert_eq!(
+        Message::parse_in(&record, Direction::Event),
+        Err(ParseError::WrongDirection(Kind::Run))
+    );
+}
+
+#[test]
+fn idle_worker_event_must_not_name_a_task() {
+    let idle = WorkerEventRepr { worker: WorkerId(1), running: None, ran_ns: 0 };
+    let mut record = Message::Worker(idle).to_record(Epoch(1));
+    assert_eq!(record.parse(), Ok(Message::Worker(idle)));
+    record.bytes_mut()[PAYLOAD_OFFSET + 8] = 5; // a task id while "idle"
+    assert_eq!(record.parse(), Err(ParseError::Reserved));
+    record.bytes_mut()[PAYLOAD_OFFSET + 2] = 9; // neither idle nor running
+    assert_eq!(record.parse(), Err(ParseError::Field("running flag")));
+}
+
+#[test]
 fn channel_word_is_little_endian() {
     let mut record = Record::ZERO;
     record.set_channel_word(0x0102_0304_0506_0708);
@@ -113,7 +146,51 @@ fn direction_is_enforced() {
     );
 }
 
+fn any_sched_message() -> impl Strategy<Value = Message> {
+    let change = prop_oneof![
+        Just(TaskChange::New),
+        Just(TaskChange::Runnable),
+        Just(TaskChange::Blocked),
+        Just(TaskChange::Preempted),
+        Just(TaskChange::Done),
+    ];
+    let worker = any::<u16>().prop_map(WorkerId);
+    prop_oneof![
+        (change, any::<u64>(), any::<u64>(), worker.clone(), any::<u64>()).prop_map(
+            |(change, task, seq, worker, ran_ns)| Message::Task(TaskEventRepr {
+                change,
+                task: TaskId(task),
+                seq: Barrier(seq),
+                worker,
+                ran_ns,
+            })
+        ),
+        (worker.clone(), prop::option::of((any::<u64>(), any::<u64>())), any::<u64>()).prop_map(
+            |(worker, running, ran_ns)| Message::Worker(WorkerEventRepr {
+                worker,
+                running: running.map(|(t, s)| (TaskId(t), Barrier(s))),
+                ran_ns,
+            })
+        ),
+        (any::<u64>(), any::<u64>(), worker.clone(), any::<u64>()).prop_map(
+            |(task, barrier, worker, slice_ns)| Message::Run(RunRepr {
+                task: TaskId(task),
+                barrier: Barrier(barrier),
+                worker,
+                slice_ns,
+            })
+        ),
+        (any::<u64>(), any::<u64>(), worker).prop_map(|(task, barrier, worker)| {
+            Message::Preempt(PreemptRepr { task: TaskId(task), barrier: Barrier(barrier), worker })
+        }),
+    ]
+}
+
 fn any_message() -> impl Strategy<Value = Message> {
+    prop_oneof![any_link_message(), any_sched_message()]
+}
+
+fn any_link_message() -> impl Strategy<Value = Message> {
     let worker = any::<u16>().prop_map(WorkerId);
     prop_oneof![
         (worker.clone(), any::<u64>(), any::<u64>()).prop_map(|(worker, seq, sent_at_ns)| {

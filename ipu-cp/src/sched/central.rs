@@ -1,0 +1,113 @@
+//! What every centralized policy tracks: each task's latest sequence and state, one run queue,
+//! the free workers, and what runs where. Policies decide *which* task and *when* to preempt;
+//! this file keeps the facts straight, including the stale ones: a queued entry whose
+//! sequence is no longer the task's latest is dropped when reached, never run.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+
+use link::proto::{Barrier, RunRepr, TaskId, TxnOutcome, WorkerId};
+
+use super::SchedDecision;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Runnable,
+    Blocked,
+    /// On a worker (or handed to it in a Run decision not yet known to have failed).
+    Running(WorkerId),
+}
+
+/// Centralized bookkeeping.
+#[derive(Debug, Default)]
+pub struct Central {
+    tasks: HashMap<TaskId, (Barrier, State)>,
+    queue: VecDeque<(TaskId, Barrier)>,
+    free: BTreeSet<WorkerId>,
+    running: HashMap<WorkerId, (TaskId, Barrier)>,
+}
+
+impl Central {
+    /// A task became runnable at `seq`: queue it at the tail.
+    pub fn runnable(&mut self, task: TaskId, seq: Barrier) {
+        if self.is_newer(task, seq) {
+            self.tasks.insert(task, (seq, State::Runnable));
+            self.queue.push_back((task, seq));
+        }
+    }
+
+    /// A task stopped running on `worker` (blocked, preempted, or done): the worker is free.
+    pub fn left_worker(&mut self, worker: WorkerId) {
+        self.running.remove(&worker);
+        self.free.insert(worker);
+    }
+
+    /// A task blocked at `seq`.
+    pub fn blocked(&mut self, task: TaskId, seq: Barrier) {
+        if self.is_newer(task, seq) {
+            self.tasks.insert(task, (seq, State::Blocked));
+        }
+    }
+
+    /// A task finished: forget it.
+    pub fn dead(&mut self, task: TaskId) {
+        self.tasks.remove(&task);
+    }
+
+    /// `worker` has nothing to run.
+    pub fn idle(&mut self, worker: WorkerId) {
+        self.running.remove(&worker);
+        self.free.insert(worker);
+    }
+
+    /// Tasks waiting to run.
+    pub fn waiting(&self) -> usize {
+        self.queue.iter().filter(|(task, seq)| self.is_current(*task, *seq)).count()
+    }
+
+    /// Pairs waiting tasks with free workers, in queue order and worker order.
+    pub fn dispatch(&mut self, slice_ns: u64, out: &mut Vec<SchedDecision>) {
+        while !self.free.is_empty() {
+            let Some((task, seq)) = self.pop_current() else { return };
+            let worker = self.free.pop_first().expect("checked non-empty");
+            self.tasks.insert(task, (seq, State::Running(worker)));
+            self.running.insert(worker, (task, seq));
+            out.push(SchedDecision::Run(RunRepr { task, barrier: seq, worker, slice_ns }));
+        }
+    }
+
+    /// The host refused a decision: undo what it assumed.
+    pub fn commit_failed(&mut self, decision: &SchedDecision, outcome: TxnOutcome) {
+        let SchedDecision::Run(run) = decision else { return };
+        if self.running.get(&run.worker) == Some(&(run.task, run.barrier)) {
+            self.running.remove(&run.worker);
+            self.free.insert(run.worker);
+        }
+        // Stale: the task changed since; its newer event tells what it is now. Rejected at
+        // the same sequence: it is still runnable, so it goes back to the head of the queue.
+        if outcome == TxnOutcome::Rejected
+            && self.tasks.get(&run.task) == Some(&(run.barrier, State::Running(run.worker)))
+        {
+            self.tasks.insert(run.task, (run.barrier, State::Runnable));
+            self.queue.push_front((run.task, run.barrier));
+        }
+    }
+
+    fn pop_current(&mut self) -> Option<(TaskId, Barrier)> {
+        while let Some((task, seq)) = self.queue.pop_front() {
+            if self.is_current(task, seq) {
+                return Some((task, seq));
+            }
+        }
+        None
+    }
+
+    fn is_current(&self, task: TaskId, seq: Barrier) -> bool {
+        self.tasks.get(&task) == Some(&(seq, State::Runnable))
+    }
+
+    /// Events can arrive after newer ones for the same task only if the host misbehaves; a
+    /// sequence at or below the known one is ignored.
+    fn is_newer(&self, task: TaskId, seq: Barrier) -> bool {
+        self.tasks.get(&task).is_none_or(|(known, _)| seq > *known)
+    }
+}
