@@ -164,9 +164,17 @@ impl Agent {
             return None;
         }
         let workers = app.attachment.end().workers.len();
+        let mut events = 0;
         for worker_index in 0..workers {
-            *work += self.drain_worker(index, worker_index, now);
+            events += self.drain_worker(index, worker_index, now);
         }
+        if events > 0 {
+            // Decisions that answer no single event: dispatching queued work.
+            self.decisions.clear();
+            self.policy.decide(self.apps[index].id, now, &mut self.decisions);
+            self.post(index, now);
+        }
+        *work += events;
         None
     }
 
@@ -189,6 +197,19 @@ impl Agent {
                 Err(_) => malformed += 1,
             }
         }
+        let s = &self.stats;
+        Stats::add(&s.events, count as u64);
+        Stats::add(&s.malformed_events, malformed);
+        Stats::add(&s.stray_txn_results, stray);
+        self.post(index, now);
+        count
+    }
+
+    /// Posts `self.decisions` to app `index`'s decision rings, in order; what does not fit
+    /// waits in the app's backlog.
+    fn post(&mut self, index: usize, now: MonoNanos) {
+        let app = &mut self.apps[index];
+        let end = app.attachment.end();
         let (mut posted, mut invalid) = (0, 0);
         for (target, decision) in self.decisions.as_slice() {
             let Some(ring) = end.workers.get_mut(usize::from(target.0)) else {
@@ -203,13 +224,8 @@ impl Agent {
                 app.backlog.push_back((*target, record));
             }
         }
-        let s = &self.stats;
-        Stats::add(&s.events, count as u64);
-        Stats::add(&s.decisions, posted);
-        Stats::add(&s.malformed_events, malformed);
-        Stats::add(&s.stray_txn_results, stray);
-        Stats::add(&s.invalid_decisions, invalid);
-        count
+        Stats::add(&self.stats.decisions, posted);
+        Stats::add(&self.stats.invalid_decisions, invalid);
     }
 
     fn detach(&mut self, index: usize, reason: Detach) {

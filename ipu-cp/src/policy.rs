@@ -57,6 +57,9 @@ pub trait Policy: Send {
         now: MonoNanos,
         out: &mut Decisions,
     );
+    /// Decisions that answer no single event (dispatching queued work), after each drained
+    /// batch of `app`'s events. Default: none.
+    fn decide(&mut self, _app: AppId, _now: MonoNanos, _out: &mut Decisions) {}
 }
 
 /// The echo policy: answers every `Ping` with a `Pong` to the same worker, and ignores other
@@ -96,12 +99,18 @@ impl Policy for Echo {
 }
 
 /// Policies selectable by name.
-pub const POLICY_NAMES: &[&str] = &["echo"];
+pub const POLICY_NAMES: &[&str] = &["echo", "fifo", "shinjuku"];
 
-/// Builds the policy called `name`, or `None` if there is no such policy.
-pub fn by_name(name: &str) -> Option<Box<dyn Policy>> {
+/// Builds the policy called `name`, or `None` if there is no such policy. `slice_ns` is the
+/// time slice of preemptive scheduling policies.
+pub fn by_name(name: &str, slice_ns: u64) -> Option<Box<dyn Policy>> {
     match name {
         "echo" => Some(Box::new(Echo::default())),
+        "fifo" | "shinjuku" => {
+            crate::sched::by_name(name, slice_ns)?; // validate the name once
+            let name = if name == "fifo" { "fifo" } else { "shinjuku" };
+            Some(Box::new(crate::sched::adapter::SchedAgent::new(name, slice_ns)))
+        }
         _ => None,
     }
 }
@@ -119,6 +128,7 @@ mod tests {
         echo.on_event(AppId(1), WorkerId(2), &ping, MonoNanos(0), &mut out);
         let expected = PongRepr { worker: WorkerId(2), seq: 9, ping_sent_at_ns: 77 };
         assert_eq!(out.as_slice(), &[(WorkerId(2), Message::Pong(expected))]);
-        assert!(by_name("echo").is_some() && by_name("nope").is_none());
+        assert!(by_name("echo", 0).is_some() && by_name("nope", 0).is_none());
+        assert_eq!(by_name("shinjuku", 30_000).unwrap().name(), "shinjuku");
     }
 }

@@ -151,7 +151,7 @@ fn bad_flags_exit_non_zero_with_a_clear_message() {
     assert_eq!(code, 2, "{err}");
     let (code, err) = run_expecting_failure(&["--socket", "/tmp/x.sock", "--policy", "magic"]);
     assert_eq!(code, 1, "{err}");
-    assert!(err.contains("unknown policy `magic` (known: echo)"), "{err}");
+    assert!(err.contains("unknown policy `magic` (known: echo, fifo, shinjuku)"), "{err}");
     let (code, err) = run_expecting_failure(&["--socket", "/tmp/x.sock", "--cpu", "100000"]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("--cpu 100000"), "{err}");
@@ -299,4 +299,81 @@ fn child_app() {
         conn.end.liveness.heartbeat.beat(MonoNanos::now());
         std::thread::sleep(Duration::from_micros(100));
     }
+}
+
+fn task_event(
+    change: link::proto::TaskChange,
+    task: u64,
+    seq: u64,
+    worker: u16,
+    ran_ns: u64,
+) -> Record {
+    Message::Task(link::proto::TaskEventRepr {
+        change,
+        task: link::proto::TaskId(task),
+        seq: link::proto::Barrier(seq),
+        worker: WorkerId(worker),
+        ran_ns,
+    })
+    .to_record(Epoch(1))
+}
+
+/// Waits (bounded) for the next decision on `worker`'s ring.
+fn next_decision(conn: &mut Connection, worker: usize) -> Message {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(record) = conn.end.workers[worker].decisions.try_pop(MonoNanos(0)) {
+            return record.parse().unwrap();
+        }
+        assert!(Instant::now() < deadline, "no decision for worker {worker}");
+        conn.end.liveness.heartbeat.beat(MonoNanos::now());
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn offloaded_fifo_places_tasks_on_free_workers() {
+    use link::proto::TaskChange::{Done, New};
+    let cp = ControlPlane::start("fifo", &["--policy", "fifo", "--peer-timeout-ms", "30000"]);
+    let mut app = cp.connect(1); // two workers
+    for task in 1..=3 {
+        app.end.workers[0].events.try_push(&task_event(New, task, 1, 0, 0), MonoNanos(0)).unwrap();
+    }
+    let run = |m: Message| match m {
+        Message::Run(run) => (run.task.0, run.barrier.0, run.worker.0, run.slice_ns),
+        other => panic!("expected Run, got {other:?}"),
+    };
+    assert_eq!(run(next_decision(&mut app, 0)), (1, 1, 0, 0));
+    assert_eq!(run(next_decision(&mut app, 1)), (2, 1, 1, 0));
+    app.end.workers[0].events.try_push(&task_event(Done, 1, 2, 0, 5_000), MonoNanos(0)).unwrap();
+    assert_eq!(run(next_decision(&mut app, 0)), (3, 1, 0, 0), "task 3 waited for a free worker");
+    let line = cp.stop();
+    assert_eq!(counter(&line, "decisions"), 3);
+}
+
+#[test]
+fn offloaded_shinjuku_preempts_a_long_task_when_others_wait() {
+    use link::proto::TaskChange::New;
+    let cp = ControlPlane::start(
+        "shinjuku",
+        &["--policy", "shinjuku", "--slice-us", "30", "--peer-timeout-ms", "30000"],
+    );
+    let mut app = cp.connect(1);
+    for task in 1..=3 {
+        app.end.workers[0].events.try_push(&task_event(New, task, 1, 0, 0), MonoNanos(0)).unwrap();
+    }
+    assert!(matches!(next_decision(&mut app, 0), Message::Run(r) if r.slice_ns == 30_000));
+    assert!(matches!(next_decision(&mut app, 1), Message::Run(_)));
+    // Worker 0's task has run 40 µs while task 3 waits: preempt it.
+    let tick = Message::Worker(link::proto::WorkerEventRepr {
+        worker: WorkerId(0),
+        running: Some((link::proto::TaskId(1), link::proto::Barrier(1))),
+        ran_ns: 40_000,
+    });
+    app.end.workers[0].events.try_push(&tick.to_record(Epoch(1)), MonoNanos(0)).unwrap();
+    match next_decision(&mut app, 0) {
+        Message::Preempt(p) => assert_eq!((p.task.0, p.barrier.0, p.worker.0), (1, 1, 0)),
+        other => panic!("expected Preempt, got {other:?}"),
+    }
+    cp.stop();
 }

@@ -20,9 +20,12 @@ struct Args {
     /// Unix socket that apps connect to.
     #[arg(long, value_name = "PATH")]
     socket: PathBuf,
-    /// Policy to run (one of: echo).
+    /// Policy to run (one of: echo, fifo, shinjuku).
     #[arg(long, default_value = "echo")]
     policy: String,
+    /// Time slice of the shinjuku policy, in microseconds.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    slice_us: u64,
     /// Most apps attached at once.
     #[arg(long, default_value_t = MAX_APPS_DEFAULT, value_parser = clap::value_parser!(u16).range(1..))]
     max_apps: u16,
@@ -55,7 +58,7 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let Some(policy) = policy::by_name(&args.policy) else {
+    let Some(policy) = policy::by_name(&args.policy, args.slice_us * 1000) else {
         bail!("unknown policy `{}` (known: {})", args.policy, POLICY_NAMES.join(", "));
     };
     if args.peer_timeout_ms * 1000 <= args.heartbeat_interval_us {

@@ -11,6 +11,7 @@
 //! (centralized, time-slice preemption, preempted tasks to the tail). Both build on
 //! [`central::Central`], the bookkeeping every centralized policy needs.
 
+pub mod adapter;
 pub mod central;
 pub mod fifo;
 pub mod shinjuku;

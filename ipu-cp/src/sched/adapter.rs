@@ -1,0 +1,94 @@
+//! Runs a scheduling policy inside the agent: one [`SchedPolicy`] per attached app, fed from
+//! that app's task and worker events, its decisions posted to the target worker's ring. Not a
+//! policy itself: translation only.
+//!
+//! The ring an event arrives on names the worker; the worker fields inside events are not
+//! trusted for that.
+
+use std::collections::HashMap;
+
+use link::MonoNanos;
+use link::proto::{AppId, Message, TaskChange, WorkerId};
+
+use super::{SchedDecision, SchedPolicy};
+use crate::policy::{Decisions, Policy};
+
+/// The agent-side host of a scheduling policy.
+pub struct SchedAgent {
+    name: &'static str,
+    slice_ns: u64,
+    apps: HashMap<AppId, Box<dyn SchedPolicy>>,
+    scratch: Vec<SchedDecision>,
+}
+
+impl std::fmt::Debug for SchedAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchedAgent")
+            .field("policy", &self.name)
+            .field("apps", &self.apps.len())
+            .finish()
+    }
+}
+
+impl SchedAgent {
+    /// Hosts policy `name` (see [`super::SCHED_POLICY_NAMES`]) for every app.
+    pub fn new(name: &'static str, slice_ns: u64) -> SchedAgent {
+        SchedAgent { name, slice_ns, apps: HashMap::new(), scratch: Vec::new() }
+    }
+}
+
+impl Policy for SchedAgent {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn on_app_attached(&mut self, app: AppId, workers: u16) {
+        let Some(mut policy) = super::by_name(self.name, self.slice_ns) else { return };
+        for worker in 0..workers {
+            policy.on_worker_idle(WorkerId(worker), MonoNanos(0));
+        }
+        self.apps.insert(app, policy);
+    }
+
+    fn on_app_detached(&mut self, app: AppId) {
+        self.apps.remove(&app);
+    }
+
+    fn on_event(
+        &mut self,
+        app: AppId,
+        worker: WorkerId,
+        event: &Message,
+        now: MonoNanos,
+        _: &mut Decisions,
+    ) {
+        let Some(policy) = self.apps.get_mut(&app) else { return };
+        match event {
+            Message::Task(e) => match e.change {
+                TaskChange::New => policy.on_task_new(e.task, e.seq, now),
+                TaskChange::Runnable => policy.on_task_runnable(e.task, e.seq, now),
+                TaskChange::Blocked => policy.on_task_blocked(e.task, e.seq, worker, now),
+                TaskChange::Preempted => policy.on_task_preempted(e.task, e.seq, worker, now),
+                TaskChange::Done => policy.on_task_dead(e.task, worker, now),
+            },
+            Message::Worker(w) => match w.running {
+                None => policy.on_worker_idle(worker, now),
+                Some((task, seq)) => policy.on_worker_tick(worker, task, seq, w.ran_ns, now),
+            },
+            _ => {} // other subsystems' events
+        }
+    }
+
+    fn decide(&mut self, app: AppId, now: MonoNanos, out: &mut Decisions) {
+        let Some(policy) = self.apps.get_mut(&app) else { return };
+        policy.decide(now, &mut self.scratch);
+        for decision in self.scratch.drain(..) {
+            match decision {
+                SchedDecision::Run(run) => out.push(run.worker, Message::Run(run)),
+                SchedDecision::Preempt(preempt) => {
+                    out.push(preempt.worker, Message::Preempt(preempt))
+                }
+            }
+        }
+    }
+}
