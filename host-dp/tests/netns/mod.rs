@@ -22,6 +22,7 @@ fn ip(args: &[&str]) {
 
 impl Netns {
     pub fn with_veth_pair(tag: &str) -> Netns {
+        reap_orphans();
         let name = format!("wave-{tag}-{}", std::process::id());
         let _ = Command::new("ip").args(["netns", "del", &name]).output(); // leftovers
         ip(&["netns", "add", &name]);
@@ -63,6 +64,24 @@ impl Netns {
                 .join()
                 .expect("test body panicked")
         })
+    }
+}
+
+/// Deletes `wave-*-<pid>` namespaces whose process is gone (a test killed before its guard
+/// could drop).
+fn reap_orphans() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else { return };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        let Some(pid) = name.strip_prefix("wave-").and_then(|rest| rest.rsplit('-').next()) else {
+            continue;
+        };
+        let alive = pid
+            .parse::<u32>()
+            .is_ok_and(|pid| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        if !alive {
+            let _ = Command::new("ip").args(["netns", "del", name]).output();
+        }
     }
 }
 
