@@ -9,5 +9,7 @@ echo "== cargo clippy (all features: the DPDK backend included)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 echo "== dependency direction"
 ./scripts/check-deps.sh
+echo "== tidy (line and file length limits)"
+./scripts/tidy.sh
 echo "== cargo test (all features)"
 cargo test --workspace --all-features

@@ -1,6 +1,7 @@
 //! The conformance suite over the DPDK backend: two ports wired back to back over rte_rings
 //! (EAL without hugepages, no NIC), net_af_packet on a veth pair in a network namespace,
-//! teardown and re-init, a vdev created and removed at run time, and set-up errors. One EAL serves the whole test binary (DPDK allows one per process).
+//! teardown and re-init, a vdev created and removed at run time, and set-up errors. One EAL
+//! serves the whole test binary (DPDK allows one per process).
 #![cfg(feature = "dpdk")]
 
 mod conformance;

@@ -167,7 +167,8 @@ fn accept_loop(
                 let hello = session.hello;
                 Stats::add(&stats.apps_admitted, 1);
                 eprintln!(
-                    "ipu-cp: app {} attached (pid {pid}, {} workers, ring {}, {} slots, delay {} ns)",
+                    "ipu-cp: app {} attached (pid {pid}, {} workers, ring {}, {} slots, \
+                     delay {} ns)",
                     app.0, hello.workers, hello.ring_capacity, hello.prestage_slots, hello.delay_ns
                 );
                 if let Err(TrySendError::Full(session) | TrySendError::Disconnected(session)) =

@@ -40,7 +40,11 @@ struct Args {
     #[arg(long, value_enum, default_value = "both")]
     mode: Mode,
     /// Timed round trips per mode (after a 10 % warm-up).
-    #[arg(long, default_value_t = 200_000, value_parser = clap::value_parser!(u64).range(100..=100_000_000))]
+    #[arg(
+        long,
+        default_value_t = 200_000,
+        value_parser = clap::value_parser!(u64).range(100..=100_000_000)
+    )]
     count: u64,
     /// Probes in flight during the throughput phase.
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(1..=1024))]

@@ -27,13 +27,21 @@ struct Args {
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     slice_us: u64,
     /// Most apps attached at once.
-    #[arg(long, default_value_t = MAX_APPS_DEFAULT, value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(
+        long,
+        default_value_t = MAX_APPS_DEFAULT,
+        value_parser = clap::value_parser!(u16).range(1..)
+    )]
     max_apps: u16,
     /// Users allowed to attach (repeatable). Default: only the user running ipu-cp.
     #[arg(long = "allow-uid", value_name = "UID")]
     allow_uids: Vec<u32>,
     /// Heartbeat interval in microseconds.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    #[arg(
+        long,
+        default_value_t = 100,
+        value_parser = clap::value_parser!(u64).range(1..=1_000_000)
+    )]
     heartbeat_interval_us: u64,
     /// An app silent this long (ms) is declared lost and detached.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=60_000))]

@@ -148,7 +148,8 @@ pub(crate) fn render(r: &Results) -> String {
     let cb = &r.crossbeam_rtt;
     let _ = writeln!(
         s,
-        "| crossbeam ArrayQueue, 2 threads (separate phase, unpaired) | {:.0} | {:.0} | {:.2} | {:.2} |",
+        "| crossbeam ArrayQueue, 2 threads (separate phase, unpaired) \
+         | {:.0} | {:.0} | {:.2} | {:.2} |",
         one_way(cb, 0.5),
         one_way(cb, 0.99),
         one_way(cb, 0.5) / one_way(floor, 0.5),

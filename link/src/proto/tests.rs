@@ -244,7 +244,11 @@ fn any_link_message() -> impl Strategy<Value = Message> {
 
 proptest! {
     #[test]
-    fn every_message_round_trips(message in any_message(), epoch in any::<u32>(), word in any::<u64>()) {
+    fn every_message_round_trips(
+        message in any_message(),
+        epoch in any::<u32>(),
+        word in any::<u64>(),
+    ) {
         let mut record = message.to_record(Epoch(epoch));
         record.set_channel_word(word); // the channel word never affects the message
         prop_assert_eq!(record.parse(), Ok(message));

@@ -12,6 +12,8 @@
 
 mod eal;
 mod mbuf;
+mod mempool;
+mod port_io;
 
 use std::ffi::CString;
 use std::ptr::NonNull;
@@ -20,8 +22,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use eal::{Eal, EalConfig};
 pub use mbuf::Mbuf;
+pub use mempool::Mempool;
 
-use super::{Capabilities, IoError, PacketIo, QueueId, check_queue};
+use super::Capabilities;
 
 const ETHERNET_HEADER: usize = 14;
 const RX_OFFLOAD_CHECKSUMS: u64 = (1 << 1) | (1 << 2) | (1 << 3); // IPV4, UDP, TCP
@@ -80,21 +83,6 @@ pub enum DpdkError {
     },
 }
 
-impl DpdkPort {
-    /// Fallback when the pool has fewer mbufs than a bulk request: fills `raw` one by one and
-    /// returns how many it got.
-    fn alloc_one_by_one(&mut self, raw: &mut [*mut dpdk_sys::rte_mbuf]) -> usize {
-        for (got, slot) in raw.iter_mut().enumerate() {
-            // SAFETY: the pool is valid while the port holds it.
-            *slot = unsafe { dpdk_sys::rte_pktmbuf_alloc_(self.pool.raw.as_ptr()) };
-            if slot.is_null() {
-                return got;
-            }
-        }
-        raw.len()
-    }
-}
-
 /// Reads `rte_errno`.
 pub(crate) fn rte_errno() -> i32 {
     // SAFETY: the shim reads a thread-local; no preconditions.
@@ -114,56 +102,6 @@ fn c_name(name: &str) -> Result<CString, DpdkError> {
 fn unique(prefix: &str) -> String {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     format!("{prefix}{}", NEXT.fetch_add(1, Ordering::Relaxed))
-}
-
-/// A packet-buffer pool.
-#[derive(Debug)]
-pub struct Mempool {
-    raw: NonNull<dpdk_sys::rte_mempool>,
-    size: u32,
-    data_room: u16,
-}
-
-// SAFETY: DPDK mempools are thread-safe (multi-producer/multi-consumer by default); the value
-// only hands the pointer to DPDK calls.
-unsafe impl Send for Mempool {}
-// SAFETY: as above.
-unsafe impl Sync for Mempool {}
-
-impl Mempool {
-    /// A pool of `size` mbufs with `data_room` bytes each (including DPDK's 128-byte headroom).
-    pub fn new(_eal: &'static Eal, size: u32, data_room: u16) -> Result<Arc<Mempool>, DpdkError> {
-        let name = unique("wave_pool");
-        let c = c_name(&name)?;
-        let cache = 32.min(size / 4);
-        // SAFETY: EAL is up (`_eal`); the name is NUL-terminated and unique.
-        let raw =
-            unsafe { dpdk_sys::rte_pktmbuf_pool_create(c.as_ptr(), size, cache, 0, data_room, -1) };
-        let raw = NonNull::new(raw).ok_or(DpdkError::Mempool { name, errno: rte_errno() })?;
-        Ok(Arc::new(Mempool { raw, size, data_room }))
-    }
-
-    /// The raw pool, for code that drives DPDK directly (baselines, other libraries).
-    pub fn as_raw(&self) -> *mut dpdk_sys::rte_mempool {
-        self.raw.as_ptr()
-    }
-
-    /// Mbufs in the pool now (not lent out).
-    pub fn available(&self) -> u32 {
-        // SAFETY: the pool is valid while `self` lives.
-        unsafe { dpdk_sys::rte_mempool_avail_count_(self.raw.as_ptr()) }
-    }
-}
-
-impl Drop for Mempool {
-    fn drop(&mut self) {
-        if self.available() == self.size {
-            // SAFETY: every mbuf is back, so nothing refers into the pool any more.
-            unsafe { dpdk_sys::rte_mempool_free(self.raw.as_ptr()) }
-        }
-        // Otherwise mbufs are still out (leaked by the app): keep the pool's memory rather
-        // than free it under them.
-    }
 }
 
 /// Port shape.
@@ -402,116 +340,5 @@ impl Drop for DpdkPort {
             unsafe { dpdk_sys::rte_vdev_uninit(name.as_ptr()) };
         }
         // Ring-pair rings drop with `backing`, after this body: freed by the last port.
-    }
-}
-
-impl PacketIo for DpdkPort {
-    type Frame = Mbuf;
-
-    fn capabilities(&self) -> Capabilities {
-        self.caps
-    }
-
-    fn alloc(&mut self, out: &mut Vec<Mbuf>, count: usize) -> usize {
-        let max = self.caps.frame_len_max;
-        let mut raw = [std::ptr::null_mut::<dpdk_sys::rte_mbuf>(); BURST];
-        let mut given = 0;
-        while given < count {
-            let chunk = (count - given).min(BURST);
-            let n = u32::try_from(chunk).expect("at most BURST");
-            // SAFETY: the pool is valid while the port holds it; `raw` has room for `chunk`.
-            let bulk = unsafe {
-                dpdk_sys::rte_pktmbuf_alloc_bulk_(self.pool.raw.as_ptr(), raw.as_mut_ptr(), n)
-            } == 0;
-            let got = if bulk { chunk } else { self.alloc_one_by_one(&mut raw[..chunk]) };
-            for &m in &raw[..got] {
-                let m = NonNull::new(m).expect("allocated mbufs are non-null");
-                // SAFETY: a fresh single-segment mbuf, owned by nobody else.
-                out.push(unsafe { Mbuf::from_raw(m, max) });
-            }
-            given += got;
-            if got < chunk {
-                break; // the pool is empty
-            }
-        }
-        given
-    }
-
-    fn free_batch(&mut self, frames: &mut Vec<Mbuf>) {
-        let mut raw = [std::ptr::null_mut::<dpdk_sys::rte_mbuf>(); BURST];
-        while !frames.is_empty() {
-            let chunk = frames.len().min(BURST);
-            for (slot, frame) in raw.iter_mut().zip(frames.drain(..chunk)) {
-                *slot = frame.into_raw();
-            }
-            let n = u32::try_from(chunk).expect("at most BURST");
-            // SAFETY: the first `chunk` pointers are mbufs we owned (taken with into_raw).
-            unsafe { dpdk_sys::rte_pktmbuf_free_bulk(raw.as_mut_ptr(), n) };
-        }
-    }
-
-    fn rx_burst(
-        &mut self,
-        queue: QueueId,
-        out: &mut Vec<Mbuf>,
-        max: usize,
-    ) -> Result<usize, IoError> {
-        check_queue(queue, self.config.rx_queues)?;
-        let frame_max = self.caps.frame_len_max;
-        let mut received = 0;
-        let mut raw = [std::ptr::null_mut::<dpdk_sys::rte_mbuf>(); BURST];
-        while received < max {
-            let want = u16::try_from((max - received).min(BURST)).expect("at most BURST");
-            // SAFETY: started port, valid queue; `raw` has room for `want` pointers.
-            let got =
-                unsafe { dpdk_sys::rte_eth_rx_burst_(self.id, queue.0, raw.as_mut_ptr(), want) };
-            for &m in &raw[..usize::from(got)] {
-                let m = NonNull::new(m).expect("rx burst returns non-null mbufs");
-                // SAFETY: a received mbuf we now own; reading a field.
-                debug_assert_eq!(unsafe { m.as_ref() }.nb_segs, 1, "scatter-rx is never enabled");
-                // SAFETY: the device hands us ownership of each received mbuf.
-                out.push(unsafe { Mbuf::from_raw(m, frame_max) });
-            }
-            received += usize::from(got);
-            if got < want {
-                break;
-            }
-        }
-        Ok(received)
-    }
-
-    fn tx_burst(&mut self, queue: QueueId, frames: &mut Vec<Mbuf>) -> Result<usize, IoError> {
-        check_queue(queue, self.config.tx_queues)?;
-        let max = self.caps.frame_len_max;
-        let oversize = frames.iter().position(|f| crate::io::Frame::len(f) > max);
-        let sendable = oversize.unwrap_or(frames.len());
-        let mut sent = 0;
-        let mut raw = [std::ptr::null_mut::<dpdk_sys::rte_mbuf>(); BURST];
-        while sent < sendable {
-            let chunk = (sendable - sent).min(BURST);
-            for (slot, frame) in raw.iter_mut().zip(&frames[sent..sent + chunk]) {
-                *slot = frame.as_raw();
-            }
-            let n = u16::try_from(chunk).expect("at most BURST");
-            // SAFETY: started port, valid queue; the first `n` pointers are owned mbufs. The
-            // device takes ownership of those it accepts, which we forget below.
-            let accepted = usize::from(unsafe {
-                dpdk_sys::rte_eth_tx_burst_(self.id, queue.0, raw.as_mut_ptr(), n)
-            });
-            sent += accepted;
-            if accepted < chunk {
-                break;
-            }
-        }
-        for frame in frames.drain(..sent) {
-            let _ = frame.into_raw(); // now the device's
-        }
-        match oversize {
-            Some(_) if sent == sendable => {
-                let len = crate::io::Frame::len(&frames[0]);
-                Err(IoError::FrameTooLong { len, max })
-            }
-            _ => Ok(sent),
-        }
     }
 }
