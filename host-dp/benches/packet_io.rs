@@ -16,7 +16,7 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use host_dp::io::shm::{ShmPort, Side, WireConfig};
-use host_dp::io::uring::{UringConfig, UringPort};
+use host_dp::io::uring::{RxMode, UringConfig, UringPort};
 use host_dp::io::{Frame, PacketIo, QueueId};
 
 const BURST: usize = 32;
@@ -218,22 +218,27 @@ fn main() -> anyhow::Result<()> {
             continue;
         }
         let ns = netns::Netns::with_veth_pair("bench");
-        let row = ns.run(|| {
-            let mut a = UringPort::open("va", UringConfig::default()).expect("va");
-            let mut b = UringPort::open("vb", UringConfig::default()).expect("vb");
-            let mut row = Row {
-                name: format!("io_uring AF_PACKET on veth, {len} B"),
-                baseline: "sendmmsg/recvmmsg on AF_PACKET, same veth".into(),
-                ours: vec![],
-                base: vec![],
-            };
-            for _ in 0..repeats {
-                row.base.push(mmsg_baseline("va", "vb", len, seconds));
-                row.ours.push(ours(&mut a, &mut b, len, seconds));
-            }
-            row
-        });
-        rows.push(row);
+        for (mode, label) in
+            [(RxMode::MmapRing, "PACKET_MMAP rx"), (RxMode::IoUring, "io_uring rx")]
+        {
+            let row = ns.run(|| {
+                let config = UringConfig { rx_mode: mode, ..UringConfig::default() };
+                let mut a = UringPort::open("va", config).expect("va");
+                let mut b = UringPort::open("vb", config).expect("vb");
+                let mut row = Row {
+                    name: format!("AF_PACKET on veth, io_uring tx + {label}, {len} B"),
+                    baseline: "sendmmsg/recvmmsg on AF_PACKET, same veth".into(),
+                    ours: vec![],
+                    base: vec![],
+                };
+                for _ in 0..repeats {
+                    row.base.push(mmsg_baseline("va", "vb", len, seconds));
+                    row.ours.push(ours(&mut a, &mut b, len, seconds));
+                }
+                row
+            });
+            rows.push(row);
+        }
     }
     println!("| path | ours (Mpps) | baseline | baseline (Mpps) | ours ÷ baseline |");
     println!("|---|---|---|---|---|");

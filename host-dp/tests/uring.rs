@@ -4,7 +4,7 @@
 mod conformance;
 mod netns;
 
-use host_dp::io::uring::{UringConfig, UringError, UringPort};
+use host_dp::io::uring::{RxMode, UringConfig, UringError, UringPort};
 
 #[test]
 fn suite_over_a_veth_pair_both_directions() {
@@ -15,6 +15,18 @@ fn suite_over_a_veth_pair_both_directions() {
         conformance::suite(&mut a, &mut b);
         conformance::suite(&mut b, &mut a);
         assert_eq!(a.error_counts(), (0, 0));
+    });
+}
+
+#[test]
+fn suite_with_io_uring_receives() {
+    let ns = netns::Netns::with_veth_pair("uring-rx");
+    ns.run(|| {
+        let config = UringConfig { rx_mode: RxMode::IoUring, ..UringConfig::default() };
+        let mut a = UringPort::open("va", config).unwrap();
+        let mut b = UringPort::open("vb", config).unwrap();
+        conformance::suite(&mut a, &mut b);
+        conformance::suite(&mut b, &mut a);
     });
 }
 

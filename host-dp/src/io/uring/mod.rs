@@ -13,10 +13,11 @@
 //! (if they do not all arrive within a bound, the pool memory is leaked instead).
 
 mod pool;
+mod rx_ring;
+mod socket;
 
 use std::collections::VecDeque;
-use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,9 @@ use io_uring::{IoUring, opcode, squeue, types};
 
 use pool::Pool;
 pub use pool::UringFrame;
+use rx_ring::RxRing;
+pub use socket::open_socket;
+use socket::{interface_mtu, set_option};
 
 use super::{Capabilities, Frame, IoError, PacketIo, QueueId, check_queue};
 
@@ -32,9 +36,20 @@ const TX: u64 = 2 << 32;
 const CANCEL: u64 = 3 << 32;
 const INDEX_MASK: u64 = 0xffff_ffff;
 
+/// How frames are received.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RxMode {
+    /// A `PACKET_MMAP` ring polled in memory: no system call per frame (the default).
+    MmapRing,
+    /// `Recv` operations kept posted on the io_uring, one per frame.
+    IoUring,
+}
+
 /// Port shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UringConfig {
+    /// How frames are received.
+    pub rx_mode: RxMode,
     /// Frame buffers (receive and transmit together).
     pub buffers: u32,
     /// Receives kept posted.
@@ -47,7 +62,13 @@ pub struct UringConfig {
 
 impl Default for UringConfig {
     fn default() -> Self {
-        UringConfig { buffers: 2048, rx_depth: 256, tx_depth: 256, socket_rcvbuf_bytes: 8 << 20 }
+        UringConfig {
+            rx_mode: RxMode::MmapRing,
+            buffers: 2048,
+            rx_depth: 256,
+            tx_depth: 256,
+            socket_rcvbuf_bytes: 8 << 20,
+        }
     }
 }
 
@@ -79,6 +100,8 @@ pub struct UringPort {
     ring: IoUring,
     socket: Option<OwnedFd>,
     pool: Rc<Pool>,
+    /// The receive ring, in `RxMode::MmapRing`.
+    rx_ring: Option<RxRing>,
     config: UringConfig,
     caps: Capabilities,
     rx_posted: u32,
@@ -103,6 +126,10 @@ impl UringPort {
         }
         let socket = open_socket(interface, config.socket_rcvbuf_bytes)?;
         let mtu = interface_mtu(&socket, interface)?;
+        let rx_ring = match config.rx_mode {
+            RxMode::MmapRing => Some(RxRing::new(&socket, config.rx_depth.max(256) * 4)?),
+            RxMode::IoUring => None,
+        };
         let entries = (config.rx_depth + config.tx_depth + 8).next_power_of_two();
         // Deferred task work (Linux 6.1+) runs completions only when we ask for events,
         // batching them into our own calls; older kernels get a plain ring.
@@ -127,6 +154,7 @@ impl UringPort {
             ring,
             socket: Some(socket),
             pool,
+            rx_ring,
             config,
             caps,
             rx_posted: 0,
@@ -157,6 +185,9 @@ impl UringPort {
     }
 
     fn post_receives(&mut self) {
+        if self.rx_ring.is_some() {
+            return; // frames arrive in the mapped ring, not through operations
+        }
         while self.rx_posted < self.config.rx_depth {
             let Some(index) = self.pool.take() else { break };
             let len = u32::try_from(self.pool.buffer_size()).expect("buffer size fits u32");
@@ -210,100 +241,6 @@ impl UringPort {
     }
 }
 
-/// A raw `AF_PACKET` socket bound to `interface`, ignoring its own outgoing frames, with a
-/// receive buffer of `rcvbuf_bytes`: what the port uses, public for baselines and tools.
-pub fn open_socket(interface: &str, rcvbuf_bytes: u32) -> Result<OwnedFd, UringError> {
-    let name =
-        CString::new(interface).map_err(|_| UringError::NoSuchInterface(interface.into()))?;
-    // SAFETY: `name` is NUL-terminated.
-    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if ifindex == 0 {
-        return Err(UringError::NoSuchInterface(interface.to_owned()));
-    }
-    let protocol = u16::try_from(libc::ETH_P_ALL).expect("0x0003").to_be();
-    // SAFETY: plain socket(2) call; the result is checked below.
-    let raw = unsafe {
-        libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(protocol))
-    };
-    if raw < 0 {
-        return Err(UringError::Sys {
-            call: "socket(AF_PACKET)",
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    // SAFETY: `raw` is a fresh descriptor we own.
-    let socket = unsafe { OwnedFd::from_raw_fd(raw) };
-    let one: libc::c_int = 1;
-    set_option(&socket, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, one)?;
-    let rcvbuf = libc::c_int::try_from(rcvbuf_bytes).unwrap_or(libc::c_int::MAX);
-    if set_option(&socket, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, rcvbuf).is_err() {
-        set_option(&socket, libc::SOL_SOCKET, libc::SO_RCVBUF, rcvbuf)?;
-    }
-    // SAFETY: sockaddr_ll is plain data; zeroed is a valid starting value.
-    let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    address.sll_family = u16::try_from(libc::AF_PACKET).expect("17");
-    address.sll_protocol = protocol;
-    address.sll_ifindex = i32::try_from(ifindex).expect("ifindex fits i32");
-    let size = u32::try_from(std::mem::size_of::<libc::sockaddr_ll>()).expect("small struct");
-    // SAFETY: `address` is a valid sockaddr_ll of `size` bytes for the call.
-    let bound = unsafe {
-        libc::bind(socket.as_raw_fd(), (&raw const address).cast::<libc::sockaddr>(), size)
-    };
-    if bound < 0 {
-        return Err(UringError::Sys {
-            call: "bind(AF_PACKET)",
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    Ok(socket)
-}
-
-/// The interface's MTU, asked through the socket (sysfs would show the namespace that mounted
-/// it, not the caller's).
-fn interface_mtu(socket: &OwnedFd, interface: &str) -> Result<usize, UringError> {
-    // SAFETY: ifreq is plain data; zeroed is a valid starting value.
-    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
-    let name = interface.as_bytes();
-    if name.len() >= request.ifr_name.len() {
-        return Err(UringError::NoSuchInterface(interface.to_owned()));
-    }
-    for (dst, &src) in request.ifr_name.iter_mut().zip(name) {
-        *dst = libc::c_char::from_ne_bytes([src]);
-    }
-    // SAFETY: `request` is a valid ifreq with a NUL-terminated name (zeroed tail); the ioctl
-    // writes only `ifr_ifru.ifru_mtu`.
-    let code = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFMTU, &raw mut request) };
-    if code < 0 {
-        return Err(UringError::Sys {
-            call: "ioctl(SIOCGIFMTU)",
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    // SAFETY: the successful ioctl initialised the mtu member of the union.
-    let mtu = unsafe { request.ifr_ifru.ifru_mtu };
-    usize::try_from(mtu).map_err(|_| UringError::Config("negative MTU"))
-}
-
-fn set_option(
-    socket: &OwnedFd,
-    level: i32,
-    name: i32,
-    value: libc::c_int,
-) -> Result<(), UringError> {
-    let size = u32::try_from(std::mem::size_of::<libc::c_int>()).expect("small");
-    // SAFETY: `value` is a valid c_int of `size` bytes for the call.
-    let code = unsafe {
-        libc::setsockopt(socket.as_raw_fd(), level, name, (&raw const value).cast(), size)
-    };
-    if code < 0 {
-        return Err(UringError::Sys {
-            call: "setsockopt",
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    Ok(())
-}
-
 impl PacketIo for UringPort {
     type Frame = UringFrame;
 
@@ -333,6 +270,20 @@ impl PacketIo for UringPort {
         max: usize,
     ) -> Result<usize, IoError> {
         check_queue(queue, 1)?;
+        if let Some(ring) = self.rx_ring.as_mut() {
+            let pool = &self.pool;
+            let before = out.len();
+            ring.poll(max, &mut self.rx_errors, |data| {
+                let Some(index) = pool.take() else { return false }; // no buffer: keep it
+                let mut frame = pool.frame(index, 0);
+                frame.set_len(data.len()).is_ok() && {
+                    frame.data_mut().copy_from_slice(data);
+                    out.push(frame);
+                    true
+                }
+            });
+            return Ok(out.len() - before);
+        }
         if self.rx_ready.len() < max {
             self.reap();
         }
