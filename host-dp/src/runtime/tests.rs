@@ -1,0 +1,154 @@
+use super::*;
+use std::sync::atomic::AtomicU8;
+use std::time::Instant;
+
+fn runtime(workers: usize, slice_ns: u64) -> Runtime {
+    Runtime::start(RuntimeConfig { workers, slice_ns, tasks_max: 1 << 14, cpus: None }).unwrap()
+}
+
+#[test]
+fn spawned_tasks_return_their_values_and_can_await_each_other() {
+    let rt = runtime(2, 0);
+    let inner = rt.spawn(async { 20 + 1 }).unwrap();
+    let outer = rt.spawn(async move { inner.await * 2 }).unwrap();
+    assert_eq!(outer.join(), 42);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rt.tasks_alive() > 0 {
+        assert!(Instant::now() < deadline, "finished tasks are released");
+        std::thread::yield_now();
+    }
+}
+
+/// One million tasks, each marks its own slot: every slot ends at exactly one.
+#[test]
+fn a_million_tasks_each_run_exactly_once() {
+    const TASKS: usize = 1_000_000;
+    let rt = runtime(2, 0);
+    let slots: Arc<Vec<AtomicU8>> = Arc::new((0..TASKS).map(|_| AtomicU8::new(0)).collect());
+    let mut handles = Vec::with_capacity(1024);
+    for i in 0..TASKS {
+        let slots = slots.clone();
+        // At most 1024 tasks are in flight (joined below), far under the 16 Ki limit.
+        let handle = rt.spawn(async move {
+            slots[i].fetch_add(1, Ordering::Relaxed);
+        });
+        handles.push(handle.expect("under the task limit"));
+        if handles.len() == 1024 {
+            handles.drain(..).for_each(JoinHandle::join); // backpressure: stay under the limit
+        }
+    }
+    handles.into_iter().for_each(JoinHandle::join);
+    let ran: Vec<usize> = (0..TASKS).filter(|&i| slots[i].load(Ordering::Relaxed) != 1).collect();
+    assert!(ran.is_empty(), "tasks not run exactly once: {:?}", &ran[..ran.len().min(10)]);
+}
+
+/// A future completed by a thread outside the runtime (as a NIC completion or a timer would).
+struct Flag {
+    set: Arc<AtomicBool>,
+    waker: Arc<std::sync::Mutex<Option<std::task::Waker>>>,
+}
+
+impl Future for Flag {
+    type Output = ();
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        *self.waker.lock().unwrap() = Some(cx.waker().clone());
+        if self.set.load(Ordering::Acquire) {
+            std::task::Poll::Ready(())
+        } else {
+            std::task::Poll::Pending
+        }
+    }
+}
+
+#[test]
+fn a_wake_from_another_thread_resumes_the_task() {
+    let rt = runtime(1, 0);
+    let set = Arc::new(AtomicBool::new(false));
+    let waker = Arc::new(std::sync::Mutex::new(None::<std::task::Waker>));
+    let flag = Flag { set: set.clone(), waker: waker.clone() };
+    let handle = rt
+        .spawn(async move {
+            flag.await;
+            7
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(20));
+    assert!(!handle.is_finished(), "parked until woken");
+    set.store(true, Ordering::Release);
+    if let Some(w) = waker.lock().unwrap().take() {
+        w.wake();
+    }
+    assert_eq!(handle.join(), 7);
+}
+
+/// With one worker, a long task that calls preempt points lets a later short task run when
+/// a slice is set, and does not when none is.
+fn short_task_ran_during_long_one(slice_ns: u64) -> (bool, u64) {
+    let rt = runtime(1, slice_ns);
+    let short_done = Arc::new(AtomicBool::new(false));
+    let seen = short_done.clone();
+    let long = rt
+        .spawn(async move {
+            let until = Instant::now() + Duration::from_millis(100);
+            while Instant::now() < until && !seen.load(Ordering::Acquire) {
+                preempt_point().await;
+            }
+            seen.load(Ordering::Acquire)
+        })
+        .unwrap();
+    let flag = short_done.clone();
+    let short = rt.spawn(async move { flag.store(true, Ordering::Release) }).unwrap();
+    let ran_during = long.join();
+    short.join();
+    (ran_during, rt.preemptions())
+}
+
+#[test]
+fn preempt_points_yield_only_when_a_slice_is_set() {
+    let (ran, preemptions) = short_task_ran_during_long_one(50_000);
+    assert!(ran && preemptions > 0, "with a 50 µs slice the short task runs in between");
+    let (ran, preemptions) = short_task_ran_during_long_one(0);
+    assert!(!ran && preemptions == 0, "without a slice the long task runs to completion");
+}
+
+#[test]
+fn the_task_limit_is_backpressure_not_loss() {
+    let rt = Runtime::start(RuntimeConfig { tasks_max: 2, ..RuntimeConfig::default() }).unwrap();
+    let gate = Arc::new(AtomicBool::new(false));
+    let wakers: Vec<_> = (0..2).map(|_| Arc::new(std::sync::Mutex::new(None))).collect();
+    let mut handles = Vec::new();
+    for waker in &wakers {
+        let flag = Flag { set: gate.clone(), waker: waker.clone() };
+        handles.push(rt.spawn(flag).unwrap());
+    }
+    assert!(matches!(rt.spawn(async {}), Err(RuntimeError::Full)), "third task refused");
+    assert_eq!(rt.tasks_alive(), 2);
+    // Open the gate: both finish, and the slots come back.
+    gate.store(true, Ordering::Release);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while handles.iter().any(|h| !h.is_finished()) {
+        for waker in &wakers {
+            if let Some(w) = waker.lock().unwrap().take() {
+                w.wake();
+            }
+        }
+        assert!(Instant::now() < deadline, "gated tasks never finished");
+        std::thread::yield_now();
+    }
+    while rt.tasks_alive() > 0 {
+        assert!(Instant::now() < deadline);
+        std::thread::yield_now();
+    }
+    assert_eq!(rt.spawn(async { 5 }).unwrap().join(), 5, "room again after they finished");
+}
+
+#[test]
+fn bad_configs_are_refused() {
+    let no_workers = RuntimeConfig { workers: 0, ..RuntimeConfig::default() };
+    assert!(matches!(Runtime::start(no_workers), Err(RuntimeError::Config(_))));
+    let cpus = RuntimeConfig { workers: 2, cpus: Some(vec![0]), ..RuntimeConfig::default() };
+    assert!(matches!(Runtime::start(cpus), Err(RuntimeError::Config(_))));
+}
