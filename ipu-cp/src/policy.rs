@@ -106,11 +106,8 @@ pub const POLICY_NAMES: &[&str] = &["echo", "fifo", "shinjuku"];
 pub fn by_name(name: &str, slice_ns: u64) -> Option<Box<dyn Policy>> {
     match name {
         "echo" => Some(Box::new(Echo::default())),
-        "fifo" | "shinjuku" => {
-            crate::sched::by_name(name, slice_ns)?; // validate the name once
-            let name = if name == "fifo" { "fifo" } else { "shinjuku" };
-            Some(Box::new(crate::sched::adapter::SchedAgent::new(name, slice_ns)))
-        }
+        "fifo" => Some(Box::new(crate::sched::adapter::SchedAgent::new("fifo", slice_ns))),
+        "shinjuku" => Some(Box::new(crate::sched::adapter::SchedAgent::new("shinjuku", slice_ns))),
         _ => None,
     }
 }

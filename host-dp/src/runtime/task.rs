@@ -75,7 +75,10 @@ pub(super) fn run(task: &Arc<Task>, shared: &Shared) {
     let Some(future) = slot.as_mut() else { return }; // finished already
     let waker = Waker::from(task.clone());
     let mut cx = Context::from_waker(&waker);
-    SLICE.set(Some((Instant::now(), shared.slice_ns)));
+    // The clock is read only when a time slice is configured.
+    if shared.slice_ns > 0 {
+        SLICE.set(Some((Instant::now(), shared.slice_ns)));
+    }
     let done = future.as_mut().poll(&mut cx).is_ready();
     SLICE.set(None);
     shared.preemptions.fetch_add(PREEMPTED.take(), Ordering::Relaxed);

@@ -110,6 +110,8 @@ pub struct UringPort {
     rx_ready: VecDeque<(u32, usize)>,
     rx_errors: u64,
     tx_errors: u64,
+    /// Reused by `reap`, so reaping allocates nothing after set-up.
+    completions: Vec<(u64, i32)>,
 }
 
 impl std::fmt::Debug for UringPort {
@@ -162,6 +164,7 @@ impl UringPort {
             rx_ready: VecDeque::new(),
             rx_errors: 0,
             tx_errors: 0,
+            completions: Vec::with_capacity(2 * entries as usize), // the CQ is twice the SQ
         };
         port.post_receives();
         port.ring.submit().map_err(sys("io_uring_enter"))?;
@@ -211,9 +214,9 @@ impl UringPort {
         // SAFETY: io_uring_enter with nothing to submit, no wait and no argument: it only runs
         // the deferred task work that posts completions.
         let _ = unsafe { self.ring.submitter().enter::<libc::sigset_t>(0, 0, flags, None) };
-        let mut completions = Vec::new();
+        let mut completions = std::mem::take(&mut self.completions);
         completions.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
-        for (data, result) in completions {
+        for (data, result) in completions.drain(..) {
             let index = (data & INDEX_MASK) as u32;
             match data & !INDEX_MASK {
                 RX => {
@@ -238,6 +241,7 @@ impl UringPort {
                 _ => {} // cancel requests
             }
         }
+        self.completions = completions; // empty again, capacity kept
     }
 }
 
@@ -316,7 +320,7 @@ impl PacketIo for UringPort {
             let length = u32::try_from(len).expect("bounded by frame_len_max");
             let entry = opcode::Send::new(self.fd(), frame.data().as_ptr(), length)
                 .build()
-                .user_data(TX | u64::from(frame_index(frame)));
+                .user_data(TX | u64::from(frame.index_for_submit()));
             if !self.push(&entry) {
                 break;
             }
@@ -329,12 +333,6 @@ impl PacketIo for UringPort {
         self.ring.submit().map_err(|e| IoError::Device(e.raw_os_error().unwrap_or(0)))?;
         result.map(|()| sent)
     }
-}
-
-fn frame_index(frame: &UringFrame) -> u32 {
-    // The index is private to the pool module; recover it from the buffer address instead of
-    // widening the frame's API.
-    frame.index_for_submit()
 }
 
 impl Drop for UringPort {
