@@ -1,11 +1,14 @@
 //! The agent loop: drain events, dispatch to the policy, post decisions, watch liveness.
 //! It holds no policy logic (style guide C).
 //!
-//! Per app and per worker, each [`Agent::poll`] drains at most [`EVENT_BATCH`] events. A
-//! decision that does not fit its ring waits in a small per-app backlog, and while that
-//! backlog is non-empty the app's events stay in their rings: backpressure reaches the host as
-//! a full event ring instead of growing memory here. Nothing is dropped except records that
-//! fail validation, which are counted.
+//! Per app and per worker, each [`Agent::poll`] drains at most `event_batch` events (default
+//! [`EVENT_BATCH`]; 1 turns batching off, the ablation's switch), then asks the policy to
+//! decide. A decision that does not fit its ring waits in a small per-app backlog, and while
+//! that backlog is non-empty the app's events stay in their rings: backpressure reaches the
+//! host as a full event ring instead of growing memory here. Prestaged decisions go to the
+//! worker's transaction slots (to its ring when every slot is in flight); when the host
+//! reports one stale or rejected, the policy hears of it. Nothing is dropped except records
+//! that fail validation, which are counted.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -14,7 +17,7 @@ use link::proto::{AppId, Direction, Epoch, Message, Record, WorkerId};
 use link::transport::Session;
 use link::{CpEnd, MonoNanos, PeerStatus};
 
-use crate::policy::{Decisions, Policy};
+use crate::policy::{Decisions, Delivery, Policy};
 use crate::stats::Stats;
 
 /// Most events drained per worker per poll.
@@ -85,6 +88,7 @@ pub struct Agent {
     stats: Arc<Stats>,
     epoch: Epoch,
     events: Vec<Record>,
+    event_batch: usize,
     decisions: Decisions,
 }
 
@@ -106,8 +110,15 @@ impl Agent {
             stats,
             epoch,
             events: vec![Record::ZERO; EVENT_BATCH],
+            event_batch: EVENT_BATCH,
             decisions: Decisions::with_capacity(EVENT_BATCH * 4),
         }
+    }
+
+    /// Drains at most `batch` events per worker before deciding (clamped to
+    /// 1..=[`EVENT_BATCH`]; 1: no batching).
+    pub fn set_event_batch(&mut self, batch: usize) {
+        self.event_batch = batch.clamp(1, EVENT_BATCH);
     }
 
     /// The counters.
@@ -182,15 +193,29 @@ impl Agent {
         let app = &mut self.apps[index];
         let end = app.attachment.end();
         let worker = &mut end.workers[worker_index];
-        let count = worker.events.pop_batch(&mut self.events, now);
+        let count = worker.events.pop_batch(&mut self.events[..self.event_batch], now);
         if count == 0 {
             return 0;
         }
-        let (mut malformed, mut stray) = (0, 0);
+        let (mut malformed, mut stray, mut failed) = (0, 0, 0);
         self.decisions.clear();
         for record in &self.events[..count] {
             match Message::parse_in(record, Direction::Event) {
-                Ok(Message::TxnResult(result)) if !worker.slots.on_result(&result) => stray += 1,
+                Ok(Message::TxnResult(result)) => {
+                    let Some(decision) = worker.slots.on_result(&result) else {
+                        stray += 1;
+                        continue;
+                    };
+                    if result.outcome == link::proto::TxnOutcome::Committed {
+                        continue;
+                    }
+                    failed += 1;
+                    // Our own record, so it parses; if it did not, there is nothing to undo.
+                    if let Ok(decision) = Message::parse_in(&decision, Direction::Decision) {
+                        let (id, w) = (app.id, worker.worker);
+                        self.policy.on_commit_failed(id, w, &decision, result.outcome, now);
+                    }
+                }
                 Ok(event) => {
                     self.policy.on_event(app.id, worker.worker, &event, now, &mut self.decisions)
                 }
@@ -201,30 +226,35 @@ impl Agent {
         Stats::add(&s.events, count as u64);
         Stats::add(&s.malformed_events, malformed);
         Stats::add(&s.stray_txn_results, stray);
+        Stats::add(&s.failed_commits, failed);
         self.post(index, now);
         count
     }
 
-    /// Posts `self.decisions` to app `index`'s decision rings, in order; what does not fit
+    /// Posts `self.decisions` to app `index`: prestaged ones into the worker's slots, the rest
+    /// (and prestaged ones that find every slot busy) to its ring in order; what does not fit
     /// waits in the app's backlog.
     fn post(&mut self, index: usize, now: MonoNanos) {
         let app = &mut self.apps[index];
         let end = app.attachment.end();
-        let (mut posted, mut invalid) = (0, 0);
-        for (target, decision) in self.decisions.as_slice() {
-            let Some(ring) = end.workers.get_mut(usize::from(target.0)) else {
+        let (mut posted, mut staged, mut invalid) = (0, 0, 0);
+        for (target, decision, delivery) in self.decisions.as_slice() {
+            let Some(worker) = end.workers.get_mut(usize::from(target.0)) else {
                 invalid += 1;
                 continue;
             };
             let record = decision.to_record(self.epoch);
             debug_assert_eq!(decision.kind().direction(), Direction::Decision, "policy bug");
-            if app.backlog.is_empty() && ring.decisions.try_push(&record, now).is_ok() {
+            if *delivery == Delivery::Prestaged && worker.slots.publish(&record).is_ok() {
+                staged += 1;
+            } else if app.backlog.is_empty() && worker.decisions.try_push(&record, now).is_ok() {
                 posted += 1;
             } else {
                 app.backlog.push_back((*target, record));
             }
         }
-        Stats::add(&self.stats.decisions, posted);
+        Stats::add(&self.stats.decisions, posted + staged);
+        Stats::add(&self.stats.prestaged, staged);
         Stats::add(&self.stats.invalid_decisions, invalid);
     }
 

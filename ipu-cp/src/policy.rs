@@ -5,12 +5,22 @@
 //! runs the same offloaded, on-host, or under a test's fake clock.
 
 use link::MonoNanos;
-use link::proto::{AppId, Message, PongRepr, WorkerId};
+use link::proto::{AppId, Message, PongRepr, TxnOutcome, WorkerId};
 
-/// Where the policy's decisions go: a bounded list of (worker, decision) the agent posts.
+/// How a decision reaches the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Through the worker's decision ring, read in order.
+    Ring,
+    /// Prestaged in one of the worker's transaction slots, claimed when the worker needs work
+    /// (through the ring if every slot is busy). Its outcome comes back as a `TxnResult`.
+    Prestaged,
+}
+
+/// Where the policy's decisions go: a list of (worker, decision, delivery) the agent posts.
 #[derive(Debug, Default)]
 pub struct Decisions {
-    items: Vec<(WorkerId, Message)>,
+    items: Vec<(WorkerId, Message, Delivery)>,
 }
 
 impl Decisions {
@@ -18,12 +28,16 @@ impl Decisions {
     pub fn with_capacity(capacity: usize) -> Decisions {
         Decisions { items: Vec::with_capacity(capacity) }
     }
-    /// Adds a decision for `worker`.
+    /// Adds a decision for `worker`, sent through its ring.
     pub fn push(&mut self, worker: WorkerId, decision: Message) {
-        self.items.push((worker, decision));
+        self.items.push((worker, decision, Delivery::Ring));
+    }
+    /// Adds a decision for `worker`, delivered as `delivery` says.
+    pub fn push_via(&mut self, worker: WorkerId, decision: Message, delivery: Delivery) {
+        self.items.push((worker, decision, delivery));
     }
     /// The decisions so far.
-    pub fn as_slice(&self) -> &[(WorkerId, Message)] {
+    pub fn as_slice(&self) -> &[(WorkerId, Message, Delivery)] {
         &self.items
     }
     /// Removes all decisions.
@@ -60,6 +74,33 @@ pub trait Policy: Send {
     /// Decisions that answer no single event (dispatching queued work), after each drained
     /// batch of `app`'s events. Default: none.
     fn decide(&mut self, _app: AppId, _now: MonoNanos, _out: &mut Decisions) {}
+    /// The host did not commit a prestaged `decision` for `worker` (`Stale` or `Rejected`).
+    /// Default: nothing to undo.
+    fn on_commit_failed(
+        &mut self,
+        _app: AppId,
+        _worker: WorkerId,
+        _decision: &Message,
+        _outcome: TxnOutcome,
+        _now: MonoNanos,
+    ) {
+    }
+}
+
+/// Knobs every policy is built with (each uses the ones it understands).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyConfig {
+    /// Time slice of preemptive scheduling policies.
+    pub slice_ns: u64,
+    /// Decisions a scheduling policy stages per worker beyond the one it runs (0: none; a
+    /// worker asks, waits a round trip, then runs). Wave's prestaging mitigation.
+    pub prestage_depth: u16,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        PolicyConfig { slice_ns: 30_000, prestage_depth: 1 }
+    }
 }
 
 /// The echo policy: answers every `Ping` with a `Pong` to the same worker, and ignores other
@@ -101,13 +142,13 @@ impl Policy for Echo {
 /// Policies selectable by name.
 pub const POLICY_NAMES: &[&str] = &["echo", "fifo", "shinjuku"];
 
-/// Builds the policy called `name`, or `None` if there is no such policy. `slice_ns` is the
-/// time slice of preemptive scheduling policies.
-pub fn by_name(name: &str, slice_ns: u64) -> Option<Box<dyn Policy>> {
+/// Builds the policy called `name`, or `None` if there is no such policy.
+pub fn by_name(name: &str, config: PolicyConfig) -> Option<Box<dyn Policy>> {
+    use crate::sched::adapter::SchedAgent;
     match name {
         "echo" => Some(Box::new(Echo::default())),
-        "fifo" => Some(Box::new(crate::sched::adapter::SchedAgent::new("fifo", slice_ns))),
-        "shinjuku" => Some(Box::new(crate::sched::adapter::SchedAgent::new("shinjuku", slice_ns))),
+        "fifo" => Some(Box::new(SchedAgent::new("fifo", config))),
+        "shinjuku" => Some(Box::new(SchedAgent::new("shinjuku", config))),
         _ => None,
     }
 }
@@ -124,8 +165,9 @@ mod tests {
         let ping = Message::Ping(PingRepr { worker: WorkerId(5), seq: 9, sent_at_ns: 77 });
         echo.on_event(AppId(1), WorkerId(2), &ping, MonoNanos(0), &mut out);
         let expected = PongRepr { worker: WorkerId(2), seq: 9, ping_sent_at_ns: 77 };
-        assert_eq!(out.as_slice(), &[(WorkerId(2), Message::Pong(expected))]);
-        assert!(by_name("echo", 0).is_some() && by_name("nope", 0).is_none());
-        assert_eq!(by_name("shinjuku", 30_000).unwrap().name(), "shinjuku");
+        assert_eq!(out.as_slice(), &[(WorkerId(2), Message::Pong(expected), Delivery::Ring)]);
+        let config = PolicyConfig::default();
+        assert!(by_name("echo", config).is_some() && by_name("nope", config).is_none());
+        assert_eq!(by_name("shinjuku", config).unwrap().name(), "shinjuku");
     }
 }

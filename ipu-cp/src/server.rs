@@ -38,6 +38,8 @@ pub struct ServerConfig {
     pub accept: AcceptPolicy,
     /// This incarnation's epoch.
     pub epoch: Epoch,
+    /// Events drained per worker before the policy decides (1: no batching).
+    pub event_batch: usize,
 }
 
 /// A bound, not yet running control plane.
@@ -73,6 +75,7 @@ impl Server {
                 .expect("spawn acceptor thread")
         };
         let mut agent = Agent::new(policy, config.epoch, stats.clone());
+        agent.set_event_batch(config.event_batch);
         agent_loop(&mut agent, &sessions, stop);
         agent.shutdown();
         acceptor.join().expect("acceptor thread");

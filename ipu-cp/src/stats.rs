@@ -58,6 +58,8 @@ macro_rules! stats {
 stats! {
     events: "Events drained from all apps.",
     decisions: "Decisions posted to all apps.",
+    prestaged: "Decisions of those that went to a prestage slot.",
+    failed_commits: "Prestaged decisions the host reported stale or rejected.",
     malformed_events: "Events that failed to parse or came the wrong way (dropped).",
     stray_txn_results: "TxnResult events naming no in-flight prestaged decision (dropped).",
     invalid_decisions: "Decisions a policy aimed at a worker the app does not have (dropped).",

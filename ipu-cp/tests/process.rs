@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-use link::proto::{Epoch, Message, PingRepr, WorkerId};
+use link::proto::{Epoch, Message, PingRepr, TxnOutcome, WorkerId};
 use link::transport::{Connection, connect};
 use link::{ChannelConfig, LivenessConfig, MonoNanos, PeerStatus, Record};
 
@@ -318,6 +318,18 @@ fn task_event(
     .to_record(Epoch(1))
 }
 
+fn idle_event(worker: u16) -> Record {
+    let idle = link::proto::WorkerEventRepr { worker: WorkerId(worker), running: None, ran_ns: 0 };
+    Message::Worker(idle).to_record(Epoch(1))
+}
+
+/// Both workers of `app` tell the policy they are free.
+fn report_idle(app: &mut Connection) {
+    for (w, lane) in app.end.workers.iter_mut().enumerate() {
+        lane.events.try_push(&idle_event(w as u16), MonoNanos(0)).unwrap();
+    }
+}
+
 /// Waits (bounded) for the next decision on `worker`'s ring.
 fn next_decision(conn: &mut Connection, worker: usize) -> Message {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -334,8 +346,12 @@ fn next_decision(conn: &mut Connection, worker: usize) -> Message {
 #[test]
 fn offloaded_fifo_places_tasks_on_free_workers() {
     use link::proto::TaskChange::{Done, New};
-    let cp = ControlPlane::start("fifo", &["--policy", "fifo", "--peer-timeout-ms", "30000"]);
+    let cp = ControlPlane::start(
+        "fifo",
+        &["--policy", "fifo", "--prestage-depth", "0", "--peer-timeout-ms", "30000"],
+    );
     let mut app = cp.connect(1); // two workers
+    report_idle(&mut app);
     for task in 1..=3 {
         app.end.workers[0].events.try_push(&task_event(New, task, 1, 0, 0), MonoNanos(0)).unwrap();
     }
@@ -356,9 +372,10 @@ fn offloaded_shinjuku_preempts_a_long_task_when_others_wait() {
     use link::proto::TaskChange::New;
     let cp = ControlPlane::start(
         "shinjuku",
-        &["--policy", "shinjuku", "--slice-us", "30", "--peer-timeout-ms", "30000"],
+        &["--policy", "shinjuku", "--slice-us", "30", "--prestage-depth", "0"],
     );
     let mut app = cp.connect(1);
+    report_idle(&mut app);
     for task in 1..=3 {
         app.end.workers[0].events.try_push(&task_event(New, task, 1, 0, 0), MonoNanos(0)).unwrap();
     }
@@ -376,4 +393,52 @@ fn offloaded_shinjuku_preempts_a_long_task_when_others_wait() {
         other => panic!("expected Preempt, got {other:?}"),
     }
     cp.stop();
+}
+
+#[test]
+fn prestaged_runs_wait_in_slots_and_a_stale_one_goes_back_to_the_policy() {
+    use link::proto::TaskChange::{Done, New, Runnable};
+    let cp = ControlPlane::start("prestage", &["--policy", "fifo", "--prestage-depth", "1"]);
+    let mut app = cp.connect(1);
+    report_idle(&mut app);
+    for task in 1..=2 {
+        app.end.workers[0].events.try_push(&task_event(New, task, 1, 0, 0), MonoNanos(0)).unwrap();
+    }
+    // Both tasks are staged, one per worker, without the host asking.
+    let claim = |app: &mut Connection, worker: usize| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(claim) = app.end.workers[worker].slots.try_claim() {
+                return claim;
+            }
+            assert!(Instant::now() < deadline, "nothing staged for worker {worker}");
+            app.end.liveness.heartbeat.beat(MonoNanos::now());
+            std::thread::yield_now();
+        }
+    };
+    let first = claim(&mut app, 0);
+    let Ok(Message::Run(run)) = first.decision.parse() else { panic!("expected a staged Run") };
+    assert_eq!((run.task.0, run.worker.0), (1, 0));
+    let result = app.end.workers[0].slots.resolve(first, TxnOutcome::Committed, run.barrier);
+    let event = Message::TxnResult(result).to_record(Epoch(1));
+    app.end.workers[0].events.try_push(&event, MonoNanos(0)).unwrap();
+    // Worker 1's staged task 2 has meanwhile changed (it ran elsewhere and woke again): the
+    // host finds it stale, and the policy runs the newer sequence instead.
+    let second = claim(&mut app, 1);
+    let Ok(Message::Run(run)) = second.decision.parse() else { panic!("expected a staged Run") };
+    assert_eq!((run.task.0, run.barrier.0), (2, 1));
+    let event = task_event(Runnable, 2, 3, 1, 0);
+    app.end.workers[1].events.try_push(&event, MonoNanos(0)).unwrap();
+    let result = app.end.workers[1].slots.resolve(second, TxnOutcome::Stale, run.barrier);
+    let event = Message::TxnResult(result).to_record(Epoch(1));
+    app.end.workers[1].events.try_push(&event, MonoNanos(0)).unwrap();
+    let third = claim(&mut app, 1);
+    let Ok(Message::Run(run)) = third.decision.parse() else { panic!("expected a staged Run") };
+    assert_eq!((run.task.0, run.barrier.0, run.worker.0), (2, 3, 1));
+    let _ = app.end.workers[1].slots.resolve(third, TxnOutcome::Committed, run.barrier);
+    app.end.workers[0].events.try_push(&task_event(Done, 1, 2, 0, 0), MonoNanos(0)).unwrap();
+    let line = cp.stop();
+    assert_eq!(counter(&line, "prestaged"), 3);
+    assert_eq!(counter(&line, "failed_commits"), 1);
+    assert_eq!(counter(&line, "stray_txn_results"), 0);
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
-use ipu_cp::policy::{self, POLICY_NAMES};
+use ipu_cp::policy::{self, POLICY_NAMES, PolicyConfig};
 use ipu_cp::server::{MAX_APPS_DEFAULT, Server, ServerConfig};
 use link::LivenessConfig;
 use link::transport::AcceptPolicy;
@@ -26,6 +26,16 @@ struct Args {
     /// Time slice of the shinjuku policy, in microseconds.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     slice_us: u64,
+    /// Scheduling policies: tasks staged per worker behind the running one (0: none).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(0..=64))]
+    prestage_depth: u16,
+    /// Events drained per worker before the policy decides (1: no batching).
+    #[arg(
+        long,
+        default_value_t = ipu_cp::agent::EVENT_BATCH as u16,
+        value_parser = clap::value_parser!(u16).range(1..=ipu_cp::agent::EVENT_BATCH as i64)
+    )]
+    event_batch: u16,
     /// Most apps attached at once.
     #[arg(
         long,
@@ -66,7 +76,9 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(args: Args) -> anyhow::Result<()> {
-    let Some(policy) = policy::by_name(&args.policy, args.slice_us * 1000) else {
+    let policy_config =
+        PolicyConfig { slice_ns: args.slice_us * 1000, prestage_depth: args.prestage_depth };
+    let Some(policy) = policy::by_name(&args.policy, policy_config) else {
         bail!("unknown policy `{}` (known: {})", args.policy, POLICY_NAMES.join(", "));
     };
     if args.peer_timeout_ms * 1000 <= args.heartbeat_interval_us {
@@ -95,6 +107,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             handshake_timeout: Duration::from_millis(args.handshake_timeout_ms),
         },
         epoch: ipu_cp::fresh_epoch(),
+        event_batch: usize::from(args.event_batch),
     };
     let server = Server::bind(config).context("cannot start")?;
     eprintln!(

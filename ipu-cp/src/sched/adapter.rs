@@ -3,20 +3,22 @@
 //! policy itself: translation only.
 //!
 //! The ring an event arrives on names the worker; the worker fields inside events are not
-//! trusted for that.
+//! trusted for that. A worker exists for the policy once it reports itself idle, so an app may
+//! open extra lanes (e.g. one for spawns from threads outside the runtime) that never get
+//! work. With prestaging on, Run decisions go to the worker's transaction slots.
 
 use std::collections::HashMap;
 
 use link::MonoNanos;
-use link::proto::{AppId, Message, TaskChange, WorkerId};
+use link::proto::{AppId, Message, TaskChange, TxnOutcome, WorkerId};
 
 use super::{SchedDecision, SchedPolicy};
-use crate::policy::{Decisions, Policy};
+use crate::policy::{Decisions, Delivery, Policy, PolicyConfig};
 
 /// The agent-side host of a scheduling policy.
 pub struct SchedAgent {
     name: &'static str,
-    slice_ns: u64,
+    config: PolicyConfig,
     apps: HashMap<AppId, Box<dyn SchedPolicy>>,
     scratch: Vec<SchedDecision>,
 }
@@ -32,8 +34,8 @@ impl std::fmt::Debug for SchedAgent {
 
 impl SchedAgent {
     /// Hosts policy `name` (see [`super::SCHED_POLICY_NAMES`]) for every app.
-    pub fn new(name: &'static str, slice_ns: u64) -> SchedAgent {
-        SchedAgent { name, slice_ns, apps: HashMap::new(), scratch: Vec::new() }
+    pub fn new(name: &'static str, config: PolicyConfig) -> SchedAgent {
+        SchedAgent { name, config, apps: HashMap::new(), scratch: Vec::new() }
     }
 }
 
@@ -42,11 +44,8 @@ impl Policy for SchedAgent {
         self.name
     }
 
-    fn on_app_attached(&mut self, app: AppId, workers: u16) {
-        let Some(mut policy) = super::by_name(self.name, self.slice_ns) else { return };
-        for worker in 0..workers {
-            policy.on_worker_idle(WorkerId(worker), MonoNanos(0));
-        }
+    fn on_app_attached(&mut self, app: AppId, _lanes: u16) {
+        let Some(policy) = super::by_name(self.name, self.config) else { return };
         self.apps.insert(app, policy);
     }
 
@@ -82,13 +81,32 @@ impl Policy for SchedAgent {
     fn decide(&mut self, app: AppId, now: MonoNanos, out: &mut Decisions) {
         let Some(policy) = self.apps.get_mut(&app) else { return };
         policy.decide(now, &mut self.scratch);
+        let runs =
+            if self.config.prestage_depth > 0 { Delivery::Prestaged } else { Delivery::Ring };
         for decision in self.scratch.drain(..) {
             match decision {
-                SchedDecision::Run(run) => out.push(run.worker, Message::Run(run)),
+                SchedDecision::Run(run) => out.push_via(run.worker, Message::Run(run), runs),
                 SchedDecision::Preempt(preempt) => {
                     out.push(preempt.worker, Message::Preempt(preempt))
                 }
             }
         }
+    }
+
+    fn on_commit_failed(
+        &mut self,
+        app: AppId,
+        _worker: WorkerId,
+        decision: &Message,
+        outcome: TxnOutcome,
+        now: MonoNanos,
+    ) {
+        let Some(policy) = self.apps.get_mut(&app) else { return };
+        let decision = match decision {
+            Message::Run(run) => SchedDecision::Run(*run),
+            Message::Preempt(preempt) => SchedDecision::Preempt(*preempt),
+            _ => return,
+        };
+        policy.on_commit_failed(&decision, outcome, now);
     }
 }

@@ -14,6 +14,13 @@ pub struct Fifo {
     central: Central,
 }
 
+impl Fifo {
+    /// A policy that stages `depth` tasks per worker behind the running one.
+    pub fn new(depth: u16) -> Fifo {
+        Fifo { central: Central::new(depth) }
+    }
+}
+
 impl SchedPolicy for Fifo {
     fn name(&self) -> &'static str {
         "fifo"

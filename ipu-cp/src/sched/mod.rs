@@ -17,6 +17,8 @@ pub mod fifo;
 pub mod shinjuku;
 
 use link::MonoNanos;
+
+use crate::policy::PolicyConfig;
 use link::proto::{Barrier, PreemptRepr, RunRepr, TaskId, TxnOutcome, WorkerId};
 
 /// A decision of a scheduling policy.
@@ -62,11 +64,12 @@ pub trait SchedPolicy: Send {
 /// Scheduling policies selectable by name.
 pub const SCHED_POLICY_NAMES: &[&str] = &["fifo", "shinjuku"];
 
-/// Builds the scheduling policy `name`; `slice_ns` is Shinjuku's time slice.
-pub fn by_name(name: &str, slice_ns: u64) -> Option<Box<dyn SchedPolicy>> {
+/// Builds the scheduling policy `name` (Shinjuku's slice is `config.slice_ns`, at least 1).
+pub fn by_name(name: &str, config: PolicyConfig) -> Option<Box<dyn SchedPolicy>> {
+    let depth = config.prestage_depth;
     match name {
-        "fifo" => Some(Box::new(fifo::Fifo::default())),
-        "shinjuku" => Some(Box::new(shinjuku::Shinjuku::new(slice_ns))),
+        "fifo" => Some(Box::new(fifo::Fifo::new(depth))),
+        "shinjuku" => Some(Box::new(shinjuku::Shinjuku::new(config.slice_ns.max(1), depth))),
         _ => None,
     }
 }

@@ -23,11 +23,11 @@ pub struct Shinjuku {
 }
 
 impl Shinjuku {
-    /// A policy with time slice `slice_ns` (> 0).
-    pub fn new(slice_ns: u64) -> Shinjuku {
+    /// A policy with time slice `slice_ns` (> 0) that stages `depth` tasks per worker.
+    pub fn new(slice_ns: u64, depth: u16) -> Shinjuku {
         assert!(slice_ns > 0, "Shinjuku needs a time slice");
         Shinjuku {
-            central: Central::default(),
+            central: Central::new(depth),
             slice_ns,
             pending: Vec::new(),
             asked: HashSet::new(),

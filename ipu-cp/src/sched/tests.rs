@@ -46,7 +46,7 @@ fn fifo_runs_in_arrival_order_and_never_preempts() {
 
 #[test]
 fn shinjuku_preempts_a_long_task_once_and_sends_it_to_the_tail() {
-    let mut policy = shinjuku::Shinjuku::new(30_000);
+    let mut policy = shinjuku::Shinjuku::new(30_000, 0);
     policy.on_worker_idle(WorkerId(0), T0);
     policy.on_task_new(t(1), Barrier(1), T0);
     let out = decide(&mut policy);
@@ -75,7 +75,7 @@ fn shinjuku_preempts_a_long_task_once_and_sends_it_to_the_tail() {
 
 #[test]
 fn shinjuku_lets_a_long_task_run_when_nobody_waits() {
-    let mut policy = shinjuku::Shinjuku::new(30_000);
+    let mut policy = shinjuku::Shinjuku::new(30_000, 0);
     policy.on_worker_idle(WorkerId(0), T0);
     policy.on_task_new(t(1), Barrier(1), T0);
     decide(&mut policy);
@@ -128,10 +128,40 @@ fn failed_commits_free_the_worker_and_keep_the_task() {
 }
 
 #[test]
+fn prestaging_hands_each_worker_one_more_task_and_spreads_them() {
+    let mut fifo = fifo::Fifo::new(1);
+    fifo.on_worker_idle(WorkerId(0), T0);
+    fifo.on_worker_idle(WorkerId(1), T0);
+    for n in 1..=5 {
+        fifo.on_task_new(t(n), Barrier(1), T0);
+    }
+    let expected =
+        [(t(1), WorkerId(0)), (t(2), WorkerId(1)), (t(3), WorkerId(0)), (t(4), WorkerId(1))];
+    assert_eq!(runs(&decide(&mut fifo)), expected, "two per worker, least loaded first");
+    fifo.on_task_dead(t(1), WorkerId(0), T0);
+    assert_eq!(runs(&decide(&mut fifo)), [(t(5), WorkerId(0))], "a finished task frees one");
+    // A stale prestaged run gives its place back without double-counting past the depth.
+    let stale = SchedDecision::Run(RunRepr {
+        task: t(5),
+        barrier: Barrier(1),
+        worker: WorkerId(0),
+        slice_ns: 0,
+    });
+    fifo.on_commit_failed(&stale, TxnOutcome::Stale, T0);
+    fifo.on_commit_failed(&stale, TxnOutcome::Stale, T0);
+    fifo.on_task_dead(t(3), WorkerId(0), T0);
+    for n in 6..=9 {
+        fifo.on_task_new(t(n), Barrier(1), T0);
+    }
+    assert_eq!(runs(&decide(&mut fifo)).len(), 2, "worker 0 holds at most depth + 1");
+}
+
+#[test]
 fn policies_are_selected_by_name() {
-    assert_eq!(by_name("fifo", 0).unwrap().name(), "fifo");
-    assert_eq!(by_name("shinjuku", 30_000).unwrap().name(), "shinjuku");
-    assert!(by_name("cfs", 0).is_none());
+    let config = PolicyConfig::default();
+    assert_eq!(by_name("fifo", config).unwrap().name(), "fifo");
+    assert_eq!(by_name("shinjuku", config).unwrap().name(), "shinjuku");
+    assert!(by_name("cfs", config).is_none());
 }
 
 /// A host model driving a policy with random events, checking what the host would check.
@@ -165,7 +195,8 @@ proptest! {
     #[test]
     fn centralized_policies_keep_the_host_safe(steps in steps(), shinjuku in any::<bool>()) {
         const WORKERS: u16 = 3;
-        let mut policy = by_name(if shinjuku { "shinjuku" } else { "fifo" }, 30_000).unwrap();
+        let config = PolicyConfig { slice_ns: 30_000, prestage_depth: 0 };
+        let mut policy = by_name(if shinjuku { "shinjuku" } else { "fifo" }, config).unwrap();
         let mut seq: HashMap<TaskId, u64> = HashMap::new();
         let mut runnable: HashSet<TaskId> = HashSet::new();
         let mut on: HashMap<WorkerId, TaskId> = HashMap::new();

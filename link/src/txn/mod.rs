@@ -120,8 +120,9 @@ pub struct Published {
 pub struct AgentSlots {
     region: Arc<Region>,
     layout: SlotsLayout,
-    /// The generation each slot is busy with, or `None` when the agent may reuse it.
-    busy: Vec<Option<u32>>,
+    /// The generation each slot is busy with and the decision it holds, or `None` when the
+    /// agent may reuse it.
+    busy: Vec<Option<(u32, Record)>>,
     next_generation: u32,
 }
 
@@ -151,14 +152,14 @@ impl AgentSlots {
         }
         // Release: a host that Acquire-claims this generation sees the decision's body.
         words[0].store(pack(generation, SlotState::Ready), Ordering::Release);
-        self.busy[index] = Some(generation);
+        self.busy[index] = Some((generation, *decision));
         Ok(Published { slot, generation })
     }
 
     /// Takes back a published decision the host has not claimed. On success the slot is free.
     pub fn retract(&mut self, published: Published) -> Result<(), TxnError> {
         let index = usize::from(published.slot.0);
-        if self.busy.get(index).copied().flatten() != Some(published.generation) {
+        if self.busy.get(index).copied().flatten().map(|(g, _)| g) != Some(published.generation) {
             return Err(TxnError::NotPublished);
         }
         let word = &self.layout.slot(&self.region, published.slot)[0];
@@ -174,17 +175,19 @@ impl AgentSlots {
         }
     }
 
-    /// Applies the host's report of a claimed slot's end; frees the slot. Returns false (and
+    /// Applies the host's report of a claimed slot's end; frees the slot and returns the
+    /// decision it held, so a failed one can go back to the policy. Returns `None` (and
     /// changes nothing) for a report that names no in-flight publication: a stale or forged
     /// event, which the caller counts.
-    pub fn on_result(&mut self, result: &TxnResultRepr) -> bool {
+    pub fn on_result(&mut self, result: &TxnResultRepr) -> Option<Record> {
         let index = usize::from(result.slot.0);
         match self.busy.get(index) {
-            Some(Some(generation)) if *generation == result.generation => {
+            Some(Some((generation, decision))) if *generation == result.generation => {
+                let decision = *decision;
                 self.busy[index] = None;
-                true
+                Some(decision)
             }
-            _ => false,
+            _ => None,
         }
     }
 }

@@ -28,8 +28,8 @@ fn publish_claim_commit_then_reuse() {
     assert_eq!(host.state(claim.slot).1, Some(SlotState::Committed));
     assert_eq!((result.worker, result.barrier), (WorkerId(3), Barrier(77)));
     assert_eq!(agent.free_count(), 1, "busy until the result arrives");
-    assert!(agent.on_result(&result));
-    assert!(!agent.on_result(&result), "a duplicate result is refused");
+    assert!(agent.on_result(&result).is_some());
+    assert!(agent.on_result(&result).is_none(), "a duplicate result is refused");
     assert_eq!(agent.free_count(), 2);
 }
 
@@ -44,7 +44,7 @@ fn stale_and_rejected_outcomes_free_the_slot() {
         let expected =
             if outcome == TxnOutcome::Stale { SlotState::Stale } else { SlotState::Rejected };
         assert_eq!(host.state(claim.slot).1, Some(expected));
-        assert!(agent.on_result(&result));
+        assert!(agent.on_result(&result).is_some());
     }
 }
 
@@ -62,7 +62,7 @@ fn retract_before_claim_aborts_and_after_claim_fails() {
     let claim = host.try_claim().unwrap();
     assert_eq!(agent.retract(second), Err(TxnError::AlreadyClaimed));
     let result = host.resolve(claim, TxnOutcome::Committed, Barrier(0));
-    assert!(agent.on_result(&result));
+    assert!(agent.on_result(&result).is_some());
 }
 
 #[test]
@@ -79,7 +79,7 @@ fn host_claims_in_publication_order() {
     while let Some(claim) = host.try_claim() {
         order.push(seq_of(&claim.decision));
         let result = host.resolve(claim, TxnOutcome::Committed, Barrier(0));
-        assert!(agent.on_result(&result));
+        assert!(agent.on_result(&result).is_some());
     }
     assert_eq!(order, [0, 3, 4, 5]);
 }
@@ -91,9 +91,9 @@ fn result_for_an_old_generation_is_refused() {
     let claim = host.try_claim().unwrap();
     let mut result = host.resolve(claim, TxnOutcome::Committed, Barrier(0));
     result.generation = result.generation.wrapping_sub(1);
-    assert!(!agent.on_result(&result));
+    assert!(agent.on_result(&result).is_none());
     result.slot = SlotIndex(9);
-    assert!(!agent.on_result(&result), "out-of-range slot");
+    assert!(agent.on_result(&result).is_none(), "out-of-range slot");
 }
 
 /// Claim and retract race on real threads: every publication ends exactly one way.
@@ -131,7 +131,7 @@ fn claim_versus_retract_race_has_exactly_one_winner() {
         let host_result = from_host.recv().unwrap();
         match (retracted, host_result) {
             (true, None) => retracts += 1,
-            (false, Some(result)) => assert!(agent.on_result(&result)),
+            (false, Some(result)) => assert!(agent.on_result(&result).is_some()),
             (true, Some(_)) => panic!("round {round}: both claim and retract won"),
             (false, None) => panic!("round {round}: neither won"),
         }
