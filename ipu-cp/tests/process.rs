@@ -325,8 +325,8 @@ fn idle_event(worker: u16) -> Record {
 
 /// Both workers of `app` tell the policy they are free.
 fn report_idle(app: &mut Connection) {
-    for (w, lane) in app.end.workers.iter_mut().enumerate() {
-        lane.events.try_push(&idle_event(w as u16), MonoNanos(0)).unwrap();
+    for lane in &mut app.end.workers {
+        lane.events.try_push(&idle_event(lane.worker.0), MonoNanos(0)).unwrap();
     }
 }
 
