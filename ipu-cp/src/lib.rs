@@ -9,6 +9,7 @@
 //! - [`policy`]: the agent's policy contract and the `echo` policy, which answers each ping.
 //! - [`sched`]: scheduling policies (centralized FIFO, Shinjuku), ghOSt style; connection and
 //!   tiering policies join as their subsystems land.
+//! - [`on_host`]: the agent in a thread of the app (on-host mode).
 //! - [`server`]: the Unix-socket front door: accepts apps, runs the handshake in its own
 //!   thread, and hands admitted sessions to the agent.
 //!
@@ -17,6 +18,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod on_host;
 pub mod policy;
 pub mod sched;
 pub mod server;

@@ -1,28 +1,44 @@
 //! The host runtime: N pinned worker threads that poll async tasks, kernel-bypass style (they
 //! spin on memory and never block across cores; idle workers back off to a bounded sleep).
 //!
-//! This is the *local* mode: one shared, bounded run queue in arrival order (centralized
-//! FIFO), with an optional time slice after which [`preempt_point`] yields (cooperative
-//! preemption). The offloaded and on-host modes, where `ipu-cp`'s scheduling policy decides
-//! through `link`, build on these same workers and tasks.
+//! Who decides which task runs where:
+//! - **local** ([`Runtime::start`]): the workers share one bounded run queue in arrival order
+//!   (centralized FIFO), with an optional time slice after which [`preempt_point`] yields;
+//! - **agent** ([`Runtime::start_with_agent`]): a scheduling policy in `ipu-cp` (offloaded,
+//!   over memfd) or in an agent thread of this process (on-host, heap transport) decides. The
+//!   workers report task and worker events through `link` and run what the agent's decisions
+//!   name, from their decision rings and prestage slots, after checking each decision's
+//!   barrier; a stale one is counted and never applied. If the agent dies, the runtime falls
+//!   back to local scheduling within its liveness bound, and returns to the agent when a new
+//!   one can be attached.
 //!
-//! Invariants: a task is in the run queue at most once (its `queued` flag), is polled by at
-//! most one worker at a time (its future sits behind a `try_lock`: a worker that finds it
-//! busy re-queues it instead of waiting), and is dropped right after it completes.
+//! Invariants: a task runs only after a compare-and-swap from QUEUED at its current sequence
+//! (see `task.rs`), so it runs on one worker at a time and never after it finished, whatever
+//! mix of decisions, local queueing and mode switches led there; it is in the local queue at
+//! most once; and it is dropped right after it completes.
 
+mod agent;
 mod join;
+mod registry;
 mod task;
+mod worker;
 
 use std::future::Future;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle as ThreadHandle;
-use std::time::Duration;
 
 use crossbeam_queue::ArrayQueue;
+use link::liveness::Heartbeat;
+use link::proto::TaskChange;
+use link::ring::Producer;
+use link::{HostWorker, MonoNanos};
 
+pub use agent::{AgentLink, AgentOptions, Reattach};
 pub use join::JoinHandle;
+use registry::Registry;
 use task::Task;
+pub use worker::preempt_point;
 
 /// How to build a runtime.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,9 +47,10 @@ pub struct RuntimeConfig {
     pub workers: usize,
     /// CPU for each worker (same length as `workers`), or none to leave placement to the OS.
     pub cpus: Option<Vec<usize>>,
-    /// Most tasks alive at once (the run queue's bound).
+    /// Most tasks alive at once.
     pub tasks_max: usize,
-    /// Time slice after which [`preempt_point`] yields; 0: never (run to completion).
+    /// Time slice of local scheduling after which [`preempt_point`] yields; 0: never. (Under
+    /// an agent, each decision carries its own slice.)
     pub slice_ns: u64,
 }
 
@@ -62,66 +79,190 @@ pub enum RuntimeError {
     Full,
 }
 
-pub(crate) struct Shared {
-    queue: ArrayQueue<Arc<Task>>,
-    stop: AtomicBool,
-    alive: AtomicU64,
-    next_id: AtomicU64,
-    preemptions: AtomicU64,
-    slice_ns: u64,
+/// Who schedules now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Mode {
+    /// The local run queue, by design (no agent).
+    Local = 0,
+    /// The agent's decisions.
+    Agent = 1,
+    /// The local run queue, because the agent died or left; waiting to re-attach.
+    Fallback = 2,
 }
 
-impl Shared {
-    /// Queues a task that is not queued yet. Never fails: at most `tasks_max` tasks exist and
-    /// each is queued at most once.
-    fn enqueue(&self, task: Arc<Task>) {
-        if task.mark_queued() {
-            let pushed = self.queue.push(task);
-            debug_assert!(pushed.is_ok(), "run queue holds every live task");
+/// Counters of one runtime (relaxed; read any time).
+#[derive(Debug, Default)]
+pub struct RuntimeStats {
+    /// Yields at preempt points.
+    pub preemptions: AtomicU64,
+    /// Decisions applied.
+    pub committed: AtomicU64,
+    /// Decisions refused because the task had changed since (never applied).
+    pub stale: AtomicU64,
+    /// Decisions refused as invalid (unknown task, another worker, bad record).
+    pub rejected: AtomicU64,
+    /// Task runs taken from the local queue.
+    pub local_runs: AtomicU64,
+    /// Events sent to the agent.
+    pub events: AtomicU64,
+    /// Switches to local scheduling after the agent was lost.
+    pub fallbacks: AtomicU64,
+    /// Agents attached again after a fallback.
+    pub reattaches: AtomicU64,
+    /// Nanoseconds workers spent on scheduling work (choosing, committing, reporting), summed
+    /// over workers; measured under an agent only.
+    pub sched_ns: AtomicU64,
+}
+
+impl RuntimeStats {
+    fn add(counter: &AtomicU64, n: u64) {
+        if n > 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
         }
     }
 }
 
-/// A running runtime. Dropping it stops the workers (tasks still queued are dropped).
+/// A worker's new lane and the link generation it belongs to, left by a re-attach.
+type Mailbox = Mutex<Option<(u64, HostWorker)>>;
+
+pub(crate) struct Shared {
+    registry: Registry,
+    local: ArrayQueue<Arc<Task>>,
+    stop: AtomicBool,
+    mode: AtomicU8,
+    stats: RuntimeStats,
+    slice_ns: u64,
+    /// The agent lane for events raised outside the workers (spawns and wakes from other
+    /// threads); `None` without an agent.
+    submit: Mutex<Option<Producer>>,
+    /// Bumped each time a new agent link is installed.
+    link_generation: AtomicU64,
+    /// Where a re-attach leaves each worker's new lane (with its link generation).
+    mailboxes: Box<[Mailbox]>,
+    /// Our heartbeat to the agent, beaten by whichever thread comes by (`None`: no agent).
+    heartbeat: Mutex<Option<Heartbeat>>,
+    /// When it was last beaten (`MonoNanos`), so pollers skip the lock while not due.
+    last_beat_ns: AtomicU64,
+}
+
+impl Shared {
+    fn new(config: &RuntimeConfig, mode: Mode) -> Shared {
+        Shared {
+            registry: Registry::new(config.tasks_max),
+            local: ArrayQueue::new(config.tasks_max),
+            stop: AtomicBool::new(false),
+            mode: AtomicU8::new(mode as u8),
+            stats: RuntimeStats::default(),
+            slice_ns: config.slice_ns,
+            submit: Mutex::new(None),
+            link_generation: AtomicU64::new(0),
+            mailboxes: (0..config.workers).map(|_| Mutex::new(None)).collect(),
+            heartbeat: Mutex::new(None),
+            last_beat_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// Beats our heartbeat if due (cheap when not: one relaxed load).
+    pub(crate) fn beat(&self, now: MonoNanos) {
+        const DUE_NS: u64 = 50_000;
+        if now.0.saturating_sub(self.last_beat_ns.load(Ordering::Relaxed)) < DUE_NS {
+            return;
+        }
+        if let Ok(mut heartbeat) = self.heartbeat.try_lock() {
+            self.last_beat_ns.store(now.0, Ordering::Relaxed);
+            if let Some(heartbeat) = heartbeat.as_mut() {
+                heartbeat.beat(now);
+            }
+        }
+    }
+
+    pub(crate) fn mode(&self) -> Mode {
+        // SeqCst: pairs with the task-state CAS in the fallback argument (switch_to_local).
+        match self.mode.load(Ordering::SeqCst) {
+            1 => Mode::Agent,
+            2 => Mode::Fallback,
+            _ => Mode::Local,
+        }
+    }
+
+    /// A task became QUEUED at `seq`: tell the agent, or queue it locally.
+    pub(crate) fn became_runnable(&self, task: &Arc<Task>, seq: u64, change: TaskChange) {
+        if self.mode() == Mode::Agent && worker::report(self, change, task.id(), seq) {
+            return;
+        }
+        self.push_local(task);
+    }
+
+    /// Queues `task` locally unless it is queued there already. Never fails: the queue holds
+    /// `tasks_max` entries and each live task is in it at most once.
+    pub(crate) fn push_local(&self, task: &Arc<Task>) {
+        if task.mark_local_queued() {
+            let pushed = self.local.push(task.clone());
+            debug_assert!(pushed.is_ok(), "the local queue holds every live task");
+        }
+    }
+
+    /// The agent is gone: from now on tasks are queued locally, and every task waiting for a
+    /// decision is queued locally now.
+    ///
+    /// Why none is missed: this stores the mode, then reads every task's state; a thread that
+    /// makes a task QUEUED does so by a CAS, then reads the mode. All four are SeqCst, so one
+    /// of the two sides sees the other's write, and queues the task (twice is harmless: the
+    /// local-queue flag keeps one entry, and running needs the CAS from QUEUED).
+    fn switch_to_local(&self) {
+        self.mode.store(Mode::Fallback as u8, Ordering::SeqCst);
+        self.registry.for_each(|task| {
+            if task.snapshot().1 == task::Phase::Queued {
+                self.push_local(task);
+            }
+        });
+    }
+}
+
+/// A running runtime. Dropping it stops the workers (tasks not finished are dropped).
 pub struct Runtime {
     shared: Arc<Shared>,
     workers: Vec<ThreadHandle<()>>,
+    monitor: Option<ThreadHandle<()>>,
 }
 
 impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Runtime").field("workers", &self.workers.len()).finish()
+        f.debug_struct("Runtime")
+            .field("workers", &self.workers.len())
+            .field("mode", &self.shared.mode())
+            .finish()
     }
 }
 
 impl Runtime {
-    /// Starts the workers.
+    /// Starts the workers under local scheduling.
     pub fn start(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
-        if config.workers == 0 || config.tasks_max == 0 {
-            return Err(RuntimeError::Config("need at least one worker and one task"));
+        check(&config)?;
+        let shared = Arc::new(Shared::new(&config, Mode::Local));
+        let lanes = (0..config.workers).map(|_| None).collect();
+        let options = agent::LaneOptions { prefetch: false, tick_ns: 0 };
+        let workers = worker::start_all(&shared, &config, lanes, options)?;
+        Ok(Runtime { shared, workers, monitor: None })
+    }
+
+    /// Starts the workers under the agent at the other end of `options.link`, whose channel
+    /// must have one lane per worker plus one (the last) for events raised off the workers.
+    pub fn start_with_agent(
+        config: RuntimeConfig,
+        options: AgentOptions,
+    ) -> Result<Runtime, RuntimeError> {
+        check(&config)?;
+        let lanes = options.link.end.workers.len();
+        if lanes != config.workers + 1 {
+            return Err(RuntimeError::Config("the agent channel needs workers + 1 lanes"));
         }
-        if config.cpus.as_ref().is_some_and(|cpus| cpus.len() != config.workers) {
-            return Err(RuntimeError::Config("cpus must name one CPU per worker"));
-        }
-        let shared = Arc::new(Shared {
-            queue: ArrayQueue::new(config.tasks_max),
-            stop: AtomicBool::new(false),
-            alive: AtomicU64::new(0),
-            next_id: AtomicU64::new(0),
-            preemptions: AtomicU64::new(0),
-            slice_ns: config.slice_ns,
-        });
-        let mut workers = Vec::with_capacity(config.workers);
-        for worker in 0..config.workers {
-            let cpu = config.cpus.as_ref().map(|cpus| cpus[worker]);
-            let shared = shared.clone();
-            let handle = std::thread::Builder::new()
-                .name(format!("wave-worker-{worker}"))
-                .spawn(move || worker_loop(&shared, cpu))
-                .map_err(|source| RuntimeError::Worker { worker, source })?;
-            workers.push(handle);
-        }
-        Ok(Runtime { shared, workers })
+        let shared = Arc::new(Shared::new(&config, Mode::Agent));
+        let (lanes, monitor, options) = agent::split(options, &shared);
+        let workers = worker::start_all(&shared, &config, lanes, options)?;
+        let monitor = agent::start_monitor(monitor, &shared)?;
+        Ok(Runtime { shared, workers, monitor: Some(monitor) })
     }
 
     /// Spawns a task; its output arrives through the handle.
@@ -133,15 +274,38 @@ impl Runtime {
         spawn_on(&self.shared, future)
     }
 
+    /// Who schedules now.
+    pub fn mode(&self) -> Mode {
+        self.shared.mode()
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &RuntimeStats {
+        &self.shared.stats
+    }
+
     /// Yields at preempt points so far.
     pub fn preemptions(&self) -> u64 {
-        self.shared.preemptions.load(Ordering::Relaxed)
+        self.shared.stats.preemptions.load(Ordering::Relaxed)
     }
 
     /// Tasks spawned and not finished.
     pub fn tasks_alive(&self) -> u64 {
-        self.shared.alive.load(Ordering::Acquire)
+        self.shared.registry.live() as u64
     }
+}
+
+fn check(config: &RuntimeConfig) -> Result<(), RuntimeError> {
+    if config.workers == 0 || config.tasks_max == 0 {
+        return Err(RuntimeError::Config("need at least one worker and one task"));
+    }
+    if config.workers >= usize::from(u16::MAX) || config.tasks_max > 1 << 30 {
+        return Err(RuntimeError::Config("too many workers or tasks"));
+    }
+    if config.cpus.as_ref().is_some_and(|cpus| cpus.len() != config.workers) {
+        return Err(RuntimeError::Config("cpus must name one CPU per worker"));
+    }
+    Ok(())
 }
 
 fn spawn_on<F>(shared: &Arc<Shared>, future: F) -> Result<JoinHandle<F::Output>, RuntimeError>
@@ -149,16 +313,13 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let capacity = shared.queue.capacity() as u64;
-    // Reserve a slot first, so the queue can always take every live task.
-    if shared.alive.fetch_add(1, Ordering::AcqRel) >= capacity {
-        shared.alive.fetch_sub(1, Ordering::AcqRel);
-        return Err(RuntimeError::Full);
-    }
     let (handle, completer) = join::pair();
-    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
-    let task = Task::new(id, shared.clone(), async move { completer.complete(future.await) });
-    shared.enqueue(task);
+    let body = async move { completer.complete(future.await) };
+    let task = shared
+        .registry
+        .insert(|id| Task::new(id, shared.clone(), body))
+        .ok_or(RuntimeError::Full)?;
+    shared.became_runnable(&task, 1, TaskChange::New);
     Ok(handle)
 }
 
@@ -168,67 +329,16 @@ impl Drop for Runtime {
         for worker in self.workers.drain(..) {
             let _ = worker.join();
         }
-        while self.shared.queue.pop().is_some() {} // drop what never ran
-    }
-}
-
-fn worker_loop(shared: &Arc<Shared>, cpu: Option<usize>) {
-    if let Some(cpu) = cpu {
-        let mut set = nix::sched::CpuSet::new();
-        let pinned = set
-            .set(cpu)
-            .and_then(|()| nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set));
-        assert!(pinned.is_ok(), "cannot pin worker to CPU {cpu}");
-    }
-    let mut idle_polls = 0u32;
-    while !shared.stop.load(Ordering::Acquire) {
-        let Some(task) = shared.queue.pop() else {
-            idle_polls = idle_polls.saturating_add(1);
-            backoff(idle_polls);
-            continue;
-        };
-        idle_polls = 0;
-        task::run(&task, shared);
-    }
-}
-
-/// Spin, then yield, then sleep at most 50 µs: idle workers leave a 2-vCPU machine usable.
-fn backoff(idle_polls: u32) {
-    if idle_polls < 1_000 {
-        std::hint::spin_loop();
-    } else if idle_polls < 1_100 {
-        std::thread::yield_now();
-    } else {
-        std::thread::sleep(Duration::from_micros(50));
-    }
-}
-
-/// A point where a long-running task offers the CPU: yields once if the task has run longer
-/// than the runtime's time slice, otherwise returns at once.
-pub async fn preempt_point() {
-    if task::slice_expired() {
-        YieldNow { yielded: false }.await;
-    }
-}
-
-/// Returns `Pending` once (after waking itself), so the task goes to the back of the queue.
-struct YieldNow {
-    yielded: bool,
-}
-
-impl Future for YieldNow {
-    type Output = ();
-    fn poll(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<()> {
-        if self.yielded {
-            return std::task::Poll::Ready(());
+        if let Some(monitor) = self.monitor.take() {
+            let _ = monitor.join();
         }
-        self.yielded = true;
-        task::note_preempted();
-        cx.waker().wake_by_ref();
-        std::task::Poll::Pending
+        while self.shared.local.pop().is_some() {} // drop what never ran
+        // Tasks hold the shared state and the registry holds tasks: break the cycle.
+        let mut unfinished = Vec::new();
+        self.shared.registry.for_each(|task| unfinished.push(task.id()));
+        for id in unfinished {
+            self.shared.registry.remove(id);
+        }
     }
 }
 

@@ -1,101 +1,205 @@
-//! A task: its future behind a `try_lock`, a `queued` flag that keeps it in the run queue at
-//! most once, and a waker (`std::task::Wake`) that queues it again.
+//! A task: its future, and one atomic word holding its sequence number and phase.
+//!
+//! ```text
+//!            spawn                 commit (CAS at seq)           poll: Ready
+//!   ───────▶ QUEUED(seq) ─────────────────────────▶ RUNNING ──────────────────▶ DONE(seq+1)
+//!              ▲  ▲                                  │   │ wake during the poll
+//!   wake: seq+1│  └──── Pending, woken: seq+1 ───── RUNNING_WOKEN ◀┘
+//!              │                                     │ Pending, not woken: seq+1
+//!            BLOCKED(seq) ◀──────────────────────────┘
+//! ```
+//!
+//! Every change that a policy must hear of bumps the sequence, and a decision commits only by
+//! a compare-and-swap from `QUEUED` at the sequence it names (its barrier): a stale decision
+//! fails and changes nothing, and no task is ever run twice or by two workers at once. The
+//! sequence sits in the upper 56 bits, the phase in the low byte.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Wake, Waker};
-use std::time::Instant;
+
+use link::proto::{TaskChange, TaskId};
 
 use super::Shared;
 
 type BoxedFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 
+/// Where a task is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub(crate) enum Phase {
+    /// Waiting for a wake.
+    Blocked = 0,
+    /// Runnable, waiting for a worker.
+    Queued = 1,
+    /// Being polled.
+    Running = 2,
+    /// Being polled, and woken meanwhile: runnable again when the poll returns.
+    RunningWoken = 3,
+    /// Finished.
+    Done = 4,
+}
+
+fn pack(seq: u64, phase: Phase) -> u64 {
+    (seq << 8) | phase as u64
+}
+
+fn unpack(word: u64) -> (u64, Phase) {
+    let phase = match word & 0xff {
+        0 => Phase::Blocked,
+        1 => Phase::Queued,
+        2 => Phase::Running,
+        3 => Phase::RunningWoken,
+        _ => Phase::Done,
+    };
+    (word >> 8, phase)
+}
+
 pub(crate) struct Task {
-    /// Spawn order; for tracing and, later, the task id reported to the agent.
-    #[expect(dead_code, reason = "reported to the agent once the offloaded mode lands")]
-    id: u64,
+    id: TaskId,
     shared: Arc<Shared>,
-    queued: AtomicBool,
-    /// `None` once finished.
+    /// `seq << 8 | phase`. SeqCst on every access: the fallback sweep relies on a total order
+    /// between "task became QUEUED" and "mode changed" (see `Shared::switch_to_local`).
+    state: AtomicU64,
+    /// In the local run queue now: keeps it there at most once.
+    in_local_queue: AtomicBool,
+    /// `None` once finished. Only the worker that moved the task to RUNNING locks it.
     future: Mutex<Option<BoxedFuture>>,
 }
 
+/// What a poll left the task as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Finished (the sequence after).
+    Done(u64),
+    /// Waiting for a wake.
+    Blocked(u64),
+    /// Runnable again: it yielded, or was woken while it ran.
+    Runnable(u64),
+}
+
+impl Outcome {
+    pub(crate) fn change_and_seq(self) -> (TaskChange, u64) {
+        match self {
+            Outcome::Done(seq) => (TaskChange::Done, seq),
+            Outcome::Blocked(seq) => (TaskChange::Blocked, seq),
+            Outcome::Runnable(seq) => (TaskChange::Preempted, seq),
+        }
+    }
+}
+
 impl Task {
+    /// A new task, runnable at sequence 1.
     pub(super) fn new(
-        id: u64,
+        id: TaskId,
         shared: Arc<Shared>,
         future: impl Future<Output = ()> + Send + 'static,
     ) -> Arc<Task> {
         Arc::new(Task {
             id,
             shared,
-            queued: AtomicBool::new(false),
+            state: AtomicU64::new(pack(1, Phase::Queued)),
+            in_local_queue: AtomicBool::new(false),
             future: Mutex::new(Some(Box::pin(future))),
         })
     }
 
-    /// Marks the task queued; false if it already was (then it must not be pushed again).
-    pub(super) fn mark_queued(&self) -> bool {
-        // AcqRel: pairs with the worker's Release clear before polling.
-        !self.queued.swap(true, Ordering::AcqRel)
+    pub(crate) fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// The sequence and phase now.
+    pub(crate) fn snapshot(&self) -> (u64, Phase) {
+        unpack(self.state.load(Ordering::SeqCst))
+    }
+
+    /// Commits a decision computed at sequence `barrier`: QUEUED at exactly that sequence
+    /// becomes RUNNING. False (nothing changed) when the decision is stale.
+    pub(crate) fn try_start(&self, barrier: u64) -> bool {
+        let queued = pack(barrier, Phase::Queued);
+        let running = pack(barrier, Phase::Running);
+        self.state.compare_exchange(queued, running, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+    }
+
+    /// Claims the local-queue flag; false if the task is in the local queue already.
+    pub(crate) fn mark_local_queued(&self) -> bool {
+        !self.in_local_queue.swap(true, Ordering::AcqRel)
+    }
+
+    /// Taken out of the local queue.
+    pub(crate) fn clear_local_queued(&self) {
+        self.in_local_queue.store(false, Ordering::Release);
+    }
+
+    /// Polls once. The caller moved the task to RUNNING (so no other worker polls it).
+    pub(crate) fn poll(self: &Arc<Task>) -> Outcome {
+        let mut slot = self.future.lock().expect("task future");
+        let (seq, phase) = self.snapshot();
+        debug_assert!(
+            matches!(phase, Phase::Running | Phase::RunningWoken),
+            "polled while {phase:?}"
+        );
+        let Some(future) = slot.as_mut() else { return Outcome::Done(seq) };
+        let waker = Waker::from(self.clone());
+        let ready = future.as_mut().poll(&mut Context::from_waker(&waker)).is_ready();
+        if ready {
+            *slot = None; // drop the future's state now, on this worker
+            drop(slot);
+            self.state.store(pack(seq + 1, Phase::Done), Ordering::SeqCst);
+            return Outcome::Done(seq + 1);
+        }
+        drop(slot);
+        // Bounded: the only concurrent change is one RUNNING → RUNNING_WOKEN by a waker.
+        loop {
+            let word = self.state.load(Ordering::SeqCst);
+            let (seq, phase) = unpack(word);
+            let (next, outcome) = match phase {
+                Phase::Running => (pack(seq + 1, Phase::Blocked), Outcome::Blocked(seq + 1)),
+                _ => (pack(seq + 1, Phase::Queued), Outcome::Runnable(seq + 1)),
+            };
+            if self.state.compare_exchange(word, next, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                return outcome;
+            }
+        }
     }
 }
 
 impl Wake for Task {
     fn wake(self: Arc<Self>) {
-        let shared = self.shared.clone();
-        shared.enqueue(self);
+        self.wake_by_ref();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.shared.enqueue(self.clone());
+        loop {
+            let word = self.state.load(Ordering::SeqCst);
+            let (seq, phase) = unpack(word);
+            let next = match phase {
+                Phase::Blocked => pack(seq + 1, Phase::Queued),
+                Phase::Running => pack(seq, Phase::RunningWoken),
+                Phase::Queued | Phase::RunningWoken | Phase::Done => return,
+            };
+            if self.state.compare_exchange(word, next, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                if phase == Phase::Blocked {
+                    self.shared.became_runnable(self, seq + 1, TaskChange::Runnable);
+                }
+                return;
+            }
+        }
     }
 }
 
-thread_local! {
-    /// When the task this worker polls started its current run, and the runtime's slice.
-    static SLICE: Cell<Option<(Instant, u64)>> = const { Cell::new(None) };
-    static PREEMPTED: Cell<u64> = const { Cell::new(0) };
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Polls `task` once on this worker.
-pub(super) fn run(task: &Arc<Task>, shared: &Shared) {
-    // Release: a wake that sees `false` after this re-queues the task, so a wake during the
-    // poll below is never lost.
-    task.queued.store(false, Ordering::Release);
-    let Ok(mut slot) = task.future.try_lock() else {
-        // Another worker is still polling it (it was woken meanwhile): let that poll finish
-        // and come back to it, rather than wait on another core.
-        shared.enqueue(task.clone());
-        return;
-    };
-    let Some(future) = slot.as_mut() else { return }; // finished already
-    let waker = Waker::from(task.clone());
-    let mut cx = Context::from_waker(&waker);
-    // The clock is read only when a time slice is configured.
-    if shared.slice_ns > 0 {
-        SLICE.set(Some((Instant::now(), shared.slice_ns)));
+    #[test]
+    fn state_word_round_trips() {
+        for phase in
+            [Phase::Blocked, Phase::Queued, Phase::Running, Phase::RunningWoken, Phase::Done]
+        {
+            assert_eq!(unpack(pack(0x00ab_cdef_0123_4567, phase)), (0x00ab_cdef_0123_4567, phase));
+        }
     }
-    let done = future.as_mut().poll(&mut cx).is_ready();
-    SLICE.set(None);
-    shared.preemptions.fetch_add(PREEMPTED.take(), Ordering::Relaxed);
-    if done {
-        *slot = None;
-        shared.alive.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// True when the task running on this thread has used up its time slice.
-pub(super) fn slice_expired() -> bool {
-    SLICE.get().is_some_and(|(start, slice_ns)| {
-        slice_ns > 0 && start.elapsed().as_nanos() >= u128::from(slice_ns)
-    })
-}
-
-/// Counts a yield at a preempt point.
-pub(super) fn note_preempted() {
-    PREEMPTED.set(PREEMPTED.get() + 1);
 }

@@ -1,5 +1,6 @@
 use super::*;
 use std::sync::atomic::AtomicU8;
+use std::time::Duration;
 use std::time::Instant;
 
 fn runtime(workers: usize, slice_ns: u64) -> Runtime {

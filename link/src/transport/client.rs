@@ -68,6 +68,14 @@ pub struct Connection {
     pub stream: UnixStream,
 }
 
+impl Connection {
+    /// True once the control plane closed the session (it exited or crashed): a
+    /// non-blocking check, quicker than waiting for its heartbeat to time out.
+    pub fn hung_up(&self) -> bool {
+        super::wire::peer_hung_up(&self.stream)
+    }
+}
+
 /// Connects to the control plane at `path` and attaches a channel of shape `config`.
 pub fn connect(
     path: &Path,

@@ -17,3 +17,4 @@ mod wire;
 pub use crate::channel::heap_pair;
 pub use client::{ConnectError, Connection, connect};
 pub use server::{AcceptPolicy, BindError, HandshakeError, Incoming, Listener, Session};
+pub use wire::peer_hung_up;

@@ -259,14 +259,6 @@ fn config_of(hello: &HelloRepr) -> crate::layout::ChannelConfig {
 impl Session {
     /// True once the app closed its socket (exited, crashed, or dropped the connection).
     pub fn hung_up(&self) -> bool {
-        use nix::sys::socket::{MsgFlags, recv};
-        use std::os::fd::AsRawFd;
-        let mut byte = [0u8; 1];
-        let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
-        match recv(self.stream.as_raw_fd(), &mut byte, flags) {
-            Ok(0) => true,
-            Ok(_) => false, // apps send nothing after Hello; data is ignored, not fatal
-            Err(errno) => errno != nix::errno::Errno::EAGAIN,
-        }
+        super::wire::peer_hung_up(&self.stream)
     }
 }

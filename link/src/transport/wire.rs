@@ -58,3 +58,15 @@ pub(super) fn recv(stream: &UnixStream) -> std::io::Result<(Record, Option<Owned
     }
     Ok((record, fds.pop()))
 }
+
+/// True when the peer closed its end (or the socket failed): a zero-byte peek, without
+/// blocking. The peer sends nothing after the handshake, so pending data means "alive".
+pub fn peer_hung_up(stream: &UnixStream) -> bool {
+    let mut byte = [0u8; 1];
+    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+    match nix::sys::socket::recv(stream.as_raw_fd(), &mut byte, flags) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(errno) => errno != nix::errno::Errno::EAGAIN,
+    }
+}
