@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use host_dp::runtime::{AgentLink, AgentOptions, Mode, Runtime, RuntimeConfig, preempt_point};
-use ipu_cp::on_host::OnHostAgent;
+use ipu_cp::on_host::{OnHostAgent, OnHostOptions};
 use ipu_cp::policy::{self, PolicyConfig};
 use link::proto::Epoch;
 use link::{ChannelConfig, LivenessConfig, MonoNanos};
@@ -34,7 +34,7 @@ fn on_host(workers: u16, name: &str, depth: u16, slice_ns: u64) -> (Runtime, OnH
     let (host, cp) =
         link::channel::heap_pair(config, liveness(), Epoch(1), Epoch(2), MonoNanos::now()).unwrap();
     let policy = policy::by_name(name, PolicyConfig { slice_ns, prestage_depth: depth }).unwrap();
-    let agent = OnHostAgent::start(policy, cp, None, 32).unwrap();
+    let agent = OnHostAgent::start(policy, cp, OnHostOptions::default()).unwrap();
     let options = AgentOptions::new(AgentLink { end: host, session: None });
     let config =
         RuntimeConfig { workers: usize::from(workers), tasks_max: 1 << 16, ..Default::default() };

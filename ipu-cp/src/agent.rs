@@ -78,6 +78,11 @@ struct App {
     id: AppId,
     attachment: Attachment,
     backlog: VecDeque<(WorkerId, Record)>,
+    /// Prestaged decisions on their way under the delay emulation: (visible at, worker,
+    /// decision), in time order.
+    staging: VecDeque<(MonoNanos, WorkerId, Record)>,
+    /// The channel's emulated one-way delay.
+    delay_ns: u64,
     last_hangup_check: MonoNanos,
 }
 
@@ -134,11 +139,14 @@ impl Agent {
     /// Attaches an admitted app.
     pub fn attach(&mut self, mut attachment: Attachment, now: MonoNanos) {
         let end = attachment.end();
-        let (id, workers) = (end.app, end.layout.config().workers);
-        self.policy.on_app_attached(id, workers);
+        let (id, config) = (end.app, end.layout.config());
+        self.policy.on_app_attached(id, config.workers);
         Stats::add(&self.stats.apps_active, 1);
         let backlog = VecDeque::with_capacity(EVENT_BATCH * 4);
-        self.apps.push(App { id, attachment, backlog, last_hangup_check: now });
+        let staging = VecDeque::new();
+        let delay_ns = u64::from(config.delay_ns);
+        let app = App { id, attachment, backlog, staging, delay_ns, last_hangup_check: now };
+        self.apps.push(app);
     }
 
     /// One pass over every app. Returns the number of records moved (0: idle).
@@ -167,6 +175,8 @@ impl Agent {
                 return Some(Detach::HungUp);
             }
         }
+        let staged = publish_due(app, now);
+        Stats::add(&self.stats.prestaged, staged);
         let flushed = flush_backlog(app, now);
         Stats::add(&self.stats.decisions, flushed as u64);
         *work += flushed;
@@ -245,7 +255,10 @@ impl Agent {
             };
             let record = decision.to_record(self.epoch);
             debug_assert_eq!(decision.kind().direction(), Direction::Decision, "policy bug");
-            if *delivery == Delivery::Prestaged && worker.slots.publish(&record).is_ok() {
+            if *delivery == Delivery::Prestaged && app.delay_ns > 0 {
+                // Visible to the host only after the emulated link delay, like a ring record.
+                app.staging.push_back((now.plus_ns(app.delay_ns), *target, record));
+            } else if *delivery == Delivery::Prestaged && worker.slots.publish(&record).is_ok() {
                 staged += 1;
             } else if app.backlog.is_empty() && worker.decisions.try_push(&record, now).is_ok() {
                 posted += 1;
@@ -280,6 +293,25 @@ impl Agent {
             self.detach(self.apps.len() - 1, Detach::Shutdown);
         }
     }
+}
+
+/// Publishes the prestaged decisions whose emulated delay has passed; one that finds every
+/// slot busy goes to the ring (backlog) instead. Returns how many went to slots.
+fn publish_due(app: &mut App, now: MonoNanos) -> u64 {
+    let mut staged = 0;
+    let end = app.attachment.end();
+    while let Some(&(due, target, record)) = app.staging.front() {
+        if due > now {
+            break;
+        }
+        app.staging.pop_front();
+        if end.workers[usize::from(target.0)].slots.publish(&record).is_ok() {
+            staged += 1;
+        } else {
+            app.backlog.push_back((target, record));
+        }
+    }
+    staged
 }
 
 /// Posts backlogged decisions in order until a ring is full. Returns how many were posted.

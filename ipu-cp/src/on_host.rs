@@ -13,35 +13,54 @@ use crate::policy::Policy;
 use crate::server::Backoff;
 use crate::stats::Stats;
 
+/// How the agent thread runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OnHostOptions {
+    /// Pin it to this CPU.
+    pub cpu: Option<usize>,
+    /// Events drained per worker before the policy decides (1: no batching).
+    pub event_batch: usize,
+    /// Never sleep when idle (a dedicated core).
+    pub spin: bool,
+}
+
+impl Default for OnHostOptions {
+    fn default() -> Self {
+        OnHostOptions { cpu: None, event_batch: crate::agent::EVENT_BATCH, spin: false }
+    }
+}
+
 /// An agent thread serving one in-process app.
 #[derive(Debug)]
 pub struct OnHostAgent {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<u64>>,
     stats: Arc<Stats>,
+    tid: Arc<std::sync::atomic::AtomicI32>,
 }
 
 impl OnHostAgent {
-    /// Starts the agent thread running `policy` for the app at the other end of `end`,
-    /// pinned to `cpu` if given, draining `event_batch` events per worker before deciding.
+    /// Starts the agent thread running `policy` for the app at the other end of `end`.
     pub fn start(
         policy: Box<dyn Policy>,
         end: CpEnd,
-        cpu: Option<usize>,
-        event_batch: usize,
+        options: OnHostOptions,
     ) -> std::io::Result<OnHostAgent> {
+        let OnHostOptions { cpu, event_batch, spin } = options;
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(Stats::default());
         let mut agent = Agent::new(policy, crate::fresh_epoch(), stats.clone());
         agent.set_event_batch(event_batch);
+        let tid = Arc::new(std::sync::atomic::AtomicI32::new(0));
         let thread = {
-            let stop = stop.clone();
+            let (stop, tid) = (stop.clone(), tid.clone());
             std::thread::Builder::new().name("wave-agent".into()).spawn(move || {
+                tid.store(nix::unistd::gettid().as_raw(), Ordering::Release);
                 if let Some(cpu) = cpu {
                     crate::pin_current_thread(cpu).expect("pin the agent thread");
                 }
                 agent.attach(Attachment::InProcess(end), MonoNanos::now());
-                let mut backoff = Backoff::default();
+                let mut backoff = Backoff::new(spin);
                 while !stop.load(Ordering::Relaxed) {
                     if agent.poll(MonoNanos::now()) > 0 {
                         backoff.busy();
@@ -53,7 +72,13 @@ impl OnHostAgent {
                 thread_cpu_ns()
             })?
         };
-        Ok(OnHostAgent { stop, thread: Some(thread), stats })
+        Ok(OnHostAgent { stop, thread: Some(thread), stats, tid })
+    }
+
+    /// The agent thread's kernel thread id (0 until it started), e.g. to read its CPU time
+    /// from `/proc/self/task/<tid>/stat` while it runs.
+    pub fn tid(&self) -> i32 {
+        self.tid.load(Ordering::Acquire)
     }
 
     /// The agent's counters.

@@ -40,6 +40,8 @@ pub struct ServerConfig {
     pub epoch: Epoch,
     /// Events drained per worker before the policy decides (1: no batching).
     pub event_batch: usize,
+    /// Never sleep when idle (a dedicated core).
+    pub spin: bool,
 }
 
 /// A bound, not yet running control plane.
@@ -76,7 +78,7 @@ impl Server {
         };
         let mut agent = Agent::new(policy, config.epoch, stats.clone());
         agent.set_event_batch(config.event_batch);
-        agent_loop(&mut agent, &sessions, stop);
+        agent_loop(&mut agent, &sessions, stop, config.spin);
         agent.shutdown();
         acceptor.join().expect("acceptor thread");
         stats.export();
@@ -85,9 +87,11 @@ impl Server {
 }
 
 /// Spin, then yield, then sleep briefly: idle polling that leaves a 2-vCPU machine usable.
+/// Or, on a dedicated core, spin only: an idle sleep costs the next event its length.
 #[derive(Debug, Default)]
 pub struct Backoff {
     idle_polls: u32,
+    spin_only: bool,
 }
 
 impl Backoff {
@@ -95,10 +99,20 @@ impl Backoff {
     const YIELDS: u32 = 2_100;
     const SLEEP: Duration = Duration::from_micros(50);
 
+    /// A backoff that never yields or sleeps (for a dedicated core).
+    pub fn spinning() -> Backoff {
+        Backoff { idle_polls: 0, spin_only: true }
+    }
+
+    /// Spinning if `spin_only`, else the polite default.
+    pub fn new(spin_only: bool) -> Backoff {
+        Backoff { idle_polls: 0, spin_only }
+    }
+
     /// Call after a poll that did no work.
     pub fn idle(&mut self) {
         self.idle_polls = self.idle_polls.saturating_add(1);
-        if self.idle_polls < Self::SPINS {
+        if self.spin_only || self.idle_polls < Self::SPINS {
             std::hint::spin_loop();
         } else if self.idle_polls < Self::YIELDS {
             std::thread::yield_now();
@@ -113,8 +127,8 @@ impl Backoff {
     }
 }
 
-fn agent_loop(agent: &mut Agent, sessions: &Receiver<Session>, stop: &AtomicBool) {
-    let mut backoff = Backoff::default();
+fn agent_loop(agent: &mut Agent, sessions: &Receiver<Session>, stop: &AtomicBool, spin: bool) {
+    let mut backoff = Backoff::new(spin);
     let mut last_export = MonoNanos::now();
     while !stop.load(Ordering::Relaxed) {
         let now = MonoNanos::now();

@@ -25,7 +25,7 @@ mod worker;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle as ThreadHandle;
 
 use crossbeam_queue::ArrayQueue;
@@ -52,11 +52,20 @@ pub struct RuntimeConfig {
     /// Time slice of local scheduling after which [`preempt_point`] yields; 0: never. (Under
     /// an agent, each decision carries its own slice.)
     pub slice_ns: u64,
+    /// Idle workers spin and never sleep: for dedicated cores, where a sleep would cost the
+    /// next arrival its length. Off: spin, then yield, then sleep 50 µs at a time.
+    pub spin_when_idle: bool,
 }
 
 impl Default for RuntimeConfig {
     fn default() -> Self {
-        RuntimeConfig { workers: 1, cpus: None, tasks_max: 1 << 16, slice_ns: 0 }
+        RuntimeConfig {
+            workers: 1,
+            cpus: None,
+            tasks_max: 1 << 16,
+            slice_ns: 0,
+            spin_when_idle: false,
+        }
     }
 }
 
@@ -133,6 +142,7 @@ pub(crate) struct Shared {
     mode: AtomicU8,
     stats: RuntimeStats,
     slice_ns: u64,
+    spin_when_idle: bool,
     /// The agent lane for events raised outside the workers (spawns and wakes from other
     /// threads); `None` without an agent.
     submit: Mutex<Option<Producer>>,
@@ -144,6 +154,45 @@ pub(crate) struct Shared {
     heartbeat: Mutex<Option<Heartbeat>>,
     /// When it was last beaten (`MonoNanos`), so pollers skip the lock while not due.
     last_beat_ns: AtomicU64,
+    /// Where work comes from besides `spawn`, polled by the workers.
+    ingress: OnceLock<Arc<dyn Ingress>>,
+}
+
+/// A source of work the workers poll, the way a kernel-bypass server polls a NIC receive
+/// queue: between tasks and at preempt points (so arrivals reach the scheduler while a long
+/// task runs). It spawns what arrived through the handle and must not block.
+pub trait Ingress: Send + Sync {
+    /// Polls for arrivals on `worker`; returns how many tasks it spawned.
+    fn poll(&self, worker: usize, handle: &Handle) -> usize;
+}
+
+/// Spawns tasks into a runtime from anywhere (inside tasks, an ingress, other threads).
+#[derive(Clone)]
+pub struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Handle").field("mode", &self.shared.mode()).finish()
+    }
+}
+
+impl Handle {
+    /// Spawns a task; its output arrives through the handle.
+    pub fn spawn<F>(&self, future: F) -> Result<JoinHandle<F::Output>, RuntimeError>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        spawn_on(&self.shared, future)
+    }
+
+    pub(crate) fn poll_ingress(&self, worker: usize) {
+        if let Some(ingress) = self.shared.ingress.get() {
+            ingress.poll(worker, self);
+        }
+    }
 }
 
 impl Shared {
@@ -155,11 +204,13 @@ impl Shared {
             mode: AtomicU8::new(mode as u8),
             stats: RuntimeStats::default(),
             slice_ns: config.slice_ns,
+            spin_when_idle: config.spin_when_idle,
             submit: Mutex::new(None),
             link_generation: AtomicU64::new(0),
             mailboxes: (0..config.workers).map(|_| Mutex::new(None)).collect(),
             heartbeat: Mutex::new(None),
             last_beat_ns: AtomicU64::new(0),
+            ingress: OnceLock::new(),
         }
     }
 
@@ -277,6 +328,16 @@ impl Runtime {
     /// Who schedules now.
     pub fn mode(&self) -> Mode {
         self.shared.mode()
+    }
+
+    /// A handle that spawns into this runtime.
+    pub fn handle(&self) -> Handle {
+        Handle { shared: self.shared.clone() }
+    }
+
+    /// Has the workers poll `ingress` from now on. Once per runtime: false if one is set.
+    pub fn set_ingress(&self, ingress: Arc<dyn Ingress>) -> bool {
+        self.shared.ingress.set(ingress).is_ok()
     }
 
     /// The counters.

@@ -4,7 +4,9 @@ use std::time::Duration;
 use std::time::Instant;
 
 fn runtime(workers: usize, slice_ns: u64) -> Runtime {
-    Runtime::start(RuntimeConfig { workers, slice_ns, tasks_max: 1 << 14, cpus: None }).unwrap()
+    let config =
+        RuntimeConfig { workers, slice_ns, tasks_max: 1 << 14, ..RuntimeConfig::default() };
+    Runtime::start(config).unwrap()
 }
 
 #[test]

@@ -22,7 +22,7 @@ use link::{HostWorker, MonoNanos};
 
 use super::agent::LaneOptions;
 use super::task::{Outcome, Task};
-use super::{Mode, RuntimeConfig, RuntimeError, RuntimeStats, Shared};
+use super::{Handle, Mode, RuntimeConfig, RuntimeError, RuntimeStats, Shared};
 
 /// Most decisions read from the ring per look.
 const DECISION_BATCH: usize = 16;
@@ -73,6 +73,20 @@ thread_local! {
     static CTX: RefCell<Option<Ctx>> = const { RefCell::new(None) };
     /// Set while a worker polls a task: the task's start and slice (for preempt points).
     static SLICE: Cell<Option<(Instant, u64)>> = const { Cell::new(None) };
+    /// This worker's index and a handle to its runtime, for polling the ingress.
+    static WORKER: RefCell<Option<(usize, Handle)>> = const { RefCell::new(None) };
+}
+
+/// Polls the runtime's ingress from this worker, if it has one (outside any context borrow:
+/// what it spawns reports through the context).
+fn poll_ingress() {
+    let _ = WORKER.try_with(|worker| {
+        if let Ok(worker) = worker.try_borrow()
+            && let Some((index, handle)) = worker.as_ref()
+        {
+            handle.poll_ingress(*index);
+        }
+    });
 }
 
 /// Runs `f` on this thread's worker context, if it is a worker and the context is not
@@ -122,13 +136,15 @@ fn worker_loop(mut ctx: Ctx, cpu: Option<usize>) {
     }
     ctx.report_worker(None, 0); // the agent hears of this worker: idle
     let shared = ctx.shared.clone();
+    WORKER.set(Some((usize::from(ctx.worker.0), Handle { shared: shared.clone() })));
     CTX.set(Some(ctx));
     let mut idle_polls = 0u32;
     while !shared.stop.load(Ordering::Acquire) {
+        poll_ingress();
         let Some((task, slice_ns)) = CTX.with_borrow_mut(|c| c.as_mut().map(Ctx::next)).flatten()
         else {
             idle_polls = idle_polls.saturating_add(1);
-            backoff(idle_polls);
+            backoff(if shared.spin_when_idle { 0 } else { idle_polls });
             continue;
         };
         idle_polls = 0;
@@ -139,6 +155,7 @@ fn worker_loop(mut ctx: Ctx, cpu: Option<usize>) {
         CTX.with_borrow_mut(|c| c.as_mut().expect("worker context").finish(&task, outcome));
     }
     CTX.take(); // drop the lane and queued events on this thread
+    WORKER.take();
 }
 
 /// Spin, then yield, then sleep at most 50 µs: idle workers leave a 2-vCPU machine usable.
@@ -189,6 +206,7 @@ impl Ctx {
     /// Reports what the poll left the task as, or queues it locally.
     fn finish(&mut self, task: &Arc<Task>, outcome: Outcome) {
         let start = Instant::now();
+        self.now = MonoNanos::now();
         let running = self.running.take().expect("a task was running");
         let shared = self.shared.clone();
         if let Outcome::Done(_) = outcome {
@@ -398,6 +416,7 @@ pub(super) fn report(shared: &Shared, change: TaskChange, task: TaskId, seq: u64
         let ours = std::ptr::eq(Arc::as_ptr(&ctx.shared), shared) && ctx.lane.is_some();
         let current = ours && shared.link_generation.load(Ordering::Acquire) == ctx.generation;
         if current {
+            ctx.now = MonoNanos::now();
             ctx.push_event(&task_event(change, task, seq, ctx.worker, 0));
         }
         current
@@ -434,6 +453,7 @@ pub(super) fn report(shared: &Shared, change: TaskChange, task: TaskId, seq: u64
 /// it does nothing.
 pub async fn preempt_point() {
     let Some((started, slice_ns)) = SLICE.get() else { return };
+    poll_ingress();
     let now = Instant::now();
     let expired = slice_ns > 0 && nanos(now - started) >= slice_ns;
     let asked = !expired && with_ctx(|ctx| ctx.at_preempt_point(now)) == Some(true);

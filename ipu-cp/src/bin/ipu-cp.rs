@@ -59,6 +59,9 @@ struct Args {
     /// Give up on an app that does not finish its handshake in this many milliseconds.
     #[arg(long, default_value_t = 2000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     handshake_timeout_ms: u64,
+    /// Never sleep when idle: spin on a dedicated core (lowest latency; burns the core).
+    #[arg(long)]
+    spin: bool,
     /// Pin the agent thread to this CPU.
     #[arg(long, value_name = "CPU")]
     cpu: Option<usize>,
@@ -108,6 +111,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         },
         epoch: ipu_cp::fresh_epoch(),
         event_batch: usize::from(args.event_batch),
+        spin: args.spin,
     };
     let server = Server::bind(config).context("cannot start")?;
     eprintln!(

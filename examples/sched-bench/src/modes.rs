@@ -1,0 +1,234 @@
+//! Building the runtime in each mode: local (no agent), on-host (the agent in a thread of
+//! this process, heap transport) and offloaded (the real `ipu-cp` binary in its own process,
+//! memfd transport, with the emulated PCIe delay). Same policy code in the last two.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use host_dp::runtime::{AgentLink, AgentOptions, Reattach, Runtime, RuntimeConfig};
+use ipu_cp::on_host::{OnHostAgent, OnHostOptions};
+use ipu_cp::policy::{self, PolicyConfig};
+use link::proto::Epoch;
+use link::{ChannelConfig, LivenessConfig, MonoNanos};
+
+/// Who schedules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// The runtime's own FIFO queue, no agent.
+    Local,
+    /// The policy in an agent thread of this process.
+    OnHost,
+    /// The policy in a separate `ipu-cp` process.
+    Offloaded,
+}
+
+impl Mode {
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Local => "local",
+            Mode::OnHost => "on-host",
+            Mode::Offloaded => "offloaded",
+        }
+    }
+}
+
+/// Everything that shapes one run's scheduling.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// Who schedules.
+    pub mode: Mode,
+    /// Policy name (fifo, shinjuku).
+    pub policy: String,
+    /// Shinjuku's time slice.
+    pub slice_ns: u64,
+    /// Prestaging depth (0: off).
+    pub prestage_depth: u16,
+    /// Events per worker per decide (1: batching off).
+    pub event_batch: u16,
+    /// Host-side prefetching of decisions.
+    pub prefetch: bool,
+    /// Emulated one-way link delay (offloaded only).
+    pub delay_ns: u32,
+    /// Worker CPUs (one worker each).
+    pub worker_cpus: Vec<usize>,
+    /// The agent's CPU (thread or process).
+    pub agent_cpu: Option<usize>,
+    /// Where the `ipu-cp` binary is.
+    pub ipu_cp: PathBuf,
+    /// Liveness of the link.
+    pub liveness: LivenessConfig,
+    /// Agent and idle workers spin on their cores instead of backing off (dedicated cores).
+    pub spin: bool,
+}
+
+/// The agent side of a running setup, kept alive for the run and torn down after.
+#[derive(Debug)]
+pub enum AgentSide {
+    /// No agent.
+    None,
+    /// The in-process agent thread.
+    OnHost(OnHostAgent),
+    /// The `ipu-cp` process and its socket path.
+    Offloaded(ControlPlane),
+}
+
+/// A running `ipu-cp`.
+#[derive(Debug)]
+pub struct ControlPlane {
+    /// The process.
+    pub child: Child,
+    /// Its socket.
+    pub socket: PathBuf,
+}
+
+impl ControlPlane {
+    /// Starts `ipu-cp` with `setup`'s policy on a fresh socket path; waits until it listens.
+    pub fn start(setup: &Setup, tag: &str) -> anyhow::Result<ControlPlane> {
+        let socket =
+            std::env::temp_dir().join(format!("wave-sched-{}-{tag}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&socket);
+        let mut command = Command::new(&setup.ipu_cp);
+        command
+            .arg("--socket")
+            .arg(&socket)
+            .args(["--policy", &setup.policy])
+            .args(["--slice-us", &(setup.slice_ns / 1000).max(1).to_string()])
+            .args(["--prestage-depth", &setup.prestage_depth.to_string()])
+            .args(["--event-batch", &setup.event_batch.to_string()])
+            .args(["--peer-timeout-ms", "1000"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if let Some(cpu) = setup.agent_cpu {
+            command.args(["--cpu", &cpu.to_string()]);
+        }
+        if setup.spin {
+            command.arg("--spin");
+        }
+        let child = command.spawn().with_context(|| {
+            format!(
+                "starting {} (build it: cargo build --release -p ipu-cp)",
+                setup.ipu_cp.display()
+            )
+        })?;
+        let cp = ControlPlane { child, socket };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !cp.socket.exists() {
+            if Instant::now() > deadline {
+                bail!("ipu-cp did not start listening at {}", cp.socket.display());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        Ok(cp)
+    }
+
+    /// CPU time the process used so far (user + system, 10 ms resolution).
+    pub fn cpu_ns(&self) -> u64 {
+        stat_cpu_ns(&format!("/proc/{}/stat", self.child.id())).unwrap_or(0)
+    }
+
+    /// Kills it the hard way (fault tests).
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(0));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        self.kill();
+    }
+}
+
+/// CPU time (utime + stime) from a /proc `stat` file of a process or thread.
+pub fn stat_cpu_ns(path: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    // Fields 14 and 15 of stat (utime, stime) are 11 and 12 after the name and state.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100);
+    Some(ticks * 1_000_000_000 / u64::try_from(hz).unwrap_or(100))
+}
+
+fn channel(setup: &Setup, delay_ns: u32) -> ChannelConfig {
+    let workers = u16::try_from(setup.worker_cpus.len()).expect("few workers");
+    ChannelConfig {
+        workers: workers + 1,
+        ring_capacity: 1024,
+        prestage_slots: (setup.prestage_depth + 1).min(64),
+        delay_ns,
+    }
+}
+
+/// Connects to the `ipu-cp` at `socket` with `setup`'s channel shape.
+pub fn connect(setup: &Setup, socket: &Path) -> anyhow::Result<AgentLink> {
+    let config = channel(setup, setup.delay_ns);
+    let conn =
+        link::transport::connect(socket, config, Epoch(1), setup.liveness, Duration::from_secs(5))?;
+    Ok(AgentLink { end: conn.end, session: Some(conn.stream) })
+}
+
+/// Starts the runtime as `setup` says, with `tasks_max` tasks at most.
+pub fn start(setup: &Setup, tasks_max: usize) -> anyhow::Result<(Runtime, AgentSide)> {
+    // Local mode has one queue, preempted tasks to its tail: with a slice, that is Shinjuku's
+    // policy run by the runtime itself.
+    let local_slice_ns = if setup.policy == "shinjuku" { setup.slice_ns } else { 0 };
+    let config = RuntimeConfig {
+        workers: setup.worker_cpus.len(),
+        cpus: Some(setup.worker_cpus.clone()),
+        tasks_max,
+        slice_ns: local_slice_ns,
+        spin_when_idle: setup.spin,
+    };
+    let policy_config =
+        PolicyConfig { slice_ns: setup.slice_ns, prestage_depth: setup.prestage_depth };
+    match setup.mode {
+        Mode::Local => Ok((Runtime::start(config)?, AgentSide::None)),
+        Mode::OnHost => {
+            let Some(policy) = policy::by_name(&setup.policy, policy_config) else {
+                bail!("unknown policy {}", setup.policy);
+            };
+            let (host, cp) = link::channel::heap_pair(
+                channel(setup, 0),
+                setup.liveness,
+                Epoch(1),
+                ipu_cp::fresh_epoch(),
+                MonoNanos::now(),
+            )?;
+            let agent_options = OnHostOptions {
+                cpu: setup.agent_cpu,
+                event_batch: usize::from(setup.event_batch),
+                spin: setup.spin,
+            };
+            let agent = OnHostAgent::start(policy, cp, agent_options)?;
+            let options = options(setup, AgentLink { end: host, session: None }, None);
+            Ok((Runtime::start_with_agent(config, options)?, AgentSide::OnHost(agent)))
+        }
+        Mode::Offloaded => {
+            let cp = ControlPlane::start(setup, "run")?;
+            let link = connect(setup, &cp.socket)?;
+            let options = options(setup, link, None);
+            Ok((Runtime::start_with_agent(config, options)?, AgentSide::Offloaded(cp)))
+        }
+    }
+}
+
+/// Agent options for `setup`.
+pub fn options(setup: &Setup, link: AgentLink, reattach: Option<Reattach>) -> AgentOptions {
+    let mut options = AgentOptions::new(link);
+    options.prefetch = setup.prefetch;
+    options.reattach = reattach;
+    options
+}
