@@ -27,7 +27,8 @@ pub(crate) fn row(
 ) -> String {
     let stale_pct = 100.0 * m.stale as f64 / (m.committed + m.stale).max(1) as f64;
     format!(
-        "{mode},{policy},{delay_ns},{mitigations},{load:.2},{:.0},{:.0},{:.1},{:.1},{:.1},{:.1},{},{},{},{:.3},{},{},{:.2},{:.1}",
+        "{mode},{policy},{delay_ns},{mitigations},{load:.2},{:.0},{:.0},{:.1},{:.1},{:.1},\
+         {:.1},{},{},{},{:.3},{},{},{:.2},{:.1}",
         m.offered_rps,
         m.achieved_rps,
         m.short_us[0],
@@ -229,7 +230,8 @@ fn summary(
     let _ = writeln!(md, "### FIFO vs Shinjuku at load {mid}\n");
     let _ = writeln!(
         md,
-        "| setup | short p50 µs | short p99 µs | short p99.9 µs | long p99 µs | throughput at SLO (req/s) |"
+        "| setup | short p50 µs | short p99 µs | short p99.9 µs | long p99 µs | \
+         throughput at SLO (req/s) |"
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|");
     for series in policies {
@@ -257,8 +259,8 @@ fn summary(
     let _ = writeln!(md, "### On-host vs offloaded (Shinjuku, all mitigations)\n");
     let _ = writeln!(
         md,
-        "| setup | throughput at SLO (req/s) | vs on-host | short p99 µs at {mid} | stale % at {mid} | \
-         worker sched CPU % | agent CPU % of a core (where) |"
+        "| setup | throughput at SLO (req/s) | vs on-host | short p99 µs at {mid} | \
+         stale % at {mid} | worker sched CPU % | agent CPU % of a core (where) |"
     );
     let _ = writeln!(md, "|---|---|---|---|---|---|---|");
     let base = delays.first().and_then(|s| s.throughput_at_slo(slo_us));
