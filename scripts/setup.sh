@@ -10,6 +10,11 @@ set -euo pipefail
 #   libclang-dev: bindgen, which generates the DPDK bindings at build time
 #   iproute2: network-namespace tests (veth, TAP)
 PACKAGES=(pkg-config build-essential libdpdk-dev libclang-dev iproute2)
+# With --plots, also what the experiment scripts draw their PNGs with:
+#   gnuplot-nox: scripts/sched-plot.py
+if [[ ${1:-} == --plots ]]; then
+    PACKAGES+=(gnuplot-nox)
+fi
 
 missing=()
 for package in "${PACKAGES[@]}"; do

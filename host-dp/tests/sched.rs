@@ -146,6 +146,31 @@ fn shinjuku_on_host_preempts_long_tasks_and_tasks_that_wait_on_each_other_finish
 }
 
 #[test]
+fn timers_block_and_wake_tasks_through_the_agent() {
+    let _serial = serial();
+    let (runtime, agent) = on_host(2, "fifo", 1, 0);
+    let handles: Vec<_> = (0..100u64)
+        .map(|i| {
+            spawn_waiting(&runtime, move || async move {
+                let begun = Instant::now();
+                host_dp::runtime::sleep(Duration::from_micros(500 + 10 * i)).await;
+                assert!(begun.elapsed() >= Duration::from_micros(500 + 10 * i));
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join();
+    }
+    wait_all_finished(&runtime);
+    let stats = runtime.stats();
+    // Each task ran twice (before and after its sleep), both times by a decision.
+    assert_eq!(stats.committed.load(Ordering::Relaxed), 200);
+    assert_eq!(stats.local_runs.load(Ordering::Relaxed), 0);
+    drop(runtime);
+    agent.stop();
+}
+
+#[test]
 fn a_million_tasks_run_exactly_once_on_host() {
     let _serial = serial();
     let (runtime, agent) = on_host(1, "fifo", 2, 0);

@@ -1,6 +1,7 @@
 //! `sched-bench`: the scheduling experiment. `sched-bench point ...` measures one setup at
 //! one load; `sched-bench experiment --out DIR` runs the report's sweeps and writes CSV files
-//! and `sched.md` (plots are drawn from the CSV by `scripts/sched-experiment.sh`).
+//! and `sched-summary.md` (`sched-bench report` rebuilds the summary from the CSV files; the
+//! plot is drawn from them by `scripts/sched-plot.py`).
 
 use std::path::PathBuf;
 
@@ -12,6 +13,7 @@ use sched_bench::point::{self, Point};
 use sched_bench::workload::Mix;
 
 mod experiment;
+mod report;
 
 #[derive(Debug, Parser)]
 #[command(about)]
@@ -48,7 +50,18 @@ enum Command {
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         prefetch: bool,
     },
-    /// Run the report's sweeps; write CSV files and sched.md into --out.
+    /// Rebuild sched-summary.md from the CSV files an experiment left in --out.
+    Report {
+        #[command(flatten)]
+        common: Common,
+        /// Where the CSV files are.
+        #[arg(long, default_value = "docs/results")]
+        out: PathBuf,
+        /// Short-request p99 SLO (µs).
+        #[arg(long, default_value_t = 1000.0)]
+        slo_us: f64,
+    },
+    /// Run the report's sweeps; write CSV files and sched-summary.md into --out.
     Experiment {
         #[command(flatten)]
         common: Common,
@@ -165,7 +178,9 @@ fn main() -> std::process::ExitCode {
 }
 
 fn run(cli: Cli) -> anyhow::Result<()> {
-    let (Command::Point { common, .. } | Command::Experiment { common, .. }) = &cli.command;
+    let (Command::Point { common, .. }
+    | Command::Experiment { common, .. }
+    | Command::Report { common, .. }) = &cli.command;
     // This thread and the helpers it starts (the runtime's monitor) stay off the workers'
     // CPUs: they share the agent's CPU, where they only wake now and then.
     ipu_cp::pin_current_thread(common.agent_cpu).context("pinning to the agent CPU")?;
@@ -190,6 +205,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", experiment::row(mode.name(), &policy, delay_ns, "all", load, &measured));
             Ok(())
         }
+        Command::Report { common, out, slo_us } => report::write(&common, &out, slo_us),
         Command::Experiment { common, out, loads, slo_us, repeats } => {
             experiment::run(&common, &out, &loads, slo_us, repeats)
         }

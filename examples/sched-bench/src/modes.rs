@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use host_dp::runtime::{AgentLink, AgentOptions, Reattach, Runtime, RuntimeConfig};
+use host_dp::runtime::{AgentLink, AgentOptions, LocalPolicy, Reattach, Runtime, RuntimeConfig};
 use ipu_cp::on_host::{OnHostAgent, OnHostOptions};
 use ipu_cp::policy::{self, PolicyConfig};
 use link::proto::Epoch;
@@ -40,7 +40,8 @@ impl Mode {
 pub struct Setup {
     /// Who schedules.
     pub mode: Mode,
-    /// Policy name (fifo, shinjuku).
+    /// Policy name: fifo or shinjuku (an agent's, or the runtime's own shared queue without a
+    /// slice / with one in local mode); stealing (local mode only: per-worker queues).
     pub policy: String,
     /// Shinjuku's time slice.
     pub slice_ns: u64,
@@ -172,6 +173,22 @@ fn channel(setup: &Setup, delay_ns: u32) -> ChannelConfig {
     }
 }
 
+/// Connects to the `ipu-cp` at `socket`, retrying for up to two seconds while it starts (its
+/// socket file appears at `bind`, a moment before it listens).
+pub fn connect_when_up(setup: &Setup, socket: &Path) -> anyhow::Result<AgentLink> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        match connect(setup, socket) {
+            Ok(link) => return Ok(link),
+            Err(error) if Instant::now() < deadline => {
+                let _ = error;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 /// Connects to the `ipu-cp` at `socket` with `setup`'s channel shape.
 pub fn connect(setup: &Setup, socket: &Path) -> anyhow::Result<AgentLink> {
     let config = channel(setup, setup.delay_ns);
@@ -191,6 +208,11 @@ pub fn start(setup: &Setup, tasks_max: usize) -> anyhow::Result<(Runtime, AgentS
         tasks_max,
         slice_ns: local_slice_ns,
         spin_when_idle: setup.spin,
+        local_policy: if setup.policy == "stealing" {
+            LocalPolicy::Stealing
+        } else {
+            LocalPolicy::SharedFifo
+        },
     };
     let policy_config =
         PolicyConfig { slice_ns: setup.slice_ns, prestage_depth: setup.prestage_depth };
@@ -218,7 +240,7 @@ pub fn start(setup: &Setup, tasks_max: usize) -> anyhow::Result<(Runtime, AgentS
         }
         Mode::Offloaded => {
             let cp = ControlPlane::start(setup, "run")?;
-            let link = connect(setup, &cp.socket)?;
+            let link = connect_when_up(setup, &cp.socket)?;
             let options = options(setup, link, None);
             Ok((Runtime::start_with_agent(config, options)?, AgentSide::Offloaded(cp)))
         }

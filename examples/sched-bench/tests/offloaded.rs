@@ -52,7 +52,7 @@ fn setup(policy: &str, depth: u16, delay_ns: u32) -> Setup {
 /// A runtime of two unpinned, polite workers under the `ipu-cp` at `cp`, re-attaching to
 /// whatever listens at the same path after a loss.
 fn runtime(setup: &Setup, cp: &ControlPlane) -> Runtime {
-    let link = modes::connect(setup, &cp.socket).unwrap();
+    let link = modes::connect_when_up(setup, &cp.socket).unwrap();
     let (again, socket) = (setup.clone(), cp.socket.clone());
     let reattach = Box::new(move || modes::connect(&again, &socket).ok());
     let mut options = modes::options(setup, link, Some(reattach));

@@ -19,8 +19,10 @@
 
 mod agent;
 mod join;
+mod local;
 mod registry;
 mod task;
+mod timer;
 mod worker;
 
 use std::future::Future;
@@ -28,7 +30,6 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle as ThreadHandle;
 
-use crossbeam_queue::ArrayQueue;
 use link::liveness::Heartbeat;
 use link::proto::TaskChange;
 use link::ring::Producer;
@@ -36,8 +37,10 @@ use link::{HostWorker, MonoNanos};
 
 pub use agent::{AgentLink, AgentOptions, Reattach};
 pub use join::JoinHandle;
+pub use local::LocalPolicy;
 use registry::Registry;
 use task::Task;
+pub use timer::{Sleep, sleep, sleep_until};
 pub use worker::preempt_point;
 
 /// How to build a runtime.
@@ -55,6 +58,8 @@ pub struct RuntimeConfig {
     /// Idle workers spin and never sleep: for dedicated cores, where a sleep would cost the
     /// next arrival its length. Off: spin, then yield, then sleep 50 µs at a time.
     pub spin_when_idle: bool,
+    /// How tasks are queued when no agent decides (local mode and fallback).
+    pub local_policy: LocalPolicy,
 }
 
 impl Default for RuntimeConfig {
@@ -65,6 +70,7 @@ impl Default for RuntimeConfig {
             tasks_max: 1 << 16,
             slice_ns: 0,
             spin_when_idle: false,
+            local_policy: LocalPolicy::SharedFifo,
         }
     }
 }
@@ -137,7 +143,7 @@ type Mailbox = Mutex<Option<(u64, HostWorker)>>;
 
 pub(crate) struct Shared {
     registry: Registry,
-    local: ArrayQueue<Arc<Task>>,
+    local: local::LocalQueues,
     stop: AtomicBool,
     mode: AtomicU8,
     stats: RuntimeStats,
@@ -156,6 +162,7 @@ pub(crate) struct Shared {
     last_beat_ns: AtomicU64,
     /// Where work comes from besides `spawn`, polled by the workers.
     ingress: OnceLock<Arc<dyn Ingress>>,
+    timers: timer::Timers,
 }
 
 /// A source of work the workers poll, the way a kernel-bypass server polls a NIC receive
@@ -199,7 +206,7 @@ impl Shared {
     fn new(config: &RuntimeConfig, mode: Mode) -> Shared {
         Shared {
             registry: Registry::new(config.tasks_max),
-            local: ArrayQueue::new(config.tasks_max),
+            local: local::LocalQueues::new(config.local_policy),
             stop: AtomicBool::new(false),
             mode: AtomicU8::new(mode as u8),
             stats: RuntimeStats::default(),
@@ -211,6 +218,7 @@ impl Shared {
             heartbeat: Mutex::new(None),
             last_beat_ns: AtomicU64::new(0),
             ingress: OnceLock::new(),
+            timers: timer::Timers::new(),
         }
     }
 
@@ -245,12 +253,11 @@ impl Shared {
         self.push_local(task);
     }
 
-    /// Queues `task` locally unless it is queued there already. Never fails: the queue holds
-    /// `tasks_max` entries and each live task is in it at most once.
+    /// Queues `task` locally unless it is queued there already (on this worker's own deque
+    /// when the local policy has them and this is one of our workers).
     pub(crate) fn push_local(&self, task: &Arc<Task>) {
-        if task.mark_local_queued() {
-            let pushed = self.local.push(task.clone());
-            debug_assert!(pushed.is_ok(), "the local queue holds every live task");
+        if task.mark_local_queued() && !worker::push_own(self, task) {
+            self.local.push(task.clone(), None);
         }
     }
 
@@ -393,7 +400,7 @@ impl Drop for Runtime {
         if let Some(monitor) = self.monitor.take() {
             let _ = monitor.join();
         }
-        while self.shared.local.pop().is_some() {} // drop what never ran
+        self.shared.local.clear(); // drop what never ran
         // Tasks hold the shared state and the registry holds tasks: break the cycle.
         let mut unfinished = Vec::new();
         self.shared.registry.for_each(|task| unfinished.push(task.id()));

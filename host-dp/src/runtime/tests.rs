@@ -155,3 +155,69 @@ fn bad_configs_are_refused() {
     let cpus = RuntimeConfig { workers: 2, cpus: Some(vec![0]), ..RuntimeConfig::default() };
     assert!(matches!(Runtime::start(cpus), Err(RuntimeError::Config(_))));
 }
+
+#[test]
+fn sleeping_tasks_wake_after_their_deadline_and_free_the_worker_meanwhile() {
+    let rt = runtime(1, 0);
+    let start = Instant::now();
+    let sleepers: Vec<_> = (0..50u64)
+        .map(|i| {
+            rt.spawn(async move {
+                let begun = Instant::now();
+                sleep(Duration::from_millis(2 + i % 3)).await;
+                begun.elapsed()
+            })
+            .unwrap()
+        })
+        .collect();
+    // While 50 tasks sleep on the single worker, others still run.
+    let busy = rt.spawn(async { 7 }).unwrap();
+    assert_eq!(busy.join(), 7);
+    for (i, sleeper) in sleepers.into_iter().enumerate() {
+        let slept = sleeper.join();
+        assert!(slept >= Duration::from_millis(2 + i as u64 % 3), "woke early: {slept:?}");
+    }
+    assert!(start.elapsed() < Duration::from_secs(5));
+    let past = rt.spawn(sleep_until(Instant::now() - Duration::from_millis(1))).unwrap();
+    past.join();
+}
+
+#[test]
+fn work_stealing_runs_tasks_spawned_on_workers_exactly_once() {
+    let config = RuntimeConfig {
+        workers: 2,
+        local_policy: LocalPolicy::Stealing,
+        tasks_max: 1 << 17,
+        ..RuntimeConfig::default()
+    };
+    let rt = Runtime::start(config).unwrap();
+    let (parents, children) = (200usize, 500usize);
+    let marks: Arc<Vec<AtomicU8>> =
+        Arc::new((0..parents * children).map(|_| AtomicU8::new(0)).collect());
+    let handle = rt.handle();
+    let joins: Vec<_> = (0..parents)
+        .map(|p| {
+            let (marks, handle) = (marks.clone(), handle.clone());
+            rt.spawn(async move {
+                // Spawned on a worker: onto that worker's own deque, to be stolen by the other.
+                for c in 0..children {
+                    let marks = marks.clone();
+                    let child = async move {
+                        marks[p * children + c].fetch_add(1, Ordering::Relaxed);
+                    };
+                    handle.spawn(child).expect("tasks_max holds every task");
+                }
+            })
+            .unwrap()
+        })
+        .collect();
+    for join in joins {
+        join.join();
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while rt.tasks_alive() > 0 {
+        assert!(Instant::now() < deadline, "tasks left: {}", rt.tasks_alive());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert!(marks.iter().all(|m| m.load(Ordering::Relaxed) == 1), "each child ran exactly once");
+}

@@ -15,11 +15,12 @@ use std::thread::JoinHandle as ThreadHandle;
 use std::time::{Duration, Instant};
 
 use link::proto::{
-    Barrier, Direction, Epoch, Message, Record, RunRepr, TaskChange, TaskEventRepr, TaskId,
-    TxnOutcome, WorkerEventRepr, WorkerId,
+    Barrier, Epoch, Message, Record, RunRepr, TaskChange, TaskEventRepr, TaskId, WorkerEventRepr,
+    WorkerId,
 };
 use link::{HostWorker, MonoNanos};
 
+mod pick;
 mod preempt;
 
 pub use preempt::preempt_point;
@@ -69,6 +70,8 @@ struct Ctx {
     overflow: VecDeque<Record>,
     ahead: VecDeque<Ahead>,
     running: Option<Running>,
+    /// This worker's local deque (work-stealing local policy only).
+    deque: Option<crossbeam_deque::Worker<Arc<Task>>>,
     /// Stamps records for the ring's delay emulation.
     now: MonoNanos,
 }
@@ -79,6 +82,19 @@ thread_local! {
     static SLICE: Cell<Option<(Instant, u64)>> = const { Cell::new(None) };
     /// This worker's index and a handle to its runtime, for polling the ingress.
     static WORKER: RefCell<Option<(usize, Handle)>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` on the timers of the runtime this worker belongs to; false off a worker.
+pub(super) fn with_timers(f: impl FnOnce(&super::timer::Timers)) -> bool {
+    WORKER
+        .try_with(|worker| match worker.try_borrow().ok().as_deref() {
+            Some(Some((_, handle))) => {
+                f(&handle.shared.timers);
+                true
+            }
+            _ => false,
+        })
+        .unwrap_or(false)
 }
 
 /// Polls the runtime's ingress from this worker, if it has one (outside any context borrow:
@@ -108,7 +124,8 @@ pub(super) fn start_all(
     options: LaneOptions,
 ) -> Result<Vec<ThreadHandle<()>>, RuntimeError> {
     let mut handles = Vec::with_capacity(config.workers);
-    for (index, lane) in lanes.into_iter().enumerate() {
+    let deques = shared.local.deques(config.workers);
+    for (index, (lane, deque)) in lanes.into_iter().zip(deques).enumerate() {
         let cpu = config.cpus.as_ref().map(|cpus| cpus[index]);
         let ctx = Ctx {
             shared: shared.clone(),
@@ -119,6 +136,7 @@ pub(super) fn start_all(
             overflow: VecDeque::new(),
             ahead: VecDeque::with_capacity(DECISION_BATCH),
             running: None,
+            deque,
             now: MonoNanos::now(),
         };
         let handle = std::thread::Builder::new()
@@ -144,6 +162,9 @@ fn worker_loop(mut ctx: Ctx, cpu: Option<usize>) {
     CTX.set(Some(ctx));
     let mut idle_polls = 0u32;
     while !shared.stop.load(Ordering::Acquire) {
+        if shared.timers.due() {
+            shared.timers.fire();
+        }
         poll_ingress();
         let Some((task, slice_ns)) = CTX.with_borrow_mut(|c| c.as_mut().map(Ctx::next)).flatten()
         else {
@@ -229,7 +250,9 @@ impl Ctx {
             (true, false, Outcome::Runnable(_)) => {
                 self.push_event(&task_event(TaskChange::Runnable, task.id(), seq, self.worker, 0));
             }
-            (false, _, Outcome::Runnable(_)) => shared.push_local(task),
+            (false, _, Outcome::Runnable(_)) if task.mark_local_queued() => {
+                shared.local.push(task.clone(), self.deque.as_ref());
+            }
             _ => {}
         }
     }
@@ -247,105 +270,6 @@ impl Ctx {
         self.overflow.clear(); // addressed to the lost agent
         self.ahead.clear(); // decisions of the lost agent: their tasks are queued locally
         self.report_worker(None, 0);
-    }
-
-    fn read_decisions(&mut self) {
-        let Some(lane) = self.lane.as_mut() else { return };
-        let mut rejected = 0;
-        for _ in 0..DECISION_BATCH {
-            let Some(record) = lane.decisions.try_pop(self.now) else { break };
-            match Message::parse_in(&record, Direction::Decision) {
-                Ok(Message::Run(run)) => {
-                    let task = self.options.prefetch.then(|| self.shared.registry.get(run.task));
-                    self.ahead.push_back(Ahead { run, task: task.flatten() });
-                }
-                Ok(Message::Preempt(preempt)) => {
-                    let current = self
-                        .running
-                        .as_mut()
-                        .filter(|r| r.task == preempt.task && Barrier(r.seq) == preempt.barrier);
-                    match current {
-                        Some(running) => running.preempt = true,
-                        None => RuntimeStats::add(&self.shared.stats.stale, 1),
-                    }
-                }
-                _ => rejected += 1,
-            }
-        }
-        RuntimeStats::add(&self.shared.stats.rejected, rejected);
-    }
-
-    /// Commits the oldest ring decision that still holds; reports idle if none did and
-    /// nothing else is coming.
-    fn pick_decision(&mut self) -> Option<(Arc<Task>, Origin, u64)> {
-        let mut failed = false;
-        while let Some(Ahead { run, task }) = self.ahead.pop_front() {
-            match self.commit(&run, task) {
-                Ok(task) => return Some((task, Origin::Decision(self.generation), run.slice_ns)),
-                Err(_) => failed = true,
-            }
-        }
-        if failed {
-            // The agent counted this worker busy with the failed decision: free it.
-            self.report_worker(None, 0);
-        }
-        None
-    }
-
-    fn pick_prestaged(&mut self) -> Option<(Arc<Task>, Origin, u64)> {
-        for _ in 0..4 {
-            let lane = self.lane.as_mut()?;
-            let claim = lane.slots.try_claim()?;
-            let parsed = Message::parse_in(&claim.decision, Direction::Decision);
-            let (outcome, picked, barrier) = match parsed {
-                Ok(Message::Run(run)) => match self.commit(&run, None) {
-                    Ok(task) => (TxnOutcome::Committed, Some((task, run.slice_ns)), run.barrier),
-                    Err(outcome) => (outcome, None, run.barrier),
-                },
-                _ => {
-                    RuntimeStats::add(&self.shared.stats.rejected, 1);
-                    (TxnOutcome::Rejected, None, Barrier(0))
-                }
-            };
-            let lane = self.lane.as_mut().expect("checked above");
-            let result = lane.slots.resolve(claim, outcome, barrier);
-            self.push_event(&Message::TxnResult(result).to_record(HOST_EPOCH));
-            if let Some((task, slice_ns)) = picked {
-                return Some((task, Origin::Decision(self.generation), slice_ns));
-            }
-        }
-        None
-    }
-
-    fn pick_local(&mut self) -> Option<(Arc<Task>, Origin, u64)> {
-        for _ in 0..LOCAL_SKIPS {
-            let task = self.shared.local.pop()?;
-            task.clear_local_queued();
-            let (seq, _) = task.snapshot();
-            if task.try_start(seq) {
-                RuntimeStats::add(&self.shared.stats.local_runs, 1);
-                return Some((task, Origin::Local, self.shared.slice_ns));
-            }
-        }
-        None
-    }
-
-    /// The barrier check: the decision applies only to a live task of ours, aimed at this
-    /// worker, still QUEUED at the decision's sequence.
-    fn commit(&self, run: &RunRepr, task: Option<Arc<Task>>) -> Result<Arc<Task>, TxnOutcome> {
-        let stats = &self.shared.stats;
-        let task = task.or_else(|| self.shared.registry.get(run.task));
-        let Some(task) = task.filter(|t| t.id() == run.task && run.worker == self.worker) else {
-            RuntimeStats::add(&stats.rejected, 1);
-            return Err(TxnOutcome::Rejected);
-        };
-        if task.try_start(run.barrier.0) {
-            RuntimeStats::add(&stats.committed, 1);
-            Ok(task)
-        } else {
-            RuntimeStats::add(&stats.stale, 1);
-            Err(TxnOutcome::Stale)
-        }
     }
 
     fn report_worker(&mut self, running: Option<(TaskId, Barrier)>, ran_ns: u64) {
@@ -385,6 +309,21 @@ fn nanos(duration: Duration) -> u64 {
 
 fn elapsed_ns(since: Instant) -> u64 {
     nanos(since.elapsed())
+}
+
+/// Queues `task` (its local flag already claimed) on this thread's own deque, if this is a
+/// worker of `shared`'s runtime with one and its context is free. False: use the injector.
+pub(super) fn push_own(shared: &Shared, task: &Arc<Task>) -> bool {
+    with_ctx(|ctx| {
+        let ours = std::ptr::eq(Arc::as_ptr(&ctx.shared), shared);
+        match ctx.deque.as_ref().filter(|_| ours) {
+            Some(deque) => {
+                deque.push(task.clone());
+                true
+            }
+            None => false,
+        }
+    }) == Some(true)
 }
 
 /// Sends a task event to the agent from wherever this runs: the worker's own lane on a
