@@ -85,6 +85,8 @@ pub(crate) fn run(
         setup.prefetch = prefetch;
         setups.push((setup, mitigations));
     }
+    let noise_before = crate::noise::measure(common.worker_cpus[0], 3.0)?;
+    eprintln!("sched-bench: noise floor: {noise_before}");
     let path = out.join("sched.csv");
     let mut csv =
         std::fs::File::create(&path).with_context(|| format!("creating {}", path.display()))?;
@@ -113,5 +115,8 @@ pub(crate) fn run(
             }
         }
     }
+    let noise_after = crate::noise::measure(common.worker_cpus[0], 3.0)?;
+    let noise = format!("before the runs, {noise_before}.\nAfter the runs, {noise_after}.\n");
+    std::fs::write(out.join("sched-noise.txt"), noise)?;
     crate::report::write(common, out, slo_us)
 }

@@ -13,6 +13,7 @@ use sched_bench::point::{self, Point};
 use sched_bench::workload::Mix;
 
 mod experiment;
+mod noise;
 mod report;
 
 #[derive(Debug, Parser)]
@@ -50,6 +51,14 @@ enum Command {
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
         prefetch: bool,
     },
+    /// Measure the machine's noise floor on the first worker CPU.
+    Noise {
+        #[command(flatten)]
+        common: Common,
+        /// How long to spin, seconds.
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
     /// Rebuild sched-summary.md from the CSV files an experiment left in --out.
     Report {
         #[command(flatten)]
@@ -69,7 +78,7 @@ enum Command {
         #[arg(long, default_value = "docs/results")]
         out: PathBuf,
         /// Offered loads to sweep.
-        #[arg(long, value_delimiter = ',', default_value = "0.2,0.35,0.5,0.65,0.8")]
+        #[arg(long, value_delimiter = ',', default_value = "0.2,0.4,0.5,0.6,0.7,0.8,1.2")]
         loads: Vec<f64>,
         /// Short-request p99 SLO (µs) for "throughput at the SLO".
         #[arg(long, default_value_t = 1000.0)]
@@ -180,7 +189,8 @@ fn main() -> std::process::ExitCode {
 fn run(cli: Cli) -> anyhow::Result<()> {
     let (Command::Point { common, .. }
     | Command::Experiment { common, .. }
-    | Command::Report { common, .. }) = &cli.command;
+    | Command::Report { common, .. }
+    | Command::Noise { common, .. }) = &cli.command;
     // This thread and the helpers it starts (the runtime's monitor) stay off the workers'
     // CPUs: they share the agent's CPU, where they only wake now and then.
     ipu_cp::pin_current_thread(common.agent_cpu).context("pinning to the agent CPU")?;
@@ -206,6 +216,10 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Report { common, out, slo_us } => report::write(&common, &out, slo_us),
+        Command::Noise { common, seconds } => {
+            println!("{}", noise::measure(common.worker_cpus[0], seconds)?);
+            Ok(())
+        }
         Command::Experiment { common, out, loads, slo_us, repeats } => {
             experiment::run(&common, &out, &loads, slo_us, repeats)
         }

@@ -13,6 +13,7 @@ use crate::Common;
 /// One CSV row, the fields the summary uses.
 #[derive(Debug, Clone)]
 struct Run {
+    achieved_rps: f64,
     short_p50: f64,
     short_p99: f64,
     short_p999: f64,
@@ -46,11 +47,17 @@ impl Series {
         median(self.points.get(&load)?.iter().map(metric).collect())
     }
 
-    /// The offered load (fraction of capacity) at which the median short p99 reaches `slo_us`,
-    /// interpolated; `(load, true)` if even the highest load measured stays within it.
-    fn load_at_slo(&self, slo_us: f64) -> Option<(f64, bool)> {
+    /// The least-disturbed run's value: this machine's stalls only ever add latency, so the
+    /// minimum over runs estimates what the setup does when the VM leaves it alone.
+    fn best(&self, load: u64, metric: impl Fn(&Run) -> f64) -> Option<f64> {
+        self.points.get(&load)?.iter().map(metric).min_by(f64::total_cmp)
+    }
+
+    /// The offered load (fraction of capacity) at which the median of `metric` reaches
+    /// `limit_us`, interpolated; `(load, true)` if even the highest load measured stays within.
+    fn load_at(&self, metric: fn(&Run) -> f64, limit_us: f64, best: bool) -> Option<(f64, bool)> {
         let ok = |load: u64| {
-            let p99 = self.at(load, |r| r.short_p99)?;
+            let p99 = if best { self.best(load, metric)? } else { self.at(load, metric)? };
             let answered = self.at(load, |r| r.unanswered_frac)? <= 0.001;
             Some((p99, answered))
         };
@@ -58,14 +65,24 @@ impl Series {
         for &load in self.points.keys() {
             let (p99, answered) = ok(load)?;
             let x = load as f64 / 1000.0;
-            if p99 > slo_us || !answered {
+            if p99 > limit_us || !answered {
                 let (x0, p0) = previous?;
-                let t = (slo_us.ln() - p0.ln()) / (p99.ln() - p0.ln());
+                let t = (limit_us.ln() - p0.ln()) / (p99.ln() - p0.ln());
                 return Some((x0 + t.clamp(0.0, 1.0) * (x - x0), false));
             }
             previous = Some((x, p99));
         }
         previous.map(|(x, _)| (x, true))
+    }
+
+    /// Requests per second finished at the highest offered load, if that load is beyond the
+    /// capacity (≥ 1): the most the setup sustains.
+    fn max_rps(&self) -> Option<f64> {
+        let (&load, _) = self.points.last_key_value()?;
+        if load < 1000 {
+            return None;
+        }
+        self.at(load, |r| r.achieved_rps)
     }
 }
 
@@ -90,6 +107,7 @@ fn parse(path: &Path) -> anyhow::Result<Vec<Series>> {
         "stale_pct",
         "worker_sched_pct",
         "agent_cpu_pct",
+        "achieved_rps",
     ]
     .iter()
     .map(|name| column(name))
@@ -108,6 +126,7 @@ fn parse(path: &Path) -> anyhow::Result<Vec<Series>> {
             (_, other) => format!("offloaded {} µs, {other}", delay_ns / 1000.0),
         };
         let run = Run {
+            achieved_rps: num(14),
             short_p50: num(5),
             short_p99: num(6),
             short_p999: num(7),
@@ -167,13 +186,21 @@ pub(crate) fn write(common: &Common, out: &Path, slo_us: f64) -> anyhow::Result<
         .first()
         .map(|s| s.points.keys().map(|l| *l as f64 / 1000.0).collect())
         .unwrap_or_default();
-    let at_slo = |s: &Series| match s.load_at_slo(slo_us) {
-        Some((load, false)) => format!("{load:.3} ({:.0})", load * capacity_rps),
-        Some((load, true)) => format!("≥ {load:.2} ({:.0})", load * capacity_rps),
-        None => "< lowest load".into(),
+    // Three ways to say how much load a setup carries: the p99 SLO (what the issue asks; on
+    // this machine its tail is set by stalls of the VM), a p50 limit of five short service
+    // times (queueing, robust to rare stalls), and the throughput at overload.
+    let p50_limit_us = 5.0 * common.short_us as f64;
+    let p99_of: fn(&Run) -> f64 = |r| r.short_p99;
+    let p50_of: fn(&Run) -> f64 = |r| r.short_p50;
+    let load_cell = |s: &Series, metric: fn(&Run) -> f64, limit: f64, best: bool| match s
+        .load_at(metric, limit, best)
+    {
+        Some((load, false)) => format!("{load:.3}"),
+        Some((load, true)) => format!("≥ {load:.2}"),
+        None => "< lowest".into(),
     };
-    let ratio = |s: &Series, base: &Series| {
-        let (a, b) = (s.load_at_slo(slo_us)?, base.load_at_slo(slo_us)?);
+    let load_ratio = |s: &Series, base: &Series, metric: fn(&Run) -> f64, limit: f64, best| {
+        let (a, b) = (s.load_at(metric, limit, best)?, base.load_at(metric, limit, best)?);
         (!a.1 && !b.1).then_some(a.0 / b.0)
     };
     let p99 = |s: &Series| s.at(MID, |r| r.short_p99);
@@ -184,9 +211,11 @@ pub(crate) fn write(common: &Common, out: &Path, slo_us: f64) -> anyhow::Result<
         md,
         "Mix: {:.1} % × {} µs, {:.1} % × {} µs (capacity {capacity_rps:.0} req/s per worker); \
          Poisson arrivals; {} ms per run ({} ms warm-up); {runs} runs per point (arrival seeds \
-         {}..), medians reported; workers on CPUs {:?}, agent on CPU {}; Shinjuku slice {} µs; \
-         loads {loads:?}; SLO: short p99 ≤ {slo_us} µs. \"Load at SLO\": where the median short \
-         p99 crosses the SLO, interpolated between measured loads (req/s in brackets).\n",
+         {}..), setups interleaved, medians reported; workers on CPUs {:?}, agent on CPU {}; \
+         Shinjuku slice {} µs; offered loads {loads:?} (fractions of the capacity). \
+         *Load at p99 SLO*: where the median short p99 crosses {slo_us} µs; *load at p50 limit*: \
+         where the median short p50 crosses {p50_limit_us} µs; both interpolated between \
+         measured loads. *Max req/s*: finished per second when offered more than the capacity.\n",
         100.0 * (1.0 - common.long_fraction),
         common.short_us,
         100.0 * common.long_fraction,
@@ -198,52 +227,83 @@ pub(crate) fn write(common: &Common, out: &Path, slo_us: f64) -> anyhow::Result<
         common.agent_cpu,
         common.slice_us,
     );
+    if let Ok(noise) = std::fs::read_to_string(out.join("sched-noise.txt")) {
+        let _ = writeln!(md, "Noise floor (`sched-bench noise`): {}", noise.trim_end());
+        let _ = writeln!(md);
+    }
     let _ = writeln!(md, "### FIFO vs Shinjuku (load 0.5)\n");
     let _ = writeln!(
         md,
-        "| setup | short p50 µs | short p99 µs | short p99.9 µs | long p99 µs | load at SLO |"
+        "Latency cells give the median over runs and, in brackets, the best (least disturbed) \
+         run. Load cells: from the medians / from the best runs.\n"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|");
+    let p99_cell =
+        |s: &Series| format!("{} ({})", opt(p99(s), 0), opt(s.best(MID, |r| r.short_p99), 0));
+    let loads_cell = |s: &Series, metric: fn(&Run) -> f64, limit: f64| {
+        format!("{} / {}", load_cell(s, metric, limit, false), load_cell(s, metric, limit, true))
+    };
+    let ratios_cell = |s: &Series, base: &Series, metric: fn(&Run) -> f64, limit: f64| {
+        format!(
+            "{} / {}",
+            opt(load_ratio(s, base, metric, limit, false), 3),
+            opt(load_ratio(s, base, metric, limit, true), 3)
+        )
+    };
+    let _ = writeln!(
+        md,
+        "| setup | short p50 µs | short p99 µs | short p99.9 µs | long p99 µs | load at p99 SLO \
+         | load at p50 limit |"
+    );
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|");
     for s in &policies {
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} |",
             s.label,
             opt(s.at(MID, |r| r.short_p50), 1),
-            opt(p99(s), 1),
-            opt(s.at(MID, |r| r.short_p999), 1),
+            p99_cell(s),
+            opt(s.at(MID, |r| r.short_p999), 0),
             opt(s.at(MID, |r| r.long_p99), 0),
-            at_slo(s),
+            loads_cell(s, p99_of, slo_us),
+            loads_cell(s, p50_of, p50_limit_us),
         );
     }
-    let fifo = policies.iter().find(|s| s.label == "on-host fifo").and_then(|s| p99(s));
-    let shinjuku = policies.iter().find(|s| s.label == "on-host shinjuku").and_then(|s| p99(s));
-    if let Some((fifo, shinjuku)) = fifo.zip(shinjuku) {
+    let find = |label: &str| policies.iter().find(|s| s.label == label);
+    if let (Some(fifo), Some(shinjuku)) = (find("on-host fifo"), find("on-host shinjuku")) {
+        let best = |s: &Series| s.best(MID, |r| r.short_p99);
         let _ = writeln!(
             md,
-            "\nOn-host FIFO / Shinjuku short p99 at load 0.5: **{:.1}×**.\n",
-            fifo / shinjuku
+            "\nOn-host FIFO / Shinjuku short p99 at load 0.5: **{}×** (medians), **{}×** (best \
+             runs).\n",
+            opt(p99(fifo).zip(p99(shinjuku)).map(|(f, s)| f / s), 1),
+            opt(best(fifo).zip(best(shinjuku)).map(|(f, s)| f / s), 1),
         );
     }
 
     let _ = writeln!(md, "### On-host vs offloaded (Shinjuku, all mitigations)\n");
     let _ = writeln!(
         md,
-        "| setup | load at SLO | vs on-host | short p50 µs at 0.5 | short p99 µs at 0.5 | \
-         stale % | worker sched CPU % | agent CPU % of a core (where) |"
+        "| setup | load at p99 SLO | vs on-host | load at p50 limit | vs on-host | max req/s (vs \
+         on-host) | short p50 / p99 µs at 0.5 | stale % | worker sched CPU % | agent CPU % of \
+         a core (where) |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|");
     if let Some(base) = delays.iter().find(|s| s.mode == "on-host") {
         for s in &delays {
             let place = if s.mode == "offloaded" { "off host" } else { "host" };
+            let max = s.max_rps();
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} | {} | {} ({place}) |",
+                "| {} | {} | {} | {} | {} | {} ({}) | {} / {} | {} | {} | {} ({place}) |",
                 s.label,
-                at_slo(s),
-                opt(ratio(s, base), 3),
+                loads_cell(s, p99_of, slo_us),
+                ratios_cell(s, base, p99_of, slo_us),
+                loads_cell(s, p50_of, p50_limit_us),
+                ratios_cell(s, base, p50_of, p50_limit_us),
+                opt(max, 0),
+                opt(max.zip(base.max_rps()).map(|(a, b)| a / b), 3),
                 opt(s.at(MID, |r| r.short_p50), 1),
-                opt(p99(s), 1),
+                p99_cell(s),
                 opt(s.at(MID, |r| r.stale_pct), 3),
                 opt(s.at(MID, |r| r.worker_sched_pct), 2),
                 opt(s.at(MID, |r| r.agent_cpu_pct), 0),
@@ -254,21 +314,25 @@ pub(crate) fn write(common: &Common, out: &Path, slo_us: f64) -> anyhow::Result<
     let _ = writeln!(md, "\n### Ablation (offloaded Shinjuku, 1 µs delay)\n");
     let _ = writeln!(
         md,
-        "| mitigations | load at SLO | vs all | short p50 µs at 0.5 | short p99 µs at 0.5 | \
-         p99 vs all |"
+        "| mitigations | load at p99 SLO | vs all | load at p50 limit | vs all | max req/s (vs \
+         all) | short p50 / p99 µs at 0.5 |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|");
     if let Some(all) = ablation.iter().find(|s| s.mitigations == "all") {
         for s in &ablation {
+            let max = s.max_rps();
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} | {} ({}) | {} / {} |",
                 s.label,
-                at_slo(s),
-                opt(ratio(s, all), 3),
+                loads_cell(s, p99_of, slo_us),
+                ratios_cell(s, all, p99_of, slo_us),
+                loads_cell(s, p50_of, p50_limit_us),
+                ratios_cell(s, all, p50_of, p50_limit_us),
+                opt(max, 0),
+                opt(max.zip(all.max_rps()).map(|(a, b)| a / b), 3),
                 opt(s.at(MID, |r| r.short_p50), 1),
-                opt(p99(s), 1),
-                opt(p99(s).zip(p99(all)).map(|(p, a)| p / a), 2),
+                p99_cell(s),
             );
         }
     }
