@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Enforces the dependency direction of the workspace (design.md §2):
-#   link and dpdk-sys depend on no workspace crate; ipu-cp depends only on link;
-#   only host-dp may depend on dpdk-sys.
+#   link, netstack and dpdk-sys depend on no workspace crate (netstack does not know link:
+#   host-dp translates); ipu-cp depends only on link; only host-dp may depend on dpdk-sys.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fail=0
@@ -25,6 +25,7 @@ check() { # crate, allowed workspace deps...
     done
 }
 check link
+check netstack
 check dpdk-sys
 check ipu-cp link
 for crate in $(cargo metadata --format-version 1 --no-deps | python3 -c '

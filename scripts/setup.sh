@@ -9,7 +9,9 @@ set -euo pipefail
 #   libdpdk-dev: DPDK 22.11 headers, libraries and PMDs (bindings/, host-dp's dpdk feature)
 #   libclang-dev: bindgen, which generates the DPDK bindings at build time
 #   iproute2: network-namespace tests (veth, TAP)
-PACKAGES=(pkg-config build-essential libdpdk-dev libclang-dev iproute2)
+#   ethtool: the interop tests turn off a veth's checksum offload
+#   python3: the kernel-side programs of the interop tests (its socket module)
+PACKAGES=(pkg-config build-essential libdpdk-dev libclang-dev iproute2 ethtool python3)
 # With --plots, also what the experiment scripts draw their PNGs with:
 #   gnuplot-nox: scripts/sched-plot.py
 if [[ ${1:-} == --plots ]]; then

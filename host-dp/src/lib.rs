@@ -1,13 +1,17 @@
 //! `host-dp`: the host library applications link. It owns the *mechanisms* of Wave's host
 //! side; decisions come from a policy (in `ipu-cp`, offloaded or on-host) through `link`.
 //!
-//! Today it holds packet I/O ([`io`]): one contract, [`io::PacketIo`], and its backends:
-//! the shared-memory wire ([`io::shm`], always built), DPDK (`io::dpdk`, cargo feature `dpdk`).
-//! [`runtime`] runs async tasks on pinned polling workers (local FIFO mode, cooperative
-//! preemption); the offloaded scheduling mechanism and the control endpoint join next.
+//! - [`io`]: packet I/O, one contract ([`io::PacketIo`]) and its backends: the shared-memory
+//!   wire ([`io::shm`]), AF_PACKET with io_uring ([`io::uring`]), DPDK (`io::dpdk`, cargo
+//!   feature `dpdk`).
+//! - [`net`]: any packet I/O queue as a [`netstack::Link`], so the per-worker TCP/IP stack
+//!   runs over every backend.
+//! - [`runtime`]: async tasks on pinned polling workers, scheduled locally or by an agent
+//!   (`ipu-cp`, offloaded or on-host) through `link`, with fallback when the agent is lost.
 //!
 //! It must never: block a worker across cores, allocate on the data path after set-up, or
 //! silently drop a frame (backpressure is reported, oversize frames are refused).
 
 pub mod io;
+pub mod net;
 pub mod runtime;

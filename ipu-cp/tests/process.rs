@@ -1,104 +1,17 @@
 //! The `ipu-cp` binary as a user runs it: flags, socket paths, signals, several apps, bad
 //! input, and crashes on either side.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{Receiver, channel};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use link::proto::{Epoch, Message, PingRepr, TxnOutcome, WorkerId};
+use link::proto::{Epoch, Message, PingRepr, WorkerId};
 use link::transport::{Connection, connect};
-use link::{ChannelConfig, LivenessConfig, MonoNanos, PeerStatus, Record};
+use link::{ChannelConfig, MonoNanos, PeerStatus, Record};
 
-const BIN: &str = env!("CARGO_BIN_EXE_ipu-cp");
+mod common;
 
-struct ControlPlane {
-    child: Child,
-    lines: Receiver<String>,
-    socket: PathBuf,
-}
-
-fn socket_path(tag: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "ipu-cp-{tag}-{}-{}.sock",
-        std::process::id(),
-        MonoNanos::now().0
-    ))
-}
-
-impl ControlPlane {
-    fn start(tag: &str, extra: &[&str]) -> ControlPlane {
-        let socket = socket_path(tag);
-        let mut child = Command::new(BIN)
-            .arg("--socket")
-            .arg(&socket)
-            .args(extra)
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn ipu-cp");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, lines) = channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let cp = ControlPlane { child, lines, socket };
-        cp.expect_line("listening on");
-        cp
-    }
-
-    /// Waits (bounded) for a stderr line containing `needle`; returns it.
-    fn expect_line(&self, needle: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) if line.contains(needle) => return line,
-                Ok(_) => {}
-                Err(_) => panic!("ipu-cp never printed `{needle}`"),
-            }
-        }
-    }
-
-    fn connect(&self, epoch: u32) -> Connection {
-        let config =
-            ChannelConfig { workers: 2, ring_capacity: 64, prestage_slots: 2, delay_ns: 0 };
-        connect(&self.socket, config, Epoch(epoch), liveness(), Duration::from_secs(5)).unwrap()
-    }
-
-    fn signal(&mut self, signal: nix::sys::signal::Signal) {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap());
-        nix::sys::signal::kill(pid, signal).unwrap();
-    }
-
-    /// Sends SIGTERM, waits, and returns the final counters line.
-    fn stop(mut self) -> String {
-        self.signal(nix::sys::signal::Signal::SIGTERM);
-        let line = self.expect_line("stopped;");
-        assert!(self.child.wait().unwrap().success());
-        assert!(!self.socket.exists(), "socket file removed on shutdown");
-        line
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        // A failing test must not leave a control plane running.
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        let _ = std::fs::remove_file(&self.socket);
-    }
-}
-
-fn liveness() -> LivenessConfig {
-    LivenessConfig { heartbeat_interval_ns: 100_000, peer_timeout_ns: 50_000_000 }
-}
+use common::{BIN, ControlPlane, counter, liveness};
 
 fn ping(worker: u16, seq: u64) -> Record {
     Message::Ping(PingRepr { worker: WorkerId(worker), seq, sent_at_ns: seq }).to_record(Epoch(1))
@@ -126,12 +39,6 @@ fn echo_round(conn: &mut Connection, count: u64) {
             assert_eq!((pong.worker, pong.seq), (WorkerId(w), seq));
         }
     }
-}
-
-fn counter(line: &str, name: &str) -> u64 {
-    let key = format!("ipu_cp_{name}=");
-    let at = line.find(&key).unwrap_or_else(|| panic!("{name} missing in {line}"));
-    line[at + key.len()..].split_whitespace().next().unwrap().parse().unwrap()
 }
 
 fn run_expecting_failure(args: &[&str]) -> (i32, String) {
@@ -299,163 +206,4 @@ fn child_app() {
         conn.end.liveness.heartbeat.beat(MonoNanos::now());
         std::thread::sleep(Duration::from_micros(100));
     }
-}
-
-fn task_event(
-    change: link::proto::TaskChange,
-    task: u64,
-    seq: u64,
-    worker: u16,
-    ran_ns: u64,
-) -> Record {
-    Message::Task(link::proto::TaskEventRepr {
-        change,
-        task: link::proto::TaskId(task),
-        seq: link::proto::Barrier(seq),
-        worker: WorkerId(worker),
-        ran_ns,
-    })
-    .to_record(Epoch(1))
-}
-
-fn idle_event(worker: u16) -> Record {
-    let idle = link::proto::WorkerEventRepr { worker: WorkerId(worker), running: None, ran_ns: 0 };
-    Message::Worker(idle).to_record(Epoch(1))
-}
-
-/// Both workers of `app` tell the policy they are free.
-fn report_idle(app: &mut Connection) {
-    for lane in &mut app.end.workers {
-        lane.events.try_push(&idle_event(lane.worker.0), MonoNanos(0)).unwrap();
-    }
-}
-
-/// Waits (bounded) for the next decision on `worker`'s ring.
-fn next_decision(conn: &mut Connection, worker: usize) -> Message {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(record) = conn.end.workers[worker].decisions.try_pop(MonoNanos(0)) {
-            return record.parse().unwrap();
-        }
-        assert!(Instant::now() < deadline, "no decision for worker {worker}");
-        conn.end.liveness.heartbeat.beat(MonoNanos::now());
-        std::thread::yield_now();
-    }
-}
-
-#[test]
-fn offloaded_fifo_places_tasks_on_free_workers() {
-    use link::proto::TaskChange::{Done, New};
-    let cp = ControlPlane::start(
-        "fifo",
-        &["--policy", "fifo", "--prestage-depth", "0", "--peer-timeout-ms", "30000"],
-    );
-    let mut app = cp.connect(1); // two workers
-    report_idle(&mut app);
-    for task in 1..=3 {
-        app.end.workers[0].events.try_push(&task_event(New, task, 1, 0, 0), MonoNanos(0)).unwrap();
-    }
-    let run = |m: Message| match m {
-        Message::Run(run) => (run.task.0, run.barrier.0, run.worker.0, run.slice_ns),
-        other => panic!("expected Run, got {other:?}"),
-    };
-    assert_eq!(run(next_decision(&mut app, 0)), (1, 1, 0, 0));
-    assert_eq!(run(next_decision(&mut app, 1)), (2, 1, 1, 0));
-    app.end.workers[0].events.try_push(&task_event(Done, 1, 2, 0, 5_000), MonoNanos(0)).unwrap();
-    assert_eq!(run(next_decision(&mut app, 0)), (3, 1, 0, 0), "task 3 waited for a free worker");
-    let line = cp.stop();
-    assert_eq!(counter(&line, "decisions"), 3);
-}
-
-#[test]
-fn offloaded_shinjuku_preempts_a_long_task_when_others_wait() {
-    use link::proto::TaskChange::New;
-    let cp = ControlPlane::start(
-        "shinjuku",
-        &[
-            "--policy",
-            "shinjuku",
-            "--slice-us",
-            "30",
-            "--prestage-depth",
-            "0",
-            "--peer-timeout-ms",
-            "30000",
-        ],
-    );
-    let mut app = cp.connect(1);
-    report_idle(&mut app);
-    for task in 1..=3 {
-        app.end.workers[0].events.try_push(&task_event(New, task, 1, 0, 0), MonoNanos(0)).unwrap();
-    }
-    assert!(matches!(next_decision(&mut app, 0), Message::Run(r) if r.slice_ns == 30_000));
-    assert!(matches!(next_decision(&mut app, 1), Message::Run(_)));
-    // Worker 0's task has run 40 µs while task 3 waits: preempt it.
-    let tick = Message::Worker(link::proto::WorkerEventRepr {
-        worker: WorkerId(0),
-        running: Some((link::proto::TaskId(1), link::proto::Barrier(1))),
-        ran_ns: 40_000,
-    });
-    app.end.workers[0].events.try_push(&tick.to_record(Epoch(1)), MonoNanos(0)).unwrap();
-    match next_decision(&mut app, 0) {
-        Message::Preempt(p) => assert_eq!((p.task.0, p.barrier.0, p.worker.0), (1, 1, 0)),
-        other => panic!("expected Preempt, got {other:?}"),
-    }
-    cp.stop();
-}
-
-#[test]
-fn prestaged_runs_wait_in_slots_and_a_stale_one_goes_back_to_the_policy() {
-    use link::proto::TaskChange::{Done, New, Runnable};
-    let cp = ControlPlane::start(
-        "prestage",
-        &["--policy", "fifo", "--prestage-depth", "1", "--peer-timeout-ms", "30000"],
-    );
-    let mut app = cp.connect(1);
-    report_idle(&mut app);
-    for task in 1..=2 {
-        app.end.workers[0].events.try_push(&task_event(New, task, 1, 0, 0), MonoNanos(0)).unwrap();
-    }
-    // Both tasks are staged, one per worker, without the host asking.
-    let claim_on = |app: &mut Connection, workers: &[usize]| {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            for &worker in workers {
-                if let Some(claim) = app.end.workers[worker].slots.try_claim() {
-                    return (worker, claim);
-                }
-            }
-            assert!(Instant::now() < deadline, "nothing staged for workers {workers:?}");
-            app.end.liveness.heartbeat.beat(MonoNanos::now());
-            std::thread::yield_now();
-        }
-    };
-    let claim = |app: &mut Connection, worker: usize| claim_on(app, &[worker]).1;
-    let first = claim(&mut app, 0);
-    let Ok(Message::Run(run)) = first.decision.parse() else { panic!("expected a staged Run") };
-    assert_eq!((run.task.0, run.worker.0), (1, 0));
-    let result = app.end.workers[0].slots.resolve(first, TxnOutcome::Committed, run.barrier);
-    let event = Message::TxnResult(result).to_record(Epoch(1));
-    app.end.workers[0].events.try_push(&event, MonoNanos(0)).unwrap();
-    // Worker 1's staged task 2 has meanwhile changed (it ran elsewhere and woke again): the
-    // host finds it stale, and the policy runs the newer sequence instead.
-    let second = claim(&mut app, 1);
-    let Ok(Message::Run(run)) = second.decision.parse() else { panic!("expected a staged Run") };
-    assert_eq!((run.task.0, run.barrier.0), (2, 1));
-    let event = task_event(Runnable, 2, 3, 1, 0);
-    app.end.workers[1].events.try_push(&event, MonoNanos(0)).unwrap();
-    let result = app.end.workers[1].slots.resolve(second, TxnOutcome::Stale, run.barrier);
-    let event = Message::TxnResult(result).to_record(Epoch(1));
-    app.end.workers[1].events.try_push(&event, MonoNanos(0)).unwrap();
-    // Where it goes depends on whether the agent saw the stale report before the new sequence
-    // (both workers then have room for one more): either is right.
-    let (worker, third) = claim_on(&mut app, &[0, 1]);
-    let Ok(Message::Run(run)) = third.decision.parse() else { panic!("expected a staged Run") };
-    assert_eq!((run.task.0, run.barrier.0, usize::from(run.worker.0)), (2, 3, worker));
-    let _ = app.end.workers[worker].slots.resolve(third, TxnOutcome::Committed, run.barrier);
-    app.end.workers[0].events.try_push(&task_event(Done, 1, 2, 0, 0), MonoNanos(0)).unwrap();
-    let line = cp.stop();
-    assert_eq!(counter(&line, "prestaged"), 3);
-    assert_eq!(counter(&line, "failed_commits"), 1);
-    assert_eq!(counter(&line, "stray_txn_results"), 0);
 }

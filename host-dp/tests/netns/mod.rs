@@ -39,6 +39,11 @@ impl Netns {
         guard
     }
 
+    /// The namespace's name (for `ip -n` and `ip netns exec`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// Creates bridge `name` in the namespace with `ports` enslaved, everything up.
     pub fn bridge(&self, name: &str, ports: &[&str]) {
         let ns = self.name.as_str();

@@ -1,0 +1,21 @@
+//! `netstack`: Wave's TCP/IP data plane, one stack per worker.
+//!
+//! smoltcp is the protocol engine (a dependency, not a fork); this crate wraps it for a
+//! kernel-bypass server: a [`Link`] trait for packet I/O (batched, with backpressure; `host-dp`
+//! implements it for its backends), a socket API by handle with an accept backlog (smoltcp has
+//! none), and RPC defaults (Nagle and delayed ACK off). It knows nothing of `link` or the
+//! control plane: `host-dp` translates between the two.
+//!
+//! smoltcp gaps that remain, documented rather than patched: no SACK; RTT samples in
+//! milliseconds; the socket set is scanned linearly per packet (fine for hundreds of sockets,
+//! a cliff at tens of thousands); one `Interface` per thread, so multi-core means one stack per
+//! queue with the NIC (or the control plane) keeping a flow on its queue. Version choice:
+//! `docs/adr/0005-smoltcp-version.md`.
+
+mod device;
+pub mod link;
+mod stack;
+
+pub use device::DeviceStats;
+pub use link::{Link, LinkFrame, MemoryWire};
+pub use stack::{Conn, ConnState, NetError, Stack, StackConfig, StackStats};

@@ -1,0 +1,403 @@
+//! One worker's stack: a smoltcp `Interface` and socket set over one [`Link`], a socket API by
+//! handle, listening ports with an accept backlog, and RPC defaults.
+//!
+//! smoltcp has no accept queue: a listening socket *becomes* the connection. So a port listened
+//! on with backlog N holds N listening sockets; each that leaves LISTEN is a connection waiting
+//! for `accept`, and is replaced at once by a fresh listening socket, so N handshakes can be in
+//! progress or waiting at any time. A SYN that finds all N busy gets a RST (counted).
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::time::Duration;
+
+use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
+use smoltcp::socket::tcp;
+use smoltcp::time::Instant as SmolInstant;
+use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
+
+use crate::device::{DeviceStats, LinkDevice};
+use crate::link::Link;
+
+/// How to build a stack.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackConfig {
+    /// Our MAC address.
+    pub mac: [u8; 6],
+    /// Our IPv4 address and prefix length.
+    pub ip: Ipv4Addr,
+    /// Prefix length of `ip`'s subnet.
+    pub prefix_len: u8,
+    /// Default gateway, if any.
+    pub gateway: Option<Ipv4Addr>,
+    /// Receive and send buffer of each TCP socket, bytes.
+    pub tcp_buffer_bytes: usize,
+    /// Frames received per burst.
+    pub burst: usize,
+    /// Seed of smoltcp's initial sequence numbers and ephemeral choices.
+    pub random_seed: u64,
+}
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        StackConfig {
+            mac: [0x02, 0, 0, 0, 0, 1],
+            ip: Ipv4Addr::new(198, 18, 0, 2),
+            prefix_len: 24,
+            gateway: None,
+            tcp_buffer_bytes: 64 * 1024,
+            burst: 32,
+            random_seed: 0x5eed,
+        }
+    }
+}
+
+/// Why a socket call failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NetError {
+    /// The config is out of bounds.
+    #[error("invalid stack config: {0}")]
+    Config(&'static str),
+    /// No such connection (closed and released, or never ours).
+    #[error("no such connection")]
+    NoSuchConn,
+    /// The port is listened on already, or the endpoint is in use.
+    #[error("address in use")]
+    AddrInUse,
+    /// The connection cannot send or receive any more (reset, or closed by the peer for
+    /// receiving).
+    #[error("connection closed")]
+    Closed,
+    /// Invalid argument (port 0, unspecified address).
+    #[error("invalid argument: {0}")]
+    Invalid(&'static str),
+}
+
+/// A connection (a TCP socket), by handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Conn(SocketHandle);
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnState {
+    /// Handshake in progress.
+    Connecting,
+    /// Data may flow both ways.
+    Established,
+    /// The peer closed its side; what it sent can still be read.
+    PeerClosed,
+    /// Closing or closed.
+    Closed,
+}
+
+/// Counters of one stack.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct StackStats {
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections opened by `connect`.
+    pub connected: u64,
+    /// The device's counters.
+    pub device: DeviceStats,
+}
+
+struct Listener {
+    backlog: usize,
+    /// Sockets still in LISTEN.
+    listening: Vec<SocketHandle>,
+}
+
+/// One worker's TCP/IP stack.
+pub struct Stack<L: Link> {
+    iface: Interface,
+    sockets: SocketSet<'static>,
+    device: LinkDevice<L>,
+    listeners: HashMap<u16, Listener>,
+    /// Connections that left LISTEN, waiting for `accept`, per port.
+    ready: HashMap<u16, Vec<SocketHandle>>,
+    config: StackConfig,
+    origin: std::time::Instant,
+    next_port: u16,
+    stats: StackStats,
+}
+
+impl<L: Link> std::fmt::Debug for Stack<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stack").field("ip", &self.config.ip).field("stats", &self.stats).finish()
+    }
+}
+
+const EPHEMERAL_FIRST: u16 = 49152;
+
+impl<L: Link> Stack<L> {
+    /// A stack over `link`; `now` starts its clock.
+    pub fn new(
+        link: L,
+        config: StackConfig,
+        now: std::time::Instant,
+    ) -> Result<Stack<L>, NetError> {
+        if config.prefix_len > 32 || config.tcp_buffer_bytes < 1024 {
+            return Err(NetError::Config("prefix_len ≤ 32 and TCP buffers ≥ 1 KiB"));
+        }
+        if link.frame_len_max() < 64 {
+            return Err(NetError::Config("the link's frames are too small for Ethernet"));
+        }
+        let mut device = LinkDevice::new(link, config.burst);
+        let mut iface_config = Config::new(HardwareAddress::Ethernet(EthernetAddress(config.mac)));
+        iface_config.random_seed = config.random_seed;
+        let mut iface = Interface::new(iface_config, &mut device, SmolInstant::from_micros(0));
+        let ip = IpCidr::new(IpAddress::Ipv4(octets(config.ip)), config.prefix_len);
+        iface.update_ip_addrs(|addrs| {
+            let _ = addrs.push(ip);
+        });
+        if let Some(gateway) = config.gateway {
+            iface
+                .routes_mut()
+                .add_default_ipv4_route(octets(gateway))
+                .map_err(|_| NetError::Config("route table full"))?;
+        }
+        let next_port = EPHEMERAL_FIRST + (config.random_seed % 1000) as u16;
+        Ok(Stack {
+            iface,
+            sockets: SocketSet::new(Vec::new()),
+            device,
+            listeners: HashMap::new(),
+            ready: HashMap::new(),
+            config,
+            origin: now,
+            next_port,
+            stats: StackStats::default(),
+        })
+    }
+
+    fn socket(&self) -> tcp::Socket<'static> {
+        let bytes = self.config.tcp_buffer_bytes;
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; bytes]),
+            tcp::SocketBuffer::new(vec![0; bytes]),
+        );
+        // RPC defaults: send at once, acknowledge at once (both off in smoltcp by default
+        // is the opposite: Nagle on, 10 ms delayed ACK).
+        socket.set_nagle_enabled(false);
+        socket.set_ack_delay(None);
+        socket
+    }
+
+    /// Listens on `port` with room for `backlog` connections in handshake or waiting to be
+    /// accepted.
+    pub fn listen(&mut self, port: u16, backlog: usize) -> Result<(), NetError> {
+        if port == 0 || backlog == 0 {
+            return Err(NetError::Invalid("port and backlog must be non-zero"));
+        }
+        if self.listeners.contains_key(&port) {
+            return Err(NetError::AddrInUse);
+        }
+        let mut listener = Listener { backlog, listening: Vec::with_capacity(backlog) };
+        for _ in 0..backlog {
+            listener.listening.push(self.listening_socket(port)?);
+        }
+        self.listeners.insert(port, listener);
+        Ok(())
+    }
+
+    fn listening_socket(&mut self, port: u16) -> Result<SocketHandle, NetError> {
+        let mut socket = self.socket();
+        socket.listen(port).map_err(|_| NetError::AddrInUse)?;
+        Ok(self.sockets.add(socket))
+    }
+
+    /// Stops listening on `port`; connections already accepted or waiting are unaffected.
+    pub fn unlisten(&mut self, port: u16) {
+        if let Some(listener) = self.listeners.remove(&port) {
+            for handle in listener.listening {
+                self.sockets.remove(handle);
+            }
+        }
+    }
+
+    /// A connection that arrived on `port`, if one is waiting.
+    pub fn accept(&mut self, port: u16) -> Option<Conn> {
+        let handle = self.ready.get_mut(&port)?.pop()?;
+        self.stats.accepted += 1;
+        Some(Conn(handle))
+    }
+
+    /// Opens a connection to `remote` from an ephemeral port.
+    pub fn connect(&mut self, remote: SocketAddrV4) -> Result<Conn, NetError> {
+        if remote.port() == 0 || remote.ip().is_unspecified() {
+            return Err(NetError::Invalid("remote needs an address and a port"));
+        }
+        let local = self.next_ephemeral();
+        let mut socket = self.socket();
+        let remote_ep = (IpAddress::Ipv4(octets(*remote.ip())), remote.port());
+        socket
+            .connect(self.iface.context(), remote_ep, local)
+            .map_err(|_| NetError::Invalid("cannot connect from here"))?;
+        self.stats.connected += 1;
+        Ok(Conn(self.sockets.add(socket)))
+    }
+
+    fn next_ephemeral(&mut self) -> u16 {
+        let port = self.next_port;
+        self.next_port = if port == u16::MAX { EPHEMERAL_FIRST } else { port + 1 };
+        port
+    }
+
+    fn tcp(&mut self, conn: Conn) -> Result<&mut tcp::Socket<'static>, NetError> {
+        self.sockets.iter_mut().find(|(h, _)| *h == conn.0).ok_or(NetError::NoSuchConn)?;
+        Ok(self.sockets.get_mut::<tcp::Socket>(conn.0))
+    }
+
+    /// Queues up to `data.len()` bytes; returns how many fit (0: the send buffer is full, or
+    /// the handshake is not done yet).
+    pub fn send(&mut self, conn: Conn, data: &[u8]) -> Result<usize, NetError> {
+        let socket = self.tcp(conn)?;
+        if !socket.may_send() {
+            return match socket.state() {
+                tcp::State::SynSent | tcp::State::SynReceived => Ok(0),
+                _ => Err(NetError::Closed),
+            };
+        }
+        socket.send_slice(data).map_err(|_| NetError::Closed)
+    }
+
+    /// Reads what arrived, up to `buf.len()` bytes. `Ok(0)`: nothing yet; `Err(Closed)`: the
+    /// peer closed and everything it sent was read.
+    pub fn recv(&mut self, conn: Conn, buf: &mut [u8]) -> Result<usize, NetError> {
+        let socket = self.tcp(conn)?;
+        match socket.recv_slice(buf) {
+            Ok(n) => Ok(n),
+            Err(tcp::RecvError::Finished) => Err(NetError::Closed),
+            Err(tcp::RecvError::InvalidState) => match socket.state() {
+                tcp::State::SynSent | tcp::State::SynReceived => Ok(0),
+                _ => Err(NetError::Closed),
+            },
+        }
+    }
+
+    /// Bytes queued for sending and not yet acknowledged.
+    pub fn unsent(&mut self, conn: Conn) -> Result<usize, NetError> {
+        Ok(self.tcp(conn)?.send_queue())
+    }
+
+    /// Where `conn` is in its life.
+    pub fn state(&mut self, conn: Conn) -> Result<ConnState, NetError> {
+        use tcp::State as S;
+        Ok(match self.tcp(conn)?.state() {
+            S::SynSent | S::SynReceived | S::Listen => ConnState::Connecting,
+            S::Established => ConnState::Established,
+            S::CloseWait => ConnState::PeerClosed,
+            S::FinWait1 | S::FinWait2 | S::Closing | S::LastAck | S::TimeWait | S::Closed => {
+                ConnState::Closed
+            }
+        })
+    }
+
+    /// The peer's address.
+    pub fn peer(&mut self, conn: Conn) -> Result<Option<SocketAddrV4>, NetError> {
+        Ok(self.tcp(conn)?.remote_endpoint().map(|ep| match ep.addr {
+            IpAddress::Ipv4(ip) => SocketAddrV4::new(ip, ep.port),
+        }))
+    }
+
+    /// Closes our side (FIN after what is queued); the socket lives until `release`.
+    pub fn close(&mut self, conn: Conn) -> Result<(), NetError> {
+        self.tcp(conn)?.close();
+        Ok(())
+    }
+
+    /// Forgets `conn` (an abort if it is still open) and frees its buffers.
+    pub fn release(&mut self, conn: Conn) {
+        if self.tcp(conn).is_ok() {
+            self.sockets.get_mut::<tcp::Socket>(conn.0).abort();
+            self.sockets.remove(conn.0);
+        }
+    }
+
+    /// Receives a burst, runs the protocol, sends what it produced. Returns true when some
+    /// socket may have changed (data, state).
+    pub fn poll(&mut self, now: std::time::Instant) -> bool {
+        let timestamp = self.timestamp(now);
+        let mut changed = false;
+        // Bounded: a few bursts per call, so one busy link cannot starve the caller.
+        for _ in 0..4 {
+            let queued = self.device.fill();
+            let result = self.iface.poll(timestamp, &mut self.device, &mut self.sockets);
+            changed |= result == smoltcp::iface::PollResult::SocketStateChanged;
+            self.device.flush();
+            if queued == 0 {
+                break;
+            }
+        }
+        self.refill_listeners();
+        changed
+    }
+
+    /// How long until the stack needs `poll` again even if nothing arrives.
+    pub fn poll_delay(&mut self, now: std::time::Instant) -> Option<Duration> {
+        if self.device.has_pending_tx() {
+            return Some(Duration::ZERO);
+        }
+        let timestamp = self.timestamp(now);
+        self.iface
+            .poll_delay(timestamp, &self.sockets)
+            .map(|d| Duration::from_micros(d.total_micros()))
+    }
+
+    /// Moves listening sockets that got a connection to the ready list and replaces them.
+    fn refill_listeners(&mut self) {
+        let ports: Vec<u16> = self.listeners.keys().copied().collect();
+        for port in ports {
+            let listener = self.listeners.get_mut(&port).expect("key from the map");
+            let mut left = Vec::new();
+            listener.listening.retain(|&handle| {
+                let busy = !self.sockets.get::<tcp::Socket>(handle).is_listening();
+                if busy {
+                    left.push(handle);
+                }
+                !busy
+            });
+            let waiting = self.ready.entry(port).or_default();
+            let room = listener.backlog.saturating_sub(waiting.len());
+            waiting.extend(left.iter().copied());
+            // Keep `backlog` slots for handshakes and waiting connections together.
+            let missing = listener.backlog - listener.listening.len();
+            for _ in 0..missing.min(room) {
+                match self.listening_socket(port) {
+                    Ok(handle) => {
+                        self.listeners.get_mut(&port).expect("present").listening.push(handle)
+                    }
+                    Err(_) => break,
+                }
+            }
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> StackStats {
+        StackStats { device: self.device.stats, ..self.stats }
+    }
+
+    /// The link (e.g. to read its own counters).
+    pub fn link(&self) -> &L {
+        &self.device.link
+    }
+
+    /// The link, writable (test doubles that inject frames).
+    pub fn link_mut(&mut self) -> &mut L {
+        &mut self.device.link
+    }
+
+    /// TCP sockets held now: listening, waiting, and open connections.
+    pub fn socket_count(&self) -> usize {
+        self.sockets.iter().count()
+    }
+
+    fn timestamp(&self, now: std::time::Instant) -> SmolInstant {
+        let micros = now.saturating_duration_since(self.origin).as_micros();
+        SmolInstant::from_micros(i64::try_from(micros).unwrap_or(i64::MAX))
+    }
+}
+
+fn octets(ip: Ipv4Addr) -> Ipv4Address {
+    ip
+}
