@@ -13,7 +13,7 @@ use host_dp::io::QueueId;
 use host_dp::io::uring::{UringConfig, UringPort};
 use host_dp::net::PortLink;
 use netns::Netns;
-use netstack::{Conn, ConnState, NetError, Stack, StackConfig};
+use netstack::{Conn, ConnState, Impaired, Impairment, NetError, Stack, StackConfig};
 
 const OURS: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const KERNEL: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -38,10 +38,49 @@ fn namespace(tag: &str) -> Netns {
     ns
 }
 
-fn stack() -> Stack<PortLink<UringPort>> {
+fn port_link() -> PortLink<UringPort> {
     let port = UringPort::open("va", UringConfig::default()).expect("AF_PACKET on va");
-    let config = StackConfig { ip: OURS, tcp_buffer_bytes: 256 * 1024, ..StackConfig::default() };
-    Stack::new(PortLink::new(port, QueueId(0)), config, Instant::now()).unwrap()
+    PortLink::new(port, QueueId(0))
+}
+
+fn config() -> StackConfig {
+    StackConfig { ip: OURS, tcp_buffer_bytes: 256 * 1024, ..StackConfig::default() }
+}
+
+fn stack() -> Stack<PortLink<UringPort>> {
+    Stack::new(port_link(), config(), Instant::now()).unwrap()
+}
+
+/// Python sends `mb` MiB of the pattern to our echo server and checks what comes back.
+fn echo_client_script(mb: usize) -> String {
+    format!(
+        "import socket,threading\n\
+         data=(bytes((i*31+7)&255 for i in range(256))*4096)*{mb}\n\
+         s=socket.create_connection(('198.18.0.2',7),timeout=60)\n\
+         s.setsockopt(socket.IPPROTO_TCP,socket.TCP_NODELAY,1)\n\
+         def send():\n    s.sendall(data); s.shutdown(socket.SHUT_WR)\n\
+         t=threading.Thread(target=send); t.start()\n\
+         got=bytearray()\n\
+         while True:\n    b=s.recv(1<<16)\n    if not b: break\n    got+=b\n\
+         t.join()\n\
+         print('OK' if got==data else 'MISMATCH %d'%len(got))\n"
+    )
+}
+
+/// Serves echo on `stack` until the Python `client` exits; returns its output.
+fn echo_until_exit<L: netstack::Link>(stack: &mut Stack<L>, client: Child) -> String {
+    let child = std::cell::RefCell::new(Some(client));
+    let mut exited = None;
+    serve_echo(stack, Duration::from_secs(120), |_| {
+        let mut slot = child.borrow_mut();
+        if let Some(c) = slot.as_mut()
+            && c.try_wait().unwrap().is_some()
+        {
+            exited = slot.take();
+        }
+        exited.is_some()
+    });
+    finish(exited.expect("the client exited"))
 }
 
 /// Python inside the namespace, running `script`.
@@ -63,8 +102,8 @@ fn finish(child: Child) -> String {
 
 /// An echo server on our stack: echoes every connection until `done` says stop (bounded by
 /// `limit`). Returns (connections accepted, most open at once).
-fn serve_echo(
-    stack: &mut Stack<PortLink<UringPort>>,
+fn serve_echo<L: netstack::Link>(
+    stack: &mut Stack<L>,
     limit: Duration,
     mut done: impl FnMut(usize) -> bool,
 ) -> (usize, usize) {
@@ -114,36 +153,38 @@ const PATTERN_PY: &str = "bytes((i*31+7)&255 for i in range(256))*40960";
 #[test]
 fn a_python_client_gets_10_mb_echoed_byte_exact_by_our_server() {
     let ns = namespace("echo");
-    let script = format!(
-        "import socket,threading\n\
-         data={PATTERN_PY}\n\
-         s=socket.create_connection(('198.18.0.2',7),timeout=60)\n\
-         s.setsockopt(socket.IPPROTO_TCP,socket.TCP_NODELAY,1)\n\
-         def send():\n    s.sendall(data); s.shutdown(socket.SHUT_WR)\n\
-         t=threading.Thread(target=send); t.start()\n\
-         got=bytearray()\n\
-         while True:\n    b=s.recv(1<<16)\n    if not b: break\n    got+=b\n\
-         t.join()\n\
-         print('OK' if got==data else 'MISMATCH %d'%len(got))\n"
-    );
     ns.run(|| {
         let mut stack = stack();
-        let client = python(&ns, &script);
-        let child = std::cell::RefCell::new(Some(client));
-        let mut exited = None;
-        serve_echo(&mut stack, Duration::from_secs(120), |_| {
-            let mut slot = child.borrow_mut();
-            if let Some(c) = slot.as_mut()
-                && c.try_wait().unwrap().is_some()
-            {
-                exited = slot.take();
-            }
-            exited.is_some()
-        });
-        assert_eq!(finish(exited.unwrap()).trim(), "OK");
+        let client = python(&ns, &echo_client_script(10));
+        assert_eq!(echo_until_exit(&mut stack, client).trim(), "OK");
         let stats = stack.stats();
         assert_eq!(stats.accepted, 1);
         assert!(stats.device.rx_frames > 7_000, "10 MB in ~1500 B frames: {stats:?}");
+    });
+}
+
+#[test]
+fn echo_stays_byte_exact_through_loss_duplication_and_reordering() {
+    let ns = namespace("impair");
+    ns.run(|| {
+        let impairment = Impairment {
+            loss: 0.01,
+            duplicate: 0.01,
+            reorder: 0.02,
+            delay: Duration::ZERO,
+            seed: 11,
+        };
+        let link = Impaired::new(port_link(), impairment);
+        // 16 KiB windows: with 64 KiB or more in flight, a lost segment of ours stalls the
+        // transfer against Linux (smoltcp 0.12 recovers one hole per RTO and has no SACK; an
+        // open issue, reproduced by raising this). Between two of our stacks, 64 KiB windows
+        // recover (netstack/tests/impair.rs).
+        let config = StackConfig { tcp_buffer_bytes: 16 * 1024, ..config() };
+        let mut stack = Stack::new(link, config, Instant::now()).unwrap();
+        let client = python(&ns, &echo_client_script(2));
+        assert_eq!(echo_until_exit(&mut stack, client).trim(), "OK");
+        let stats = stack.link().stats;
+        assert!(stats.lost > 10 && stats.duplicated > 10 && stats.reordered > 10, "{stats:?}");
     });
 }
 
@@ -210,7 +251,8 @@ fn a_thousand_connections_with_a_hundred_open_at_once() {
     // Ten rounds: open 100 connections, then send and check an echo on each, then close all.
     let script = "import socket\n\
          for r in range(10):\n    \
-             socks=[socket.create_connection(('198.18.0.2',7),timeout=30) for _ in range(100)]\n    \
+             socks=[socket.create_connection(('198.18.0.2',7),timeout=30)\n        \
+                    for _ in range(100)]\n    \
              for i,s in enumerate(socks): s.sendall(b'round %d conn %d' % (r,i))\n    \
              for i,s in enumerate(socks):\n        \
                  want=b'round %d conn %d' % (r,i); got=b''\n        \

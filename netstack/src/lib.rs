@@ -13,9 +13,11 @@
 //! `docs/adr/0005-smoltcp-version.md`.
 
 mod device;
+mod impair;
 pub mod link;
 mod stack;
 
 pub use device::DeviceStats;
+pub use impair::{ImpairStats, Impaired, Impairment};
 pub use link::{Link, LinkFrame, MemoryWire};
 pub use stack::{Conn, ConnState, NetError, Stack, StackConfig, StackStats};

@@ -32,6 +32,8 @@ pub trait Link {
     fn recycle(&mut self, frames: &mut Vec<Self::Frame>) {
         frames.clear();
     }
+    /// The stack's clock, before each receive (for links that emulate time, e.g. a delay).
+    fn tick(&mut self, _now: std::time::Instant) {}
 }
 
 impl LinkFrame for Vec<u8> {

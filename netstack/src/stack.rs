@@ -317,6 +317,7 @@ impl<L: Link> Stack<L> {
     /// socket may have changed (data, state).
     pub fn poll(&mut self, now: std::time::Instant) -> bool {
         let timestamp = self.timestamp(now);
+        self.device.link.tick(now);
         let mut changed = false;
         // Bounded: a few bursts per call, so one busy link cannot starve the caller.
         for _ in 0..4 {
