@@ -8,17 +8,13 @@
 //! throughput (a window of probes in flight).
 
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
-use ipu_cp::agent::{Agent, Attachment};
+use ipu_cp::on_host::{OnHostAgent, OnHostOptions};
 use ipu_cp::policy::Echo;
-use ipu_cp::server::Backoff;
-use ipu_cp::stats::Stats;
 use link::proto::{Epoch, Message, PingRepr, WorkerId};
 use link::{ChannelConfig, HostWorker, LivenessConfig, MonoNanos, PeerStatus, Record};
 
@@ -114,25 +110,11 @@ fn on_host(config: ChannelConfig, args: &Args) -> anyhow::Result<Report> {
     let cp_epoch = ipu_cp::fresh_epoch();
     let (mut host, cp) =
         link::transport::heap_pair(config, LivenessConfig::default(), Epoch(1), cp_epoch, now)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let agent_stop = stop.clone();
-    let agent_cpu = args.agent_cpu;
-    let agent = std::thread::Builder::new().name("on-host-agent".into()).spawn(move || {
-        if let Some(cpu) = agent_cpu {
-            pin_to(cpu).expect("pin agent");
-        }
-        let mut agent = Agent::new(Box::new(Echo::default()), cp_epoch, Arc::new(Stats::default()));
-        agent.attach(Attachment::InProcess(cp), MonoNanos::now());
-        let mut backoff = Backoff::default();
-        while !agent_stop.load(Ordering::Relaxed) {
-            if agent.poll(MonoNanos::now()) > 0 { backoff.busy() } else { backoff.idle() }
-        }
-        agent.shutdown();
-    })?;
+    let options = OnHostOptions { cpu: args.agent_cpu, ..OnHostOptions::default() };
+    let agent = OnHostAgent::start(Box::new(Echo::default()), cp, options)?;
     let report = measure(&mut host.workers[0], &mut host.liveness, args);
     host.liveness.heartbeat.close();
-    stop.store(true, Ordering::Relaxed);
-    agent.join().map_err(|_| anyhow::anyhow!("agent thread panicked"))?;
+    agent.stop();
     report
 }
 
