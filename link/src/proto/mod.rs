@@ -33,9 +33,11 @@ pub use ids::{AppId, Barrier, Epoch, Seq, SlotIndex, TaskId, WorkerId};
 pub use sched::{PreemptRepr, RunRepr, TaskChange, TaskEventRepr, WorkerEventRepr};
 pub use txn_result::{TxnOutcome, TxnResultRepr};
 
-/// The ABI version of every layout in this crate: records and shared-memory layout alike.
-/// Any layout change bumps it; both sides refuse a peer with another version.
-pub const ABI_VERSION: u32 = 2;
+/// The ABI version of every layout in this crate: records and shared-memory layout alike,
+/// and what each record obliges the peer to do (3: a worker is schedulable once it reported
+/// itself idle; `docs/abi.md`). Any change bumps it; both sides refuse a peer with another
+/// version.
+pub const ABI_VERSION: u32 = 3;
 
 /// Size of one record in bytes: one cache line.
 pub const RECORD_SIZE: usize = 64;
