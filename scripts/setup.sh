@@ -10,8 +10,8 @@ set -euo pipefail
 #   libclang-dev: bindgen, which generates the DPDK bindings at build time
 #   iproute2: network-namespace tests (veth, TAP)
 #   ethtool: the interop tests turn off a veth's checksum offload
-#   python3: the kernel-side programs of the interop tests (its socket module)
-PACKAGES=(pkg-config build-essential libdpdk-dev libclang-dev iproute2 ethtool python3)
+#   python3, curl: the kernel-side programs of the interop tests (Python's socket module, curl)
+PACKAGES=(pkg-config build-essential libdpdk-dev libclang-dev iproute2 ethtool python3 curl)
 # With --plots, also what the experiment scripts draw their PNGs with:
 #   gnuplot-nox: scripts/sched-plot.py
 if [[ ${1:-} == --plots ]]; then
