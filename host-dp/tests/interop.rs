@@ -284,3 +284,44 @@ fn a_thousand_connections_with_a_hundred_open_at_once() {
         assert!(most >= 100, "at most {most} open at once");
     });
 }
+
+#[test]
+fn a_python_udp_client_gets_its_datagrams_echoed() {
+    let ns = namespace("udp");
+    // 200 datagrams of varied sizes, each echoed; Python checks every reply.
+    let script = "import socket\n\
+         s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2)\n\
+         ok=0\n\
+         for i in range(200):\n    \
+             msg=bytes([i%256])*(1+i*7%1400)\n    \
+             for attempt in range(5):\n        \
+                 s.sendto(msg,('198.18.0.2',7))\n        \
+                 try:\n            \
+                     got,frm=s.recvfrom(2048)\n            \
+                     break\n        \
+                 except socket.timeout:\n            \
+                     got=None\n    \
+             ok+=got==msg and frm==('198.18.0.2',7)\n\
+         print(ok)\n";
+    ns.run(|| {
+        let mut stack = stack();
+        let sock = stack.udp_bind(7, 256 * 1024).unwrap();
+        let mut client = python(&ns, script);
+        let mut buf = vec![0u8; 2048];
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut echoed = 0;
+        while client.try_wait().unwrap().is_none() {
+            assert!(Instant::now() < deadline, "UDP client timed out");
+            stack.poll(Instant::now());
+            while let Some((n, from)) = stack.udp_recv_from(sock, &mut buf).unwrap() {
+                assert_eq!(*from.ip(), KERNEL);
+                while !stack.udp_send_to(sock, &buf[..n], from).unwrap() {
+                    stack.poll(Instant::now());
+                }
+                echoed += 1;
+            }
+        }
+        assert_eq!(finish(client).trim(), "200", "every datagram came back intact");
+        assert!(echoed >= 200);
+    });
+}

@@ -2,8 +2,8 @@
 //!
 //! smoltcp is the protocol engine (a dependency, not a fork); this crate wraps it for a
 //! kernel-bypass server: a [`Link`] trait for packet I/O (batched, with backpressure; `host-dp`
-//! implements it for its backends), a socket API by handle with an accept backlog (smoltcp has
-//! none), and RPC defaults (Nagle and delayed ACK off). It knows nothing of `link` or the
+//! implements it for its backends), a TCP socket API by handle with an accept backlog (smoltcp
+//! has none) and RPC defaults (Nagle and delayed ACK off), UDP sockets, and an impairment layer. It knows nothing of `link` or the
 //! control plane: `host-dp` translates between the two.
 //!
 //! smoltcp gaps that remain, documented rather than patched: no SACK; RTT samples in
@@ -16,8 +16,10 @@ mod device;
 mod impair;
 pub mod link;
 mod stack;
+mod udp;
 
 pub use device::DeviceStats;
 pub use impair::{ImpairStats, Impaired, Impairment};
 pub use link::{Link, LinkFrame, MemoryWire};
 pub use stack::{Conn, ConnState, NetError, Stack, StackConfig, StackStats};
+pub use udp::UdpSock;

@@ -109,7 +109,7 @@ struct Listener {
 /// One worker's TCP/IP stack.
 pub struct Stack<L: Link> {
     iface: Interface,
-    sockets: SocketSet<'static>,
+    pub(crate) sockets: SocketSet<'static>,
     device: LinkDevice<L>,
     listeners: HashMap<u16, Listener>,
     /// Connections that left LISTEN, waiting for `accept`, per port.

@@ -206,3 +206,35 @@ fn a_transfer_survives_loss_and_recovers_quickly() {
     // Not a pass/fail number: how long 2 MiB took with every 50th frame lost (docs/adr/0005).
     eprintln!("2 MiB with {dropped} frames dropped took {:?}", start.elapsed());
 }
+
+#[test]
+fn udp_datagrams_arrive_with_their_sender_and_a_full_queue_pushes_back() {
+    let (mut s, mut c) = pair();
+    let server = s.udp_bind(53, 64 * 1024).unwrap();
+    let client = c.udp_bind(5353, 64 * 1024).unwrap();
+    assert_eq!(s.udp_bind(53, 1024), Err(NetError::AddrInUse));
+    assert!(matches!(s.udp_bind(0, 1024), Err(NetError::Invalid(_))));
+    let to = SocketAddrV4::new(SERVER, 53);
+    for i in 0..10u8 {
+        assert!(c.udp_send_to(client, &[i; 100], to).unwrap());
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2048];
+    run(&mut s, &mut c, |s, _| {
+        while let Some((n, from)) = s.udp_recv_from(server, &mut buf).unwrap() {
+            assert_eq!(from, SocketAddrV4::new(CLIENT, 5353));
+            got.push(buf[..n].to_vec());
+        }
+        got.len() == 10
+    });
+    assert!(
+        got.iter()
+            .enumerate()
+            .all(|(i, d)| d.len() == 100 && d.iter().all(|b| usize::from(*b) == i))
+    );
+    // 64 datagrams fill the send queue; the 65th is refused until a poll drains it.
+    let sent = (0..100).take_while(|_| c.udp_send_to(client, b"x", to).unwrap()).count();
+    assert_eq!(sent, 64);
+    c.udp_close(client);
+    assert_eq!(c.udp_send_to(client, b"x", to), Err(NetError::NoSuchConn));
+}

@@ -1,0 +1,91 @@
+//! UDP on a worker's stack: bind a port, send datagrams to any address, receive them with
+//! their sender. Datagrams that find the receive queue full are dropped by smoltcp (UDP's
+//! contract); a full send queue is reported, not dropped.
+
+use std::net::SocketAddrV4;
+
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::udp;
+use smoltcp::wire::IpAddress;
+
+use crate::link::Link;
+use crate::stack::{NetError, Stack};
+
+/// A bound UDP socket, by handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UdpSock(SocketHandle);
+
+/// Datagrams queued per direction and socket.
+const DATAGRAMS: usize = 64;
+
+impl<L: Link> Stack<L> {
+    /// Binds a UDP socket to `port` with room for 64 datagrams and `buffer_bytes` of payload
+    /// each way.
+    pub fn udp_bind(&mut self, port: u16, buffer_bytes: usize) -> Result<UdpSock, NetError> {
+        if port == 0 {
+            return Err(NetError::Invalid("UDP port must be non-zero"));
+        }
+        // smoltcp would let two sockets bind one port (and deliver to the first): refuse.
+        let taken = self.sockets.iter().any(|(_, socket)| {
+            matches!(socket, smoltcp::socket::Socket::Udp(udp) if udp.endpoint().port == port)
+        });
+        if taken {
+            return Err(NetError::AddrInUse);
+        }
+        let buffer = || {
+            udp::PacketBuffer::new(
+                vec![udp::PacketMetadata::EMPTY; DATAGRAMS],
+                vec![0; buffer_bytes],
+            )
+        };
+        let mut socket = udp::Socket::new(buffer(), buffer());
+        socket.bind(port).map_err(|_| NetError::AddrInUse)?;
+        Ok(UdpSock(self.sockets.add(socket)))
+    }
+
+    fn udp(&mut self, sock: UdpSock) -> Result<&mut udp::Socket<'static>, NetError> {
+        self.sockets.iter_mut().find(|(h, _)| *h == sock.0).ok_or(NetError::NoSuchConn)?;
+        Ok(self.sockets.get_mut::<udp::Socket>(sock.0))
+    }
+
+    /// Queues one datagram to `to`. `Ok(false)`: the send queue is full, try after a poll.
+    pub fn udp_send_to(
+        &mut self,
+        sock: UdpSock,
+        data: &[u8],
+        to: SocketAddrV4,
+    ) -> Result<bool, NetError> {
+        let endpoint = (IpAddress::Ipv4(*to.ip()), to.port());
+        match self.udp(sock)?.send_slice(data, endpoint) {
+            Ok(()) => Ok(true),
+            Err(udp::SendError::BufferFull) => Ok(false),
+            Err(udp::SendError::Unaddressable) => Err(NetError::Invalid("unaddressable datagram")),
+        }
+    }
+
+    /// The next datagram (its length, truncated to `buf`, and its sender), if one arrived.
+    pub fn udp_recv_from(
+        &mut self,
+        sock: UdpSock,
+        buf: &mut [u8],
+    ) -> Result<Option<(usize, SocketAddrV4)>, NetError> {
+        match self.udp(sock)?.recv_slice(buf) {
+            Ok((n, meta)) => {
+                let IpAddress::Ipv4(ip) = meta.endpoint.addr;
+                Ok(Some((n, SocketAddrV4::new(ip, meta.endpoint.port))))
+            }
+            Err(udp::RecvError::Exhausted) => Ok(None),
+            Err(udp::RecvError::Truncated) => {
+                Err(NetError::Invalid("datagram larger than the buffer"))
+            }
+        }
+    }
+
+    /// Closes and forgets a UDP socket.
+    pub fn udp_close(&mut self, sock: UdpSock) {
+        if self.udp(sock).is_ok() {
+            self.sockets.get_mut::<udp::Socket>(sock.0).close();
+            self.sockets.remove(sock.0);
+        }
+    }
+}
