@@ -3,8 +3,8 @@
 //! smoltcp is the protocol engine (a dependency, not a fork); this crate wraps it for a
 //! kernel-bypass server: a [`Link`] trait for packet I/O (batched, with backpressure; `host-dp`
 //! implements it for its backends), a TCP socket API by handle with an accept backlog (smoltcp
-//! has none) and RPC defaults (Nagle and delayed ACK off), UDP sockets, and an impairment layer. It knows nothing of `link` or the
-//! control plane: `host-dp` translates between the two.
+//! has none) and RPC defaults (Nagle and delayed ACK off), UDP sockets, and an impairment
+//! layer. It knows nothing of `link` or the control plane: `host-dp` translates between them.
 //!
 //! smoltcp gaps that remain, documented rather than patched: no SACK; RTT samples in
 //! milliseconds; the socket set is scanned linearly per packet (fine for hundreds of sockets,
