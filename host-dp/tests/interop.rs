@@ -74,20 +74,15 @@ fn echo_client_script(mb: usize, half_close: bool) -> String {
     )
 }
 
-/// Serves echo on `stack` until the Python `client` exits; returns its output.
-fn echo_until_exit<L: netstack::Link>(stack: &mut Stack<L>, client: Child) -> String {
-    let child = std::cell::RefCell::new(Some(client));
-    let mut exited = None;
-    serve_echo(stack, Duration::from_secs(120), |_| {
-        let mut slot = child.borrow_mut();
-        if let Some(c) = slot.as_mut()
-            && c.try_wait().unwrap().is_some()
-        {
-            exited = slot.take();
-        }
-        exited.is_some()
-    });
-    finish(exited.expect("the client exited"))
+/// Serves echo on `stack` until the Python `client` exits; returns its output, the
+/// connections accepted, and the most open at once.
+fn echo_until_exit<L: netstack::Link>(
+    stack: &mut Stack<L>,
+    mut client: Child,
+) -> (String, usize, usize) {
+    let (accepted, most) =
+        serve_echo(stack, Duration::from_secs(120), || client.try_wait().unwrap().is_some());
+    (finish(client), accepted, most)
 }
 
 /// Python inside the namespace, running `script`.
@@ -112,14 +107,14 @@ fn finish(child: Child) -> String {
 fn serve_echo<L: netstack::Link>(
     stack: &mut Stack<L>,
     limit: Duration,
-    mut done: impl FnMut(usize) -> bool,
+    mut done: impl FnMut() -> bool,
 ) -> (usize, usize) {
     stack.listen(7, 128).unwrap();
     let deadline = Instant::now() + limit;
     let mut conns: Vec<(Conn, Vec<u8>, bool)> = Vec::new(); // (conn, unsent, peer done)
     let (mut accepted, mut most) = (0, 0);
     let mut buf = vec![0u8; 64 * 1024];
-    while !done(accepted) {
+    while !done() {
         assert!(Instant::now() < deadline, "echo server timed out after {accepted} connections");
         stack.poll(Instant::now());
         while let Some(conn) = stack.accept(7) {
@@ -163,7 +158,7 @@ fn a_python_client_gets_10_mb_echoed_byte_exact_by_our_server() {
     ns.run(|| {
         let mut stack = stack();
         let client = python(&ns, &echo_client_script(10, true));
-        assert_eq!(echo_until_exit(&mut stack, client).trim(), "OK");
+        assert_eq!(echo_until_exit(&mut stack, client).0.trim(), "OK");
         let stats = stack.stats();
         assert_eq!(stats.accepted, 1);
         assert!(stats.device.rx_frames > 7_000, "10 MB in ~1500 B frames: {stats:?}");
@@ -188,7 +183,7 @@ fn echo_stays_byte_exact_through_loss_duplication_and_reordering() {
         // segment of ours lost after the peer's FIN is never retransmitted while the peer's
         // duplicate ACKs keep coming (docs/adr/0005). The echo above half-closes, loss-free.
         let client = python(&ns, &echo_client_script(2, false));
-        assert_eq!(echo_until_exit(&mut stack, client).trim(), "OK");
+        assert_eq!(echo_until_exit(&mut stack, client).0.trim(), "OK");
         let stats = stack.link().stats;
         assert!(stats.lost > 10 && stats.duplicated > 10 && stats.reordered > 10, "{stats:?}");
     });
@@ -268,18 +263,8 @@ fn a_thousand_connections_with_a_hundred_open_at_once() {
          print('OK')\n";
     ns.run(|| {
         let mut stack = stack();
-        let child = std::cell::RefCell::new(Some(python(&ns, script)));
-        let mut exited = None;
-        let (accepted, most) = serve_echo(&mut stack, Duration::from_secs(120), |_| {
-            let mut slot = child.borrow_mut();
-            if let Some(c) = slot.as_mut()
-                && c.try_wait().unwrap().is_some()
-            {
-                exited = slot.take();
-            }
-            exited.is_some()
-        });
-        assert_eq!(finish(exited.unwrap()).trim(), "OK");
+        let (output, accepted, most) = echo_until_exit(&mut stack, python(&ns, script));
+        assert_eq!(output.trim(), "OK");
         assert_eq!(accepted, 1000);
         assert!(most >= 100, "at most {most} open at once");
     });

@@ -180,10 +180,7 @@ pub fn connect_when_up(setup: &Setup, socket: &Path) -> anyhow::Result<AgentLink
     loop {
         match connect(setup, socket) {
             Ok(link) => return Ok(link),
-            Err(error) if Instant::now() < deadline => {
-                let _ = error;
-                std::thread::sleep(Duration::from_millis(2));
-            }
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
             Err(error) => return Err(error),
         }
     }

@@ -280,6 +280,23 @@ pub(crate) fn write(common: &Common, out: &Path, slo_us: f64) -> anyhow::Result<
         );
     }
 
+    // The columns both comparisons share: the three capacity measures against `base`, then
+    // the latencies at load 0.5.
+    let capacity_cells = |s: &Series, base: &Series| {
+        let max = s.max_rps();
+        format!(
+            "{} | {} | {} | {} | {} ({}) | {} / {}",
+            loads_cell(s, p99_of, slo_us),
+            ratios_cell(s, base, p99_of, slo_us),
+            loads_cell(s, p50_of, p50_limit_us),
+            ratios_cell(s, base, p50_of, p50_limit_us),
+            opt(max, 0),
+            opt(max.zip(base.max_rps()).map(|(a, b)| a / b), 3),
+            opt(s.at(MID, |r| r.short_p50), 1),
+            p99_cell(s),
+        )
+    };
+
     let _ = writeln!(md, "### On-host vs offloaded (Shinjuku, all mitigations)\n");
     let _ = writeln!(
         md,
@@ -291,19 +308,11 @@ pub(crate) fn write(common: &Common, out: &Path, slo_us: f64) -> anyhow::Result<
     if let Some(base) = delays.iter().find(|s| s.mode == "on-host") {
         for s in &delays {
             let place = if s.mode == "offloaded" { "off host" } else { "host" };
-            let max = s.max_rps();
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {} | {} | {} ({}) | {} / {} | {} | {} | {} ({place}) |",
+                "| {} | {} | {} | {} | {} ({place}) |",
                 s.label,
-                loads_cell(s, p99_of, slo_us),
-                ratios_cell(s, base, p99_of, slo_us),
-                loads_cell(s, p50_of, p50_limit_us),
-                ratios_cell(s, base, p50_of, p50_limit_us),
-                opt(max, 0),
-                opt(max.zip(base.max_rps()).map(|(a, b)| a / b), 3),
-                opt(s.at(MID, |r| r.short_p50), 1),
-                p99_cell(s),
+                capacity_cells(s, base),
                 opt(s.at(MID, |r| r.stale_pct), 3),
                 opt(s.at(MID, |r| r.worker_sched_pct), 2),
                 opt(s.at(MID, |r| r.agent_cpu_pct), 0),
@@ -320,20 +329,7 @@ pub(crate) fn write(common: &Common, out: &Path, slo_us: f64) -> anyhow::Result<
     let _ = writeln!(md, "|---|---|---|---|---|---|---|");
     if let Some(all) = ablation.iter().find(|s| s.mitigations == "all") {
         for s in &ablation {
-            let max = s.max_rps();
-            let _ = writeln!(
-                md,
-                "| {} | {} | {} | {} | {} | {} ({}) | {} / {} |",
-                s.label,
-                loads_cell(s, p99_of, slo_us),
-                ratios_cell(s, all, p99_of, slo_us),
-                loads_cell(s, p50_of, p50_limit_us),
-                ratios_cell(s, all, p50_of, p50_limit_us),
-                opt(max, 0),
-                opt(max.zip(all.max_rps()).map(|(a, b)| a / b), 3),
-                opt(s.at(MID, |r| r.short_p50), 1),
-                p99_cell(s),
-            );
+            let _ = writeln!(md, "| {} | {} |", s.label, capacity_cells(s, all));
         }
     }
     std::fs::write(out.join("sched-summary.md"), md)?;

@@ -166,14 +166,13 @@ fn worker_loop(mut ctx: Ctx, cpu: Option<usize>) {
             shared.timers.fire();
         }
         poll_ingress();
-        let Some((task, slice_ns)) = CTX.with_borrow_mut(|c| c.as_mut().map(Ctx::next)).flatten()
-        else {
+        let picked = CTX.with_borrow_mut(|c| c.as_mut().map(Ctx::next)).flatten();
+        let Some((task, started, slice_ns)) = picked else {
             idle_polls = idle_polls.saturating_add(1);
             backoff(if shared.spin_when_idle { 0 } else { idle_polls });
             continue;
         };
         idle_polls = 0;
-        let started = Instant::now();
         SLICE.set(Some((started, slice_ns)));
         let outcome = task.poll();
         SLICE.set(None);
@@ -195,10 +194,9 @@ fn backoff(idle_polls: u32) {
 }
 
 impl Ctx {
-    /// The next task to poll, moved to RUNNING, with its time slice.
-    fn next(&mut self) -> Option<(Arc<Task>, u64)> {
+    /// The next task to poll, moved to RUNNING, with when its run starts and its time slice.
+    fn next(&mut self) -> Option<(Arc<Task>, Instant, u64)> {
         let shared = self.shared.clone();
-        let sched_start = Instant::now();
         self.now = MonoNanos::now();
         shared.beat(self.now);
         self.install_new_lane();
@@ -223,9 +221,10 @@ impl Ctx {
             preempt: false,
         });
         if origin != Origin::Local {
-            RuntimeStats::add(&shared.stats.sched_ns, elapsed_ns(sched_start));
+            // Scheduling work on this core: from the start of this pick to the start of the run.
+            RuntimeStats::add(&shared.stats.sched_ns, MonoNanos::now().since(self.now));
         }
-        Some((task, slice_ns))
+        Some((task, now, slice_ns))
     }
 
     /// Reports what the poll left the task as, or queues it locally.
@@ -314,16 +313,19 @@ fn elapsed_ns(since: Instant) -> u64 {
 /// Queues `task` (its local flag already claimed) on this thread's own deque, if this is a
 /// worker of `shared`'s runtime with one and its context is free. False: use the injector.
 pub(super) fn push_own(shared: &Shared, task: &Arc<Task>) -> bool {
-    with_ctx(|ctx| {
-        let ours = std::ptr::eq(Arc::as_ptr(&ctx.shared), shared);
-        match ctx.deque.as_ref().filter(|_| ours) {
-            Some(deque) => {
-                deque.push(task.clone());
-                true
-            }
-            None => false,
+    with_own_ctx(shared, |ctx| match ctx.deque.as_ref() {
+        Some(deque) => {
+            deque.push(task.clone());
+            true
         }
-    }) == Some(true)
+        None => false,
+    })
+}
+
+/// Runs `f` on this thread's worker context if it is a worker of `shared`'s runtime (a thread
+/// may be a worker of another runtime) and the context is free; false otherwise.
+fn with_own_ctx(shared: &Shared, f: impl FnOnce(&mut Ctx) -> bool) -> bool {
+    with_ctx(|ctx| std::ptr::eq(Arc::as_ptr(&ctx.shared), shared) && f(ctx)) == Some(true)
 }
 
 /// Sends a task event to the agent from wherever this runs: the worker's own lane on a
@@ -331,16 +333,16 @@ pub(super) fn push_own(shared: &Shared, task: &Arc<Task>) -> bool {
 /// (backpressure on spawners outside the runtime). False if there is no agent to tell (the
 /// caller then queues the task locally).
 pub(super) fn report(shared: &Shared, change: TaskChange, task: TaskId, seq: u64) -> bool {
-    let own = with_ctx(|ctx| {
-        let ours = std::ptr::eq(Arc::as_ptr(&ctx.shared), shared) && ctx.lane.is_some();
-        let current = ours && shared.link_generation.load(Ordering::Acquire) == ctx.generation;
+    let own = with_own_ctx(shared, |ctx| {
+        let current =
+            ctx.lane.is_some() && shared.link_generation.load(Ordering::Acquire) == ctx.generation;
         if current {
             ctx.now = MonoNanos::now();
             ctx.push_event(&task_event(change, task, seq, ctx.worker, 0));
         }
         current
     });
-    if own == Some(true) {
+    if own {
         return true;
     }
     let record = task_event(change, task, seq, WorkerId(u16::MAX), 0);
