@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::{Backoff, ping, pong, seq_of, socket_path, spawn_child};
-use link::proto::{AppId, Epoch};
+use link::proto::{AppId, Epoch, Service};
 use link::transport::{AcceptPolicy, Listener, Session, connect};
 use link::{ChannelConfig, LivenessConfig, MonoNanos, PeerStatus, Record};
 
@@ -46,7 +46,9 @@ fn admit_one(listener: &Listener) -> Session {
 #[ignore = "child process of ten_million_records_each_way_between_processes"]
 fn child_host_streams() {
     let Some(path) = child_socket() else { return };
-    let mut conn = connect(&path, config(), Epoch(7), liveness(), Duration::from_secs(5)).unwrap();
+    let mut conn =
+        connect(&path, Service::Sched, config(), Epoch(7), liveness(), Duration::from_secs(5))
+            .unwrap();
     let worker = &mut conn.end.workers[0];
     let (mut sent, mut received) = (0u64, 0u64);
     let mut out = [Record::ZERO; 32];
@@ -135,7 +137,9 @@ fn host_detects_killed_control_plane() {
     let mut child = spawn_child("child_cp_beats", &[(SOCKET_ENV, path.display().to_string())]);
     let mut conn = None;
     wait_until("control plane listening", || {
-        conn = connect(&path, config(), Epoch(1), liveness(), Duration::from_secs(5)).ok();
+        conn =
+            connect(&path, Service::Sched, config(), Epoch(1), liveness(), Duration::from_secs(5))
+                .ok();
         conn.is_some()
     });
     let mut conn = conn.unwrap();
@@ -171,7 +175,9 @@ fn host_detects_killed_control_plane() {
 #[ignore = "child process of control_plane_detects_killed_host"]
 fn child_host_beats() {
     let Some(path) = child_socket() else { return };
-    let mut conn = connect(&path, config(), Epoch(9), liveness(), Duration::from_secs(5)).unwrap();
+    let mut conn =
+        connect(&path, Service::Sched, config(), Epoch(9), liveness(), Duration::from_secs(5))
+            .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         conn.end.liveness.heartbeat.beat(MonoNanos::now());

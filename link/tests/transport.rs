@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::socket_path;
 use link::proto::{
-    ABI_VERSION, AppId, Epoch, HelloAckRepr, HelloRepr, Message, Record, RefusalReason,
+    ABI_VERSION, AppId, Epoch, HelloAckRepr, HelloRepr, Message, Record, RefusalReason, Service,
 };
 use link::transport::{
     AcceptPolicy, BindError, ConnectError, HandshakeError, Incoming, Listener, connect,
@@ -33,7 +33,14 @@ fn admit(listener: &Listener, policy: AcceptPolicy, room: bool) -> Result<(), Ha
 
 fn connect_default(path: &std::path::Path) -> Result<link::transport::Connection, ConnectError> {
     let liveness = LivenessConfig::default();
-    connect(path, ChannelConfig::default(), Epoch(1), liveness, Duration::from_secs(5))
+    connect(
+        path,
+        Service::Sched,
+        ChannelConfig::default(),
+        Epoch(1),
+        liveness,
+        Duration::from_secs(5),
+    )
 }
 
 fn hello(abi_version: u32, ring_capacity: u32) -> Record {
@@ -44,6 +51,7 @@ fn hello(abi_version: u32, ring_capacity: u32) -> Record {
         prestage_slots: 0,
         ring_capacity,
         delay_ns: 0,
+        service: Service::Sched,
     })
     .to_record(Epoch(0))
 }
@@ -69,7 +77,14 @@ fn connect_attaches_the_requested_shape() {
     let listener = Listener::bind(&path).unwrap();
     let config = ChannelConfig { workers: 3, ring_capacity: 64, prestage_slots: 2, delay_ns: 500 };
     let client = std::thread::spawn(move || {
-        connect(&path, config, Epoch(4), LivenessConfig::default(), Duration::from_secs(5))
+        connect(
+            &path,
+            Service::Sched,
+            config,
+            Epoch(4),
+            LivenessConfig::default(),
+            Duration::from_secs(5),
+        )
     });
     let session = accept(&listener)
         .admit(&AcceptPolicy::default(), AppId::new(2, 1), Epoch(1), true, MonoNanos::now())
@@ -139,6 +154,7 @@ fn bad_shapes_are_refused_on_both_sides() {
     let bad = ChannelConfig { ring_capacity: 1000, ..ChannelConfig::default() };
     let error = connect(
         &socket_path("unused"),
+        Service::Sched,
         bad,
         Epoch(0),
         LivenessConfig::default(),

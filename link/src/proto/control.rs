@@ -7,6 +7,30 @@ use super::{ParseError, le};
 /// `Hello.magic`: the bytes "WAVE" read as a little-endian u32.
 pub const HELLO_MAGIC: u32 = u32::from_le_bytes(*b"WAVE");
 
+/// Which control-plane service a channel is for; each has its own policy in `ipu-cp`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+pub enum Service {
+    /// Task scheduling (and the echo probe): kinds 0x03xx and 0x10xx.
+    Sched = 1,
+    /// Connection control: kinds 0x20xx.
+    Net = 2,
+    /// Page tiering (reserved: refused until it is served).
+    Tier = 3,
+}
+
+impl Service {
+    /// Decodes a service, or `None` for an unknown value.
+    pub fn from_u16(value: u16) -> Option<Service> {
+        Some(match value {
+            1 => Service::Sched,
+            2 => Service::Net,
+            3 => Service::Tier,
+            _ => return None,
+        })
+    }
+}
+
 /// App → control plane: who I am and the channel I want.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HelloRepr {
@@ -22,6 +46,8 @@ pub struct HelloRepr {
     pub ring_capacity: u32,
     /// Emulated one-way PCIe delay in nanoseconds (0: off).
     pub delay_ns: u32,
+    /// The service the channel is for.
+    pub service: Service,
 }
 
 impl HelloRepr {
@@ -29,11 +55,20 @@ impl HelloRepr {
         if le::u32_at(p, 0) != HELLO_MAGIC {
             return Err(ParseError::Field("magic"));
         }
-        if !le::zero(p, 24..48) {
+        if !le::zero(p, 26..48) {
             return Err(ParseError::Reserved);
         }
+        let abi_version = le::u32_at(p, 4);
+        // Before ABI 4 there was one service and no field: parse such a hello anyway, so its
+        // version can be refused by name.
+        let service = match Service::from_u16(le::u16_at(p, 24)) {
+            Some(service) => service,
+            None if abi_version < 4 => Service::Sched,
+            None => return Err(ParseError::Field("service")),
+        };
         Ok(HelloRepr {
-            abi_version: le::u32_at(p, 4),
+            abi_version,
+            service,
             pid: le::u32_at(p, 8),
             workers: le::u16_at(p, 12),
             prestage_slots: le::u16_at(p, 14),
@@ -50,6 +85,7 @@ impl HelloRepr {
         le::put_u16(p, 14, self.prestage_slots);
         le::put_u32(p, 16, self.ring_capacity);
         le::put_u32(p, 20, self.delay_ns);
+        le::put_u16(p, 24, self.service as u16);
     }
 }
 
@@ -97,6 +133,8 @@ pub enum RefusalReason {
     TooManyApps = 4,
     /// The hello did not parse.
     Malformed = 5,
+    /// The hello asked for a service this control plane does not offer.
+    NoService = 6,
 }
 
 impl RefusalReason {
@@ -107,6 +145,7 @@ impl RefusalReason {
             3 => RefusalReason::BadConfig,
             4 => RefusalReason::TooManyApps,
             5 => RefusalReason::Malformed,
+            6 => RefusalReason::NoService,
             _ => return None,
         })
     }

@@ -21,7 +21,7 @@ pub enum Direction {
 }
 
 /// Message kinds. Ranges per subsystem: 0x01xx handshake, 0x02xx link, 0x03xx echo,
-/// 0x10xx scheduling; 0x20xx connections and 0x30xx tiering are reserved for those subsystems.
+/// 0x10xx scheduling, 0x20xx connection control; 0x30xx is reserved for tiering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u16)]
 pub enum Kind {
@@ -53,6 +53,32 @@ pub enum Kind {
     Run = 0x1081,
     /// [`super::PreemptRepr`]
     Preempt = 0x1082,
+    /// [`super::NetMessage::Attach`]
+    NetAttach = 0x2001,
+    /// [`super::NetMessage::Listen`]
+    NetListen = 0x2002,
+    /// [`super::NetMessage::Unlisten`]
+    NetUnlisten = 0x2003,
+    /// [`super::NetMessage::ConnRequest`]
+    ConnRequest = 0x2004,
+    /// [`super::NetMessage::ConnOpened`]
+    ConnOpened = 0x2005,
+    /// [`super::NetMessage::ConnClosed`]
+    ConnClosed = 0x2006,
+    /// [`super::NetMessage::PortsWanted`]
+    PortsWanted = 0x2007,
+    /// [`super::NetMessage::Place`]
+    Place = 0x2081,
+    /// [`super::NetMessage::Admit`]
+    Admit = 0x2082,
+    /// [`super::NetMessage::Refuse`]
+    Refuse = 0x2083,
+    /// [`super::NetMessage::PortLease`]
+    PortLease = 0x2084,
+    /// [`super::NetMessage::Neighbor`]
+    Neighbor = 0x2085,
+    /// [`super::NetMessage::Route`]
+    Route = 0x2086,
 }
 
 impl Kind {
@@ -73,6 +99,19 @@ impl Kind {
             0x1006 => Kind::Worker,
             0x1081 => Kind::Run,
             0x1082 => Kind::Preempt,
+            0x2001 => Kind::NetAttach,
+            0x2002 => Kind::NetListen,
+            0x2003 => Kind::NetUnlisten,
+            0x2004 => Kind::ConnRequest,
+            0x2005 => Kind::ConnOpened,
+            0x2006 => Kind::ConnClosed,
+            0x2007 => Kind::PortsWanted,
+            0x2081 => Kind::Place,
+            0x2082 => Kind::Admit,
+            0x2083 => Kind::Refuse,
+            0x2084 => Kind::PortLease,
+            0x2085 => Kind::Neighbor,
+            0x2086 => Kind::Route,
             _ => return None,
         })
     }
@@ -93,7 +132,20 @@ impl Kind {
             | Kind::TaskPreempted
             | Kind::TaskDone
             | Kind::Worker => Direction::Event,
+            Kind::NetAttach
+            | Kind::NetListen
+            | Kind::NetUnlisten
+            | Kind::ConnRequest
+            | Kind::ConnOpened
+            | Kind::ConnClosed
+            | Kind::PortsWanted => Direction::Event,
             Kind::Pong | Kind::Run | Kind::Preempt => Direction::Decision,
+            Kind::Place
+            | Kind::Admit
+            | Kind::Refuse
+            | Kind::PortLease
+            | Kind::Neighbor
+            | Kind::Route => Direction::Decision,
         }
     }
 }

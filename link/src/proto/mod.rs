@@ -23,21 +23,23 @@ mod control;
 mod echo;
 mod header;
 mod ids;
+mod net;
 mod sched;
 mod txn_result;
 
-pub use control::{HELLO_MAGIC, HelloAckRepr, HelloRepr, RefusalReason, RefusedRepr};
+pub use control::{HELLO_MAGIC, HelloAckRepr, HelloRepr, RefusalReason, RefusedRepr, Service};
 pub use echo::{PingRepr, PongRepr};
 pub use header::{Direction, HeaderRepr, HeaderView, Kind};
 pub use ids::{AppId, Barrier, Epoch, Seq, SlotIndex, TaskId, WorkerId};
+pub use net::{FlowKey, NetMessage, RefuseReason};
 pub use sched::{PreemptRepr, RunRepr, TaskChange, TaskEventRepr, WorkerEventRepr};
 pub use txn_result::{TxnOutcome, TxnResultRepr};
 
 /// The ABI version of every layout in this crate: records and shared-memory layout alike,
-/// and what each record obliges the peer to do (3: a worker is schedulable once it reported
-/// itself idle; `docs/abi.md`). Any change bumps it; both sides refuse a peer with another
-/// version.
-pub const ABI_VERSION: u32 = 3;
+/// and what each record obliges the peer to do (4: `Hello` names the service, connection
+/// control messages; `docs/abi.md`). Any change bumps it; both sides refuse a peer with
+/// another version.
+pub const ABI_VERSION: u32 = 4;
 
 /// Size of one record in bytes: one cache line.
 pub const RECORD_SIZE: usize = 64;
@@ -197,6 +199,8 @@ pub enum Message {
     Run(RunRepr),
     /// Decision: preempt a running task.
     Preempt(PreemptRepr),
+    /// Connection control, either way (kinds 0x20xx).
+    Net(NetMessage),
 }
 
 impl Message {
@@ -227,6 +231,21 @@ impl Message {
             Kind::Worker => Message::Worker(WorkerEventRepr::parse_payload(payload)?),
             Kind::Run => Message::Run(RunRepr::parse_payload(payload)?),
             Kind::Preempt => Message::Preempt(PreemptRepr::parse_payload(payload)?),
+            Kind::NetAttach
+            | Kind::NetListen
+            | Kind::NetUnlisten
+            | Kind::ConnRequest
+            | Kind::ConnOpened
+            | Kind::ConnClosed
+            | Kind::PortsWanted
+            | Kind::Place
+            | Kind::Admit
+            | Kind::Refuse
+            | Kind::PortLease
+            | Kind::Neighbor
+            | Kind::Route => {
+                Message::Net(NetMessage::parse_payload(header.kind.to_u16(), payload)?)
+            }
         })
     }
 
@@ -258,6 +277,9 @@ impl Message {
             Message::Worker(_) => Kind::Worker,
             Message::Run(_) => Kind::Run,
             Message::Preempt(_) => Kind::Preempt,
+            Message::Net(net) => {
+                Kind::from_u16(net.kind_u16()).expect("every net message has a kind")
+            }
         }
     }
 
@@ -278,6 +300,7 @@ impl Message {
             Message::Worker(repr) => repr.emit_payload(payload),
             Message::Run(repr) => repr.emit_payload(payload),
             Message::Preempt(repr) => repr.emit_payload(payload),
+            Message::Net(repr) => repr.emit_payload(payload),
         }
         record
     }

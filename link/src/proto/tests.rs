@@ -35,6 +35,7 @@ fn hello_golden_bytes() {
         prestage_slots: 8,
         ring_capacity: 1024,
         delay_ns: 500,
+        service: Service::Net,
     };
     let record = Message::Hello(hello).to_record(Epoch(0));
     let b = record.bytes();
@@ -45,7 +46,66 @@ fn hello_golden_bytes() {
     assert_eq!(&b[28..32], &[2, 0, 8, 0]);
     assert_eq!(&b[32..36], &[0, 4, 0, 0]);
     assert_eq!(&b[36..40], &[0xf4, 1, 0, 0]);
-    assert!(b[40..].iter().all(|&x| x == 0));
+    assert_eq!(&b[40..42], &[2, 0]);
+    assert!(b[42..].iter().all(|&x| x == 0));
+}
+
+#[test]
+fn hello_service_is_required_from_abi_4_only() {
+    let mut hello = HelloRepr {
+        abi_version: ABI_VERSION,
+        pid: 1,
+        workers: 1,
+        prestage_slots: 0,
+        ring_capacity: 2,
+        delay_ns: 0,
+        service: Service::Sched,
+    };
+    let mut record = Message::Hello(hello).to_record(Epoch(0));
+    record.bytes_mut()[PAYLOAD_OFFSET + 24] = 0;
+    assert_eq!(record.parse(), Err(ParseError::Field("service")));
+    // An older app wrote no service: its hello still parses, so its ABI is refused by name.
+    hello.abi_version = 3;
+    let mut record = Message::Hello(hello).to_record(Epoch(0));
+    record.bytes_mut()[PAYLOAD_OFFSET + 24] = 0;
+    assert!(matches!(record.parse(), Ok(Message::Hello(h)) if h.abi_version == 3));
+}
+
+#[test]
+fn conn_opened_golden_bytes() {
+    let flow = FlowKey {
+        local_port: 0x1f90,
+        remote_ip: core::net::Ipv4Addr::new(198, 18, 0, 1),
+        remote_port: 0xc000,
+    };
+    let opened =
+        NetMessage::ConnOpened { conn: 0x0102, flow, worker: WorkerId(3), prestaged: true };
+    let record = Message::Net(opened).to_record(Epoch(1));
+    let b = record.bytes();
+    assert_eq!(&b[8..10], &[0x05, 0x20]);
+    assert_eq!(&b[16..24], &[2, 1, 0, 0, 0, 0, 0, 0]);
+    assert_eq!(&b[24..32], &[0x90, 0x1f, 0x00, 0xc0, 198, 18, 0, 1]);
+    assert_eq!(&b[32..35], &[3, 0, 1]);
+    assert!(b[35..].iter().all(|&x| x == 0));
+    assert_eq!(record.parse(), Ok(Message::Net(opened)));
+    let mut bad = record;
+    bad.bytes_mut()[PAYLOAD_OFFSET + 18] = 2;
+    assert_eq!(bad.parse(), Err(ParseError::Field("prestaged")));
+    let mut bad = record;
+    bad.bytes_mut()[63] = 1;
+    assert_eq!(bad.parse(), Err(ParseError::Reserved));
+    let route = Message::Net(NetMessage::Route {
+        prefix: core::net::Ipv4Addr::UNSPECIFIED,
+        prefix_len: 0,
+        gateway: core::net::Ipv4Addr::new(198, 18, 0, 1),
+    });
+    let mut bad = route.to_record(Epoch(1));
+    bad.bytes_mut()[PAYLOAD_OFFSET + 4] = 33;
+    assert_eq!(bad.parse(), Err(ParseError::Field("prefix_len")));
+    assert_eq!(
+        Message::parse_in(&record, Direction::Decision),
+        Err(ParseError::WrongDirection(Kind::ConnOpened))
+    );
 }
 
 #[test]
@@ -119,6 +179,7 @@ fn unknown_kind_reserved_bits_and_bad_fields_are_rejected() {
         prestage_slots: 0,
         ring_capacity: 2,
         delay_ns: 0,
+        service: Service::Sched,
     })
     .to_record(Epoch(0));
     hello.bytes_mut()[16] = b'X';
@@ -187,7 +248,53 @@ fn any_sched_message() -> impl Strategy<Value = Message> {
 }
 
 fn any_message() -> impl Strategy<Value = Message> {
-    prop_oneof![any_link_message(), any_sched_message()]
+    prop_oneof![any_link_message(), any_sched_message(), any_net_message()]
+}
+
+fn any_net_message() -> impl Strategy<Value = Message> {
+    use core::net::Ipv4Addr;
+    let ip = any::<[u8; 4]>().prop_map(Ipv4Addr::from);
+    let worker = any::<u16>().prop_map(WorkerId);
+    let flow = (any::<u16>(), ip.clone(), any::<u16>()).prop_map(
+        |(local_port, remote_ip, remote_port)| FlowKey { local_port, remote_ip, remote_port },
+    );
+    let reason = prop_oneof![
+        Just(RefuseReason::ListenerFull),
+        Just(RefuseReason::TenantFull),
+        Just(RefuseReason::RateLimited),
+        Just(RefuseReason::NoListener),
+    ];
+    let net = prop_oneof![
+        (any::<u16>(), ip.clone()).prop_map(|(workers, ip)| NetMessage::Attach { workers, ip }),
+        (any::<u16>(), any::<u16>()).prop_map(|(port, tenant)| NetMessage::Listen { port, tenant }),
+        any::<u16>().prop_map(|port| NetMessage::Unlisten { port }),
+        (any::<u64>(), flow.clone())
+            .prop_map(|(conn, flow)| NetMessage::ConnRequest { conn, flow }),
+        (any::<u64>(), flow.clone(), worker.clone(), any::<bool>()).prop_map(
+            |(conn, flow, worker, prestaged)| NetMessage::ConnOpened {
+                conn,
+                flow,
+                worker,
+                prestaged
+            }
+        ),
+        (any::<u64>(), flow, worker.clone())
+            .prop_map(|(conn, flow, worker)| NetMessage::ConnClosed { conn, flow, worker }),
+        any::<u16>().prop_map(|count| NetMessage::PortsWanted { count }),
+        (any::<u16>(), worker.clone())
+            .prop_map(|(port, worker)| NetMessage::Place { port, worker }),
+        (any::<u64>(), worker).prop_map(|(conn, worker)| NetMessage::Admit { conn, worker }),
+        (any::<u64>(), reason).prop_map(|(conn, reason)| NetMessage::Refuse { conn, reason }),
+        (any::<u16>(), any::<u16>())
+            .prop_map(|(first, count)| NetMessage::PortLease { first, count }),
+        (ip.clone(), any::<[u8; 6]>()).prop_map(|(ip, mac)| NetMessage::Neighbor { ip, mac }),
+        (ip.clone(), 0u8..=32, ip).prop_map(|(prefix, prefix_len, gateway)| NetMessage::Route {
+            prefix,
+            prefix_len,
+            gateway
+        }),
+    ];
+    net.prop_map(Message::Net)
 }
 
 fn any_link_message() -> impl Strategy<Value = Message> {
@@ -199,27 +306,39 @@ fn any_link_message() -> impl Strategy<Value = Message> {
         (worker.clone(), any::<u64>(), any::<u64>()).prop_map(|(worker, seq, ping_sent_at_ns)| {
             Message::Pong(PongRepr { worker, seq, ping_sent_at_ns })
         }),
-        (any::<u32>(), any::<u32>(), any::<u16>(), any::<u16>(), any::<u32>(), any::<u32>())
-            .prop_map(|(abi_version, pid, workers, prestage_slots, ring_capacity, delay_ns)| {
-                Message::Hello(HelloRepr {
-                    abi_version,
-                    pid,
-                    workers,
-                    prestage_slots,
-                    ring_capacity,
-                    delay_ns,
-                })
-            }),
+        (
+            any::<u32>(),
+            any::<u32>(),
+            any::<u16>(),
+            any::<u16>(),
+            any::<u32>(),
+            any::<u32>(),
+            1u16..=3
+        )
+            .prop_map(
+                |(abi_version, pid, workers, prestage_slots, ring_capacity, delay_ns, s)| {
+                    Message::Hello(HelloRepr {
+                        abi_version,
+                        pid,
+                        workers,
+                        prestage_slots,
+                        ring_capacity,
+                        delay_ns,
+                        service: Service::from_u16(s).expect("1..=3"),
+                    })
+                }
+            ),
         (any::<u32>(), any::<u32>(), any::<u64>()).prop_map(|(abi_version, app, region_len)| {
             Message::HelloAck(HelloAckRepr { abi_version, app_id: AppId(app), region_len })
         }),
-        (1u16..=5, any::<u32>()).prop_map(|(reason, abi_version)| {
+        (1u16..=6, any::<u32>()).prop_map(|(reason, abi_version)| {
             let reason = match reason {
                 1 => RefusalReason::AbiMismatch,
                 2 => RefusalReason::PermissionDenied,
                 3 => RefusalReason::BadConfig,
                 4 => RefusalReason::TooManyApps,
-                _ => RefusalReason::Malformed,
+                5 => RefusalReason::Malformed,
+                _ => RefusalReason::NoService,
             };
             Message::Refused(RefusedRepr { reason, abi_version })
         }),

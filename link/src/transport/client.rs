@@ -11,7 +11,7 @@ use crate::channel::HostEnd;
 use crate::clock::MonoNanos;
 use crate::layout::{ChannelConfig, ConfigError, SuperblockError};
 use crate::liveness::LivenessConfig;
-use crate::proto::{ABI_VERSION, Epoch, HelloRepr, Message, ParseError, RefusalReason};
+use crate::proto::{ABI_VERSION, Epoch, HelloRepr, Message, ParseError, RefusalReason, Service};
 use crate::region::{Region, RegionError};
 
 /// Why the app could not attach to the control plane.
@@ -76,9 +76,11 @@ impl Connection {
     }
 }
 
-/// Connects to the control plane at `path` and attaches a channel of shape `config`.
+/// Connects to the control plane at `path` and attaches a channel of shape `config` for
+/// `service`.
 pub fn connect(
     path: &Path,
+    service: Service,
     config: ChannelConfig,
     epoch: Epoch,
     liveness: LivenessConfig,
@@ -99,6 +101,7 @@ pub fn connect(
         prestage_slots: config.prestage_slots,
         ring_capacity: config.ring_capacity,
         delay_ns: config.delay_ns,
+        service,
     };
     wire::send(&stream, &Message::Hello(hello).to_record(epoch), None)?;
     let (record, fd) = wire::recv(&stream)?;

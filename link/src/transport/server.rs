@@ -16,6 +16,7 @@ use crate::layout::Layout;
 use crate::liveness::LivenessConfig;
 use crate::proto::{
     ABI_VERSION, AppId, Epoch, HelloAckRepr, HelloRepr, Message, RefusalReason, RefusedRepr,
+    Service,
 };
 use crate::region::{Region, RegionError};
 
@@ -122,6 +123,8 @@ pub struct AcceptPolicy {
     pub liveness: LivenessConfig,
     /// How long to wait for a `Hello`.
     pub handshake_timeout: Duration,
+    /// Services offered; a `Hello` for another is refused with `NoService`.
+    pub services: Vec<Service>,
 }
 
 impl Default for AcceptPolicy {
@@ -130,6 +133,7 @@ impl Default for AcceptPolicy {
             allowed_uids: Vec::new(),
             liveness: LivenessConfig::default(),
             handshake_timeout: Duration::from_secs(2),
+            services: vec![Service::Sched, Service::Net],
         }
     }
 }
@@ -228,6 +232,10 @@ impl Incoming {
         if hello.abi_version != ABI_VERSION {
             let detail = format!(": app ABI {}, ours {ABI_VERSION}", hello.abi_version);
             return Err(self.refuse(RefusalReason::AbiMismatch, detail));
+        }
+        if !policy.services.contains(&hello.service) {
+            let detail = format!(": service {:?} is not served", hello.service);
+            return Err(self.refuse(RefusalReason::NoService, detail));
         }
         let layout = match Layout::new(config_of(&hello)) {
             Ok(layout) => layout,

@@ -221,19 +221,24 @@ impl HostSlots {
 
     /// Claims the oldest READY decision, without waiting. Polls host memory only.
     pub fn try_claim(&mut self) -> Option<Claimed> {
+        self.try_claim_where(|_| true)
+    }
+
+    /// Claims the oldest READY decision for which `wanted` holds (e.g. a token for one
+    /// listener among tokens for several), without waiting.
+    ///
+    /// `wanted` sees a copy of the body read after the slot was seen READY under generation
+    /// `g`; the claim is a CAS from READY `g`, so it fails (and the copy is discarded) if the
+    /// agent retracted or republished the slot in between.
+    pub fn try_claim_where(&mut self, wanted: impl Fn(&Record) -> bool) -> Option<Claimed> {
         // Bounded: each failed CAS means a retract removed a READY slot, and the agent cannot
         // re-add one under the same generation.
         for _ in 0..=self.layout.count {
-            let (slot, generation) = self.oldest_ready()?;
+            let (slot, generation, mut decision) = self.oldest_ready(&wanted)?;
             let word = &self.layout.slot(&self.region, slot)[0];
             let ready = pack(generation, SlotState::Ready);
             let claimed = pack(generation, SlotState::Claimed);
-            // Acquire on success pairs with the agent's Release publish: the body is visible.
             if word.compare_exchange(ready, claimed, Ordering::AcqRel, Ordering::Relaxed).is_ok() {
-                let mut decision = Record::ZERO;
-                for (index, w) in self.layout.slot(&self.region, slot).iter().enumerate() {
-                    decision.set_word(index, w.load(Ordering::Relaxed));
-                }
                 decision.set_word(0, claimed);
                 return Some(Claimed { slot, generation, decision });
             }
@@ -241,17 +246,28 @@ impl HostSlots {
         None
     }
 
-    fn oldest_ready(&self) -> Option<(SlotIndex, u32)> {
-        let mut best: Option<(SlotIndex, u32)> = None;
+    /// The oldest READY slot whose body `wanted` accepts, with its generation and body.
+    fn oldest_ready(&self, wanted: &impl Fn(&Record) -> bool) -> Option<(SlotIndex, u32, Record)> {
+        let mut best: Option<(SlotIndex, u32, Record)> = None;
         for index in 0..self.layout.count {
             let slot = SlotIndex(index);
-            let word = self.layout.slot(&self.region, slot)[0].load(Ordering::Relaxed);
-            if let (generation, Some(SlotState::Ready)) = unpack(word) {
-                // Wrapping comparison: generations are a counter that may wrap.
-                let older = best.is_none_or(|(_, g)| (generation.wrapping_sub(g) as i32) < 0);
-                if older {
-                    best = Some((slot, generation));
-                }
+            let words = self.layout.slot(&self.region, slot);
+            // Acquire pairs with the agent's Release publish: the body below is this
+            // generation's, unless the slot changes, which the claim's CAS then detects.
+            let (generation, state) = unpack(words[0].load(Ordering::Acquire));
+            if state != Some(SlotState::Ready) {
+                continue;
+            }
+            // Wrapping comparison: generations are a counter that may wrap.
+            if best.is_some_and(|(_, g, _)| (generation.wrapping_sub(g) as i32) >= 0) {
+                continue;
+            }
+            let mut body = Record::ZERO;
+            for (word_index, word) in words.iter().enumerate().skip(1) {
+                body.set_word(word_index, word.load(Ordering::Relaxed));
+            }
+            if wanted(&body) {
+                best = Some((slot, generation, body));
             }
         }
         best

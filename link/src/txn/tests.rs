@@ -85,6 +85,23 @@ fn host_claims_in_publication_order() {
 }
 
 #[test]
+fn claim_where_takes_the_oldest_matching_decision() {
+    let (mut agent, mut host) = heap_slots(4, WorkerId(0));
+    for seq in [1, 2, 3, 4] {
+        agent.publish(&decision(seq)).unwrap();
+    }
+    let even = |r: &Record| seq_of(r).is_multiple_of(2);
+    let claim = host.try_claim_where(even).unwrap();
+    assert_eq!(seq_of(&claim.decision), 2);
+    let _ = host.resolve(claim, TxnOutcome::Committed, Barrier(0));
+    let claim = host.try_claim_where(even).unwrap();
+    assert_eq!(seq_of(&claim.decision), 4);
+    let _ = host.resolve(claim, TxnOutcome::Committed, Barrier(0));
+    assert!(host.try_claim_where(even).is_none(), "odd ones stay READY");
+    assert_eq!(seq_of(&host.try_claim().unwrap().decision), 1);
+}
+
+#[test]
 fn result_for_an_old_generation_is_refused() {
     let (mut agent, mut host) = heap_slots(1, WorkerId(0));
     agent.publish(&decision(1)).unwrap();
