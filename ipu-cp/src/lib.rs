@@ -7,8 +7,9 @@
 //! - [`agent`]: the loop that drains events from every attached app, hands them to the
 //!   policy, and posts the policy's decisions back. It holds no policy logic.
 //! - [`policy`]: the agent's policy contract and the `echo` policy, which answers each ping.
-//! - [`sched`]: scheduling policies (centralized FIFO, Shinjuku), ghOSt style; connection and
-//!   tiering policies join as their subsystems land.
+//! - [`sched`]: scheduling policies (centralized FIFO, Shinjuku), ghOSt style.
+//! - [`net`]: connection control (admission, placement, ephemeral ports, neighbours and
+//!   routes): the `ConnPolicy` contract, the `admission` policy and its agent adapter.
 //! - [`on_host`]: the agent in a thread of the app (on-host mode).
 //! - [`server`]: the Unix-socket front door: accepts apps, runs the handshake in its own
 //!   thread, and hands admitted sessions to the agent.
@@ -18,6 +19,7 @@
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod net;
 pub mod on_host;
 pub mod policy;
 pub mod sched;

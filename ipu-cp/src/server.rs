@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError, bounded};
 use link::MonoNanos;
-use link::proto::{AppId, Epoch};
+use link::proto::{AppId, Epoch, Service};
 use link::transport::{AcceptPolicy, BindError, Listener, Session};
 
 use crate::agent::{Agent, Attachment};
@@ -66,7 +66,7 @@ impl Server {
 
     /// Serves until `stop` becomes true, then detaches every app in order and removes the
     /// socket file. Returns the counters.
-    pub fn run(self, policy: Box<dyn Policy>, stop: &Arc<AtomicBool>) -> Arc<Stats> {
+    pub fn run(self, policies: Policies, stop: &Arc<AtomicBool>) -> Arc<Stats> {
         let Server { listener, config, stats } = self;
         let (handoff, sessions) = bounded::<Session>(HANDOFF_QUEUE);
         let acceptor = {
@@ -76,10 +76,15 @@ impl Server {
                 .spawn(move || accept_loop(&listener, &config, &stats, &stop, &handoff))
                 .expect("spawn acceptor thread")
         };
-        let mut agent = Agent::new(policy, config.epoch, stats.clone());
-        agent.set_event_batch(config.event_batch);
-        agent_loop(&mut agent, &sessions, stop, config.spin);
-        agent.shutdown();
+        let mut agents = [policies.sched, policies.net].map(|policy| {
+            let mut agent = Agent::new(policy, config.epoch, stats.clone());
+            agent.set_event_batch(config.event_batch);
+            agent
+        });
+        agent_loop(&mut agents, &sessions, stop, config.spin);
+        for agent in &mut agents {
+            agent.shutdown();
+        }
         acceptor.join().expect("acceptor thread");
         stats.export();
         stats
@@ -127,22 +132,51 @@ impl Backoff {
     }
 }
 
-fn agent_loop(agent: &mut Agent, sessions: &Receiver<Session>, stop: &AtomicBool, spin: bool) {
+/// The policy serving each service (one agent each, polled in turn by one thread).
+pub struct Policies {
+    /// Scheduling (and the echo probe).
+    pub sched: Box<dyn Policy>,
+    /// Connection control.
+    pub net: Box<dyn Policy>,
+}
+
+impl std::fmt::Debug for Policies {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policies")
+            .field("sched", &self.sched.name())
+            .field("net", &self.net.name())
+            .finish()
+    }
+}
+
+fn agent_loop(
+    agents: &mut [Agent; 2],
+    sessions: &Receiver<Session>,
+    stop: &AtomicBool,
+    spin: bool,
+) {
     let mut backoff = Backoff::new(spin);
     let mut last_export = MonoNanos::now();
     while !stop.load(Ordering::Relaxed) {
         let now = MonoNanos::now();
         while let Ok(session) = sessions.try_recv() {
+            let agent = match session.hello.service {
+                Service::Sched => &mut agents[0],
+                Service::Net => &mut agents[1],
+                // Refused in the handshake: `AcceptPolicy::services` does not list it.
+                Service::Tier => continue,
+            };
             agent.attach(Attachment::Socket(session), now);
             backoff.busy();
         }
-        if agent.poll(now) > 0 {
+        let work: usize = agents.iter_mut().map(|agent| agent.poll(now)).sum();
+        if work > 0 {
             backoff.busy();
         } else {
             backoff.idle();
         }
         if now.since(last_export) >= METRICS_EXPORT_INTERVAL_NS {
-            agent.stats().export();
+            agents[0].stats().export();
             last_export = now;
         }
     }
@@ -184,9 +218,14 @@ fn accept_loop(
                 let hello = session.hello;
                 Stats::add(&stats.apps_admitted, 1);
                 eprintln!(
-                    "ipu-cp: app {} attached (pid {pid}, {} workers, ring {}, {} slots, \
+                    "ipu-cp: app {} attached for {:?} (pid {pid}, {} lanes, ring {}, {} slots, \
                      delay {} ns)",
-                    app.0, hello.workers, hello.ring_capacity, hello.prestage_slots, hello.delay_ns
+                    app.0,
+                    hello.service,
+                    hello.workers,
+                    hello.ring_capacity,
+                    hello.prestage_slots,
+                    hello.delay_ns
                 );
                 if let Err(TrySendError::Full(session) | TrySendError::Disconnected(session)) =
                     handoff.try_send(session)

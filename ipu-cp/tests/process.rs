@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use link::proto::{Epoch, Message, PingRepr, WorkerId};
+use link::proto::{Epoch, Message, PingRepr, Service, WorkerId};
 use link::transport::{Connection, connect};
 use link::{ChannelConfig, MonoNanos, PeerStatus, Record};
 
@@ -152,9 +152,14 @@ fn killed_control_plane_is_detected_and_can_restart_on_the_same_path() {
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut app = loop {
         let config = ChannelConfig::default();
-        if let Ok(conn) =
-            connect(Path::new(&socket), config, Epoch(2), liveness(), Duration::from_secs(5))
-        {
+        if let Ok(conn) = connect(
+            Path::new(&socket),
+            Service::Sched,
+            config,
+            Epoch(2),
+            liveness(),
+            Duration::from_secs(5),
+        ) {
             break conn;
         }
         assert!(Instant::now() < deadline, "restarted ipu-cp did not come up");
@@ -199,8 +204,15 @@ fn killed_app_is_detached_and_counted_as_lost() {
 fn child_app() {
     let Some(socket) = std::env::var_os("IPU_CP_TEST_SOCKET") else { return };
     let config = ChannelConfig::default();
-    let mut conn =
-        connect(Path::new(&socket), config, Epoch(3), liveness(), Duration::from_secs(5)).unwrap();
+    let mut conn = connect(
+        Path::new(&socket),
+        Service::Sched,
+        config,
+        Epoch(3),
+        liveness(),
+        Duration::from_secs(5),
+    )
+    .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         conn.end.liveness.heartbeat.beat(MonoNanos::now());

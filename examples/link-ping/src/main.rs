@@ -15,7 +15,7 @@ use clap::{Parser, ValueEnum};
 use hdrhistogram::Histogram;
 use ipu_cp::on_host::{OnHostAgent, OnHostOptions};
 use ipu_cp::policy::Echo;
-use link::proto::{Epoch, Message, PingRepr, WorkerId};
+use link::proto::{Epoch, Message, PingRepr, Service, WorkerId};
 use link::{ChannelConfig, HostWorker, LivenessConfig, MonoNanos, PeerStatus, Record};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -91,9 +91,15 @@ fn run(args: Args) -> anyhow::Result<()> {
     if args.mode != Mode::OnHost {
         let path = args.socket.as_ref().expect("checked above");
         let liveness = LivenessConfig::default();
-        let mut conn =
-            link::transport::connect(path, config, Epoch(1), liveness, Duration::from_secs(5))
-                .with_context(|| format!("attaching to ipu-cp at {}", path.display()))?;
+        let mut conn = link::transport::connect(
+            path,
+            Service::Sched,
+            config,
+            Epoch(1),
+            liveness,
+            Duration::from_secs(5),
+        )
+        .with_context(|| format!("attaching to ipu-cp at {}", path.display()))?;
         let report = measure(&mut conn.end.workers[0], &mut conn.end.liveness, &args)?;
         print_row("offloaded", &report);
         conn.end.liveness.heartbeat.close();

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use host_dp::runtime::{AgentLink, AgentOptions, LocalPolicy, Reattach, Runtime, RuntimeConfig};
 use ipu_cp::on_host::{OnHostAgent, OnHostOptions};
 use ipu_cp::policy::{self, PolicyConfig};
-use link::proto::Epoch;
+use link::proto::{Epoch, Service};
 use link::{ChannelConfig, LivenessConfig, MonoNanos};
 
 /// Who schedules.
@@ -189,8 +189,14 @@ pub fn connect_when_up(setup: &Setup, socket: &Path) -> anyhow::Result<AgentLink
 /// Connects to the `ipu-cp` at `socket` with `setup`'s channel shape.
 pub fn connect(setup: &Setup, socket: &Path) -> anyhow::Result<AgentLink> {
     let config = channel(setup, setup.delay_ns);
-    let conn =
-        link::transport::connect(socket, config, Epoch(1), setup.liveness, Duration::from_secs(5))?;
+    let conn = link::transport::connect(
+        socket,
+        Service::Sched,
+        config,
+        Epoch(1),
+        setup.liveness,
+        Duration::from_secs(5),
+    )?;
     Ok(AgentLink { end: conn.end, session: Some(conn.stream) })
 }
 

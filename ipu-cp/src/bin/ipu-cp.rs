@@ -7,11 +7,15 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Parser;
+use ipu_cp::net::adapter::{NetAgent, NetCounters};
+use ipu_cp::net::{Admission, AdmissionConfig};
 use ipu_cp::policy::{self, POLICY_NAMES, PolicyConfig};
-use ipu_cp::server::{MAX_APPS_DEFAULT, Server, ServerConfig};
+use ipu_cp::server::{MAX_APPS_DEFAULT, Policies, Server, ServerConfig};
 use link::LivenessConfig;
+use link::proto::Service;
 use link::transport::AcceptPolicy;
 use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+use std::net::Ipv4Addr;
 
 /// Wave's control plane: serves apps over shared memory and makes their OS decisions.
 #[derive(Debug, Parser)]
@@ -65,6 +69,53 @@ struct Args {
     /// Pin the agent thread to this CPU.
     #[arg(long, value_name = "CPU")]
     cpu: Option<usize>,
+    /// Connection control: most connections per listener.
+    #[arg(long, default_value_t = 65_536, value_parser = clap::value_parser!(u32).range(1..))]
+    max_conns_per_listener: u32,
+    /// Connection control: most connections per tenant, over every app.
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u32).range(1..))]
+    max_conns_per_tenant: u32,
+    /// Connection control: SYNs admitted per second per listener (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    syn_rate: u32,
+    /// Connection control: SYNs admitted at once beyond the rate.
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    syn_burst: u32,
+    /// Connection control: admissions prestaged per listener (0: every SYN asks).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(0..=256))]
+    conn_prestage_depth: u16,
+    /// Connection control: ephemeral ports per lease.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u16).range(16..=16384))]
+    port_block: u16,
+    /// Connection control: a neighbour pushed to every app, `IP=MAC` (repeatable).
+    #[arg(long = "neighbor", value_name = "IP=MAC", value_parser = parse_neighbor)]
+    neighbors: Vec<(Ipv4Addr, [u8; 6])>,
+    /// Connection control: a route pushed to every app, `PREFIX/LEN=GATEWAY` (repeatable).
+    #[arg(long = "route", value_name = "PREFIX/LEN=GW", value_parser = parse_route)]
+    routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
+}
+
+fn parse_neighbor(text: &str) -> Result<(Ipv4Addr, [u8; 6]), String> {
+    let (ip, mac) = text.split_once('=').ok_or("expected IP=MAC")?;
+    let ip: Ipv4Addr = ip.parse().map_err(|e| format!("bad IP `{ip}`: {e}"))?;
+    let parts: Vec<&str> = mac.split(':').collect();
+    let mut bytes = [0u8; 6];
+    if parts.len() != 6 {
+        return Err(format!("bad MAC `{mac}`: expected six hex bytes"));
+    }
+    for (byte, part) in bytes.iter_mut().zip(parts) {
+        *byte = u8::from_str_radix(part, 16).map_err(|e| format!("bad MAC `{mac}`: {e}"))?;
+    }
+    Ok((ip, bytes))
+}
+
+fn parse_route(text: &str) -> Result<(Ipv4Addr, u8, Ipv4Addr), String> {
+    let (cidr, gateway) = text.split_once('=').ok_or("expected PREFIX/LEN=GATEWAY")?;
+    let (prefix, len) = cidr.split_once('/').ok_or("expected PREFIX/LEN")?;
+    let prefix: Ipv4Addr = prefix.parse().map_err(|e| format!("bad prefix `{prefix}`: {e}"))?;
+    let len: u8 = len.parse().ok().filter(|&l| l <= 32).ok_or("prefix length must be 0..=32")?;
+    let gateway: Ipv4Addr = gateway.parse().map_err(|e| format!("bad gateway: {e}"))?;
+    Ok((prefix, len, gateway))
 }
 
 fn main() -> std::process::ExitCode {
@@ -108,20 +159,47 @@ fn run(args: Args) -> anyhow::Result<()> {
                 peer_timeout_ns: args.peer_timeout_ms * 1_000_000,
             },
             handshake_timeout: Duration::from_millis(args.handshake_timeout_ms),
+            services: vec![Service::Sched, Service::Net],
         },
         epoch: ipu_cp::fresh_epoch(),
         event_batch: usize::from(args.event_batch),
         spin: args.spin,
     };
+    let admission = Admission::new(AdmissionConfig {
+        max_per_listener: args.max_conns_per_listener,
+        max_per_tenant: args.max_conns_per_tenant,
+        syn_rate_per_s: args.syn_rate,
+        syn_burst: args.syn_burst,
+        prestage_depth: args.conn_prestage_depth,
+        port_block: args.port_block,
+        neighbors: args.neighbors,
+        routes: args.routes,
+    });
+    let net = NetAgent::new(admission);
+    let net_counters = net.counters();
     let server = Server::bind(config).context("cannot start")?;
     eprintln!(
-        "ipu-cp: listening on {} (policy {}, link ABI {}, pid {})",
+        "ipu-cp: listening on {} (policies {} and admission, link ABI {}, pid {})",
         args.socket.display(),
         policy.name(),
         link::ABI_VERSION,
         std::process::id()
     );
-    server.run(policy, &stop);
+    server.run(Policies { sched: policy, net: Box::new(net) }, &stop);
+    let n = &net_counters;
+    let get = NetCounters::get;
+    eprintln!(
+        "ipu-cp: connections: tokens={} tokens_used={} tokens_returned={} admitted={} \
+         refused={} closed={} leases={} invalid={}",
+        get(&n.tokens),
+        get(&n.tokens_used),
+        get(&n.tokens_returned),
+        get(&n.admitted),
+        get(&n.refused),
+        get(&n.closed),
+        get(&n.leases),
+        get(&n.invalid)
+    );
     let mut counters: Vec<String> = snapshotter
         .snapshot()
         .into_vec()

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-use link::proto::Epoch;
+use link::proto::{Epoch, Service};
 use link::transport::{Connection, connect};
 use link::{ChannelConfig, LivenessConfig, MonoNanos};
 
@@ -68,7 +68,12 @@ impl ControlPlane {
     pub fn connect(&self, epoch: u32) -> Connection {
         let config =
             ChannelConfig { workers: 2, ring_capacity: 64, prestage_slots: 2, delay_ns: 0 };
-        connect(&self.socket, config, Epoch(epoch), liveness(), Duration::from_secs(5)).unwrap()
+        self.connect_to(Service::Sched, config, epoch)
+    }
+
+    pub fn connect_to(&self, service: Service, config: ChannelConfig, epoch: u32) -> Connection {
+        connect(&self.socket, service, config, Epoch(epoch), liveness(), Duration::from_secs(5))
+            .unwrap()
     }
 
     pub fn signal(&mut self, signal: nix::sys::signal::Signal) {
