@@ -144,7 +144,8 @@ fn tenant_limit_spans_apps() {
     start(&mut cp, A, 1, 80, 5);
     start(&mut cp, B, 1, 81, 5);
     let admit = |cp: &mut NetAgent<Admission>, app, conn, port| {
-        let request = NetMessage::ConnRequest { conn, flow: flow(port, 100 + conn as u16) };
+        let request =
+            NetMessage::ConnRequest { conn, flow: flow(port, 100 + u16::try_from(conn).unwrap()) };
         answer(&event(cp, app, request, at_ms(1)))
     };
     assert_eq!(admit(&mut cp, A, 1, 80), NetMessage::Admit { conn: 1, worker: WorkerId(0) });
