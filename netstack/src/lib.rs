@@ -16,6 +16,7 @@ mod device;
 mod impair;
 pub mod link;
 mod stack;
+pub mod steer;
 mod udp;
 
 pub use device::DeviceStats;

@@ -221,12 +221,17 @@ impl<L: Link> Stack<L> {
         Some(Conn(handle))
     }
 
-    /// Opens a connection to `remote` from an ephemeral port.
+    /// Opens a connection to `remote` from an ephemeral port of the stack's own choice.
     pub fn connect(&mut self, remote: SocketAddrV4) -> Result<Conn, NetError> {
-        if remote.port() == 0 || remote.ip().is_unspecified() {
-            return Err(NetError::Invalid("remote needs an address and a port"));
-        }
         let local = self.next_ephemeral();
+        self.connect_from(remote, local)
+    }
+
+    /// Opens a connection to `remote` from `local` (a port the caller owns, e.g. leased).
+    pub fn connect_from(&mut self, remote: SocketAddrV4, local: u16) -> Result<Conn, NetError> {
+        if remote.port() == 0 || remote.ip().is_unspecified() || local == 0 {
+            return Err(NetError::Invalid("remote needs an address and a port, local a port"));
+        }
         let mut socket = self.socket();
         let remote_ep = (IpAddress::Ipv4(octets(*remote.ip())), remote.port());
         socket
@@ -371,6 +376,31 @@ impl<L: Link> Stack<L> {
                 }
             }
         }
+    }
+
+    /// Routes `prefix`/`prefix_len` through `gateway` (replacing a route to the same prefix).
+    pub fn add_route(
+        &mut self,
+        prefix: Ipv4Addr,
+        prefix_len: u8,
+        gateway: Ipv4Addr,
+    ) -> Result<(), NetError> {
+        if prefix_len > 32 {
+            return Err(NetError::Invalid("prefix length above 32"));
+        }
+        let cidr = smoltcp::wire::Ipv4Cidr::new(octets(prefix), prefix_len);
+        let route = smoltcp::iface::Route {
+            cidr: IpCidr::Ipv4(cidr),
+            via_router: IpAddress::Ipv4(octets(gateway)),
+            preferred_until: None,
+            expires_at: None,
+        };
+        let mut result = Ok(());
+        self.iface.routes_mut().update(|routes| {
+            routes.retain(|r| r.cidr != route.cidr);
+            result = routes.push(route).map_err(|_| NetError::Config("route table full"));
+        });
+        result
     }
 
     /// The counters.
