@@ -8,8 +8,8 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use smoltcp::wire::{
-    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    IpProtocol, Ipv4Packet, TcpPacket, UdpPacket,
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol, IpProtocol,
+    Ipv4Packet, TcpPacket, UdpPacket,
 };
 
 /// A received frame, by where it should go.
@@ -88,6 +88,10 @@ fn classify_ipv4(packet: &[u8]) -> FrameClass {
 const ETH_HEADER: usize = 14;
 const IPV4_HEADER: usize = 20;
 const TCP_HEADER: usize = 20;
+// The same lengths in the header fields' own types.
+const IPV4_HEADER_U8: u8 = 20;
+const TCP_HEADER_U8: u8 = 20;
+const IPV4_TCP_LEN_U16: u16 = 40;
 /// The shortest Ethernet frame without its FCS.
 const ETH_MIN: usize = 60;
 
@@ -98,7 +102,7 @@ pub fn rst_for_syn(syn: &[u8], out: &mut [u8]) -> Option<usize> {
     let eth = EthernetFrame::new_checked(syn).ok()?;
     let ip = Ipv4Packet::new_checked(eth.payload()).ok()?;
     let tcp = TcpPacket::new_checked(ip.payload()).ok()?;
-    if !(tcp.syn() && !tcp.ack()) || out.len() < ETH_MIN {
+    if !tcp.syn() || tcp.ack() || out.len() < ETH_MIN {
         return None;
     }
     // The SYN occupies one sequence number, plus any data it carried.
@@ -115,8 +119,8 @@ pub fn rst_for_syn(syn: &[u8], out: &mut [u8]) -> Option<usize> {
     reply.set_ethertype(EthernetProtocol::Ipv4);
     let mut ip_out = Ipv4Packet::new_unchecked(reply.payload_mut());
     ip_out.set_version(4);
-    ip_out.set_header_len(IPV4_HEADER as u8);
-    ip_out.set_total_len((IPV4_HEADER + TCP_HEADER) as u16);
+    ip_out.set_header_len(IPV4_HEADER_U8);
+    ip_out.set_total_len(IPV4_TCP_LEN_U16);
     ip_out.set_dont_frag(true);
     ip_out.set_hop_limit(64);
     ip_out.set_next_header(IpProtocol::Tcp);
@@ -128,7 +132,7 @@ pub fn rst_for_syn(syn: &[u8], out: &mut [u8]) -> Option<usize> {
     tcp_out.set_dst_port(peer_port);
     tcp_out.set_seq_number(smoltcp::wire::TcpSeqNumber(0));
     tcp_out.set_ack_number(ack);
-    tcp_out.set_header_len(TCP_HEADER as u8);
+    tcp_out.set_header_len(TCP_HEADER_U8);
     tcp_out.clear_flags();
     tcp_out.set_rst(true);
     tcp_out.set_ack(true);
@@ -156,7 +160,9 @@ pub fn arp_reply_from(
         target_hardware_addr: EthernetAddress(mac),
         target_protocol_addr: ip,
     };
-    repr.emit(&mut ArpPacket::new_unchecked(&mut frame[ETH_HEADER..ETH_HEADER + repr.buffer_len()]));
+    repr.emit(&mut ArpPacket::new_unchecked(
+        &mut frame[ETH_HEADER..ETH_HEADER + repr.buffer_len()],
+    ));
     frame
 }
 

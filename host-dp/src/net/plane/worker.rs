@@ -1,0 +1,212 @@
+//! A worker's side of the plane: its stack's link (its inbox in, the shared port out) and
+//! the flow bookkeeping around accept, connect and release.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use link::MonoNanos;
+use link::proto::FlowKey;
+use netstack::{Conn, Link, LinkFrame, NetError, Stack, StackConfig};
+
+use super::{Plane, flow_key};
+
+impl<L: Link> Plane<L> {
+    /// Worker `worker`'s stack over this plane. `config`'s address is replaced by the
+    /// plane's; give each worker its own `random_seed`.
+    pub fn worker(
+        self: &Arc<Self>,
+        worker: u16,
+        mut config: StackConfig,
+        now: std::time::Instant,
+    ) -> Result<NetWorker<L>, NetError> {
+        if usize::from(worker) >= self.inboxes.len() {
+            return Err(NetError::Invalid("no such worker"));
+        }
+        config.ip = self.ip;
+        config.mac = self.mac;
+        let link = WorkerLink { plane: self.clone(), worker, spare: Vec::new() };
+        let stack = Stack::new(link, config, now)?;
+        Ok(NetWorker {
+            stack,
+            plane: self.clone(),
+            worker,
+            flows: HashMap::new(),
+            seen: 0,
+            listening: Vec::new(),
+            routes: Vec::new(),
+        })
+    }
+}
+
+/// A worker's view of the plane, as its stack's link: its inbox in, the shared port out.
+pub struct WorkerLink<L: Link> {
+    plane: Arc<Plane<L>>,
+    worker: u16,
+    spare: Vec<Vec<u8>>,
+}
+
+impl<L: Link> std::fmt::Debug for WorkerLink<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerLink").field("worker", &self.worker).finish()
+    }
+}
+
+/// Spare transmit buffers kept per worker.
+const SPARE_MAX: usize = 256;
+
+impl<L: Link> Link for WorkerLink<L> {
+    type Frame = Vec<u8>;
+
+    fn frame_len_max(&self) -> usize {
+        self.plane.frame_len_max
+    }
+
+    fn receive(&mut self, out: &mut Vec<Vec<u8>>, max: usize) -> usize {
+        let inbox = &self.plane.inboxes[usize::from(self.worker)];
+        let mut count = 0;
+        while count < max {
+            let Some(frame) = inbox.pop() else { break };
+            out.push(frame);
+            count += 1;
+        }
+        count
+    }
+
+    fn alloc(&mut self) -> Option<Vec<u8>> {
+        let mut frame = self.spare.pop().unwrap_or_default();
+        frame.resize(self.plane.frame_len_max, 0);
+        Some(frame)
+    }
+
+    fn send(&mut self, frames: &mut Vec<Vec<u8>>) -> usize {
+        let mut guard = self.plane.lock();
+        let inner = &mut *guard;
+        for frame in frames.iter() {
+            let Some(mut port_frame) = inner.link.alloc() else { break };
+            let len = frame.len().min(port_frame.data().len());
+            port_frame.data_mut()[..len].copy_from_slice(&frame[..len]);
+            if !port_frame.set_len(len) {
+                break;
+            }
+            inner.tx.push(port_frame);
+        }
+        let sent = inner.link.send(&mut inner.tx);
+        inner.tx.clear(); // what the port did not take goes back to its pool; we keep ours
+        drop(guard);
+        for frame in frames.drain(..sent) {
+            if self.spare.len() < SPARE_MAX {
+                self.spare.push(frame);
+            }
+        }
+        sent
+    }
+
+    fn recycle(&mut self, frames: &mut Vec<Vec<u8>>) {
+        let room = SPARE_MAX.saturating_sub(self.spare.len());
+        self.spare.extend(frames.drain(..).take(room));
+        frames.clear();
+    }
+}
+
+/// One worker's stack on the plane, with the flow bookkeeping around accept, connect and
+/// release.
+pub struct NetWorker<L: Link> {
+    stack: Stack<WorkerLink<L>>,
+    plane: Arc<Plane<L>>,
+    worker: u16,
+    flows: HashMap<Conn, FlowKey>,
+    seen: u64,
+    listening: Vec<u16>,
+    routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
+}
+
+impl<L: Link> std::fmt::Debug for NetWorker<L> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NetWorker").field("worker", &self.worker).finish()
+    }
+}
+
+impl<L: Link> NetWorker<L> {
+    /// Pumps the port if it is free, picks up listener and route changes, and polls the
+    /// stack. Returns true if anything moved.
+    pub fn poll(&mut self, now_ns: MonoNanos, now: std::time::Instant) -> bool {
+        let pumped = self.plane.pump(now_ns);
+        if self.plane.generation.load(Ordering::Acquire) != self.seen {
+            self.sync();
+        }
+        self.stack.poll(now) | pumped
+    }
+
+    fn sync(&mut self) {
+        let shared = self.plane.lock().shared.clone();
+        self.seen = shared.generation;
+        for &(port, backlog) in &shared.listeners {
+            if !self.listening.contains(&port) && self.stack.listen(port, backlog).is_ok() {
+                self.listening.push(port);
+            }
+        }
+        let closed: Vec<u16> = self
+            .listening
+            .iter()
+            .copied()
+            .filter(|p| !shared.listeners.iter().any(|(q, _)| q == p))
+            .collect();
+        for port in closed {
+            self.stack.unlisten(port);
+            self.listening.retain(|&p| p != port);
+        }
+        for route in shared.routes {
+            if !self.routes.contains(&route)
+                && self.stack.add_route(route.0, route.1, route.2).is_ok()
+            {
+                self.routes.push(route);
+            }
+        }
+    }
+
+    /// A connection that arrived on `port`, if one is waiting.
+    pub fn accept(&mut self, port: u16) -> Option<Conn> {
+        let conn = self.stack.accept(port)?;
+        if let Ok(Some(peer)) = self.stack.peer(conn) {
+            self.flows.insert(conn, flow_key(port, peer));
+        }
+        Some(conn)
+    }
+
+    /// Opens a connection to `remote` from a leased port (or the local range while no
+    /// agent leases any).
+    pub fn connect(&mut self, remote: SocketAddrV4) -> Result<Conn, NetError> {
+        let flow = self.plane.lock().control.connect(self.worker, remote);
+        let flow = flow.ok_or(NetError::Invalid("no ephemeral port available"))?;
+        match self.stack.connect_from(remote, flow.local_port) {
+            Ok(conn) => {
+                self.flows.insert(conn, flow);
+                Ok(conn)
+            }
+            Err(error) => {
+                self.plane.lock().control.closed(&flow);
+                Err(error)
+            }
+        }
+    }
+
+    /// Forgets `conn` (an abort if it is still open), and its flow.
+    pub fn release(&mut self, conn: Conn) {
+        if let Some(flow) = self.flows.remove(&conn) {
+            self.plane.lock().control.closed(&flow);
+        }
+        self.stack.release(conn);
+    }
+
+    /// The stack, for everything else (send, recv, close, state...).
+    pub fn stack(&mut self) -> &mut Stack<WorkerLink<L>> {
+        &mut self.stack
+    }
+
+    /// Which worker this is.
+    pub fn id(&self) -> u16 {
+        self.worker
+    }
+}
