@@ -140,7 +140,7 @@ impl Agent {
     pub fn attach(&mut self, mut attachment: Attachment, now: MonoNanos) {
         let end = attachment.end();
         let (id, config) = (end.app, end.layout.config());
-        self.policy.on_app_attached(id, config.workers);
+        self.policy.on_app_attached(id, config);
         Stats::add(&self.stats.apps_active, 1);
         let backlog = VecDeque::with_capacity(EVENT_BATCH * 4);
         let staging = VecDeque::new();

@@ -11,6 +11,7 @@
 //! - [`net`]: connection control (admission, placement, ephemeral ports, neighbours and
 //!   routes): the `ConnPolicy` contract, the `admission` policy and its agent adapter.
 //! - [`on_host`]: the agent in a thread of the app (on-host mode).
+//! - [`process`]: the `ipu-cp` binary as a child process (benchmarks, fault tests).
 //! - [`server`]: the Unix-socket front door: accepts apps, runs the handshake in its own
 //!   thread, and hands admitted sessions to the agent.
 //!
@@ -22,6 +23,7 @@ pub mod agent;
 pub mod net;
 pub mod on_host;
 pub mod policy;
+pub mod process;
 pub mod sched;
 pub mod server;
 pub mod stats;

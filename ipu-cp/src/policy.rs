@@ -4,8 +4,8 @@
 //! touches a ring, a socket or a clock: the agent does the I/O and passes time in, so a policy
 //! runs the same offloaded, on-host, or under a test's fake clock.
 
-use link::MonoNanos;
 use link::proto::{AppId, Message, PongRepr, TxnOutcome, WorkerId};
+use link::{ChannelConfig, MonoNanos};
 
 /// How a decision reaches the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,8 +58,8 @@ impl Decisions {
 pub trait Policy: Send {
     /// The policy's name, as selected on the command line.
     fn name(&self) -> &'static str;
-    /// An app attached with `workers` workers.
-    fn on_app_attached(&mut self, app: AppId, workers: u16);
+    /// An app attached over a channel of `shape` (its lanes, ring and prestage slots).
+    fn on_app_attached(&mut self, app: AppId, shape: ChannelConfig);
     /// An app detached (closed, died, or was dropped); forget its state.
     fn on_app_detached(&mut self, app: AppId);
     /// One validated event from `worker` of `app`.
@@ -116,7 +116,7 @@ impl Policy for Echo {
         "echo"
     }
 
-    fn on_app_attached(&mut self, _app: AppId, _workers: u16) {
+    fn on_app_attached(&mut self, _app: AppId, _shape: ChannelConfig) {
         self.attached += 1;
     }
 

@@ -12,6 +12,7 @@
 //! queue with the NIC (or the control plane) keeping a flow on its queue. Version choice:
 //! `docs/adr/0005-smoltcp-version.md`.
 
+mod backlog;
 mod device;
 mod impair;
 pub mod link;

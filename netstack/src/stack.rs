@@ -74,7 +74,7 @@ pub enum NetError {
 
 /// A connection (a TCP socket), by handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Conn(SocketHandle);
+pub struct Conn(pub(crate) SocketHandle);
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -100,24 +100,31 @@ pub struct StackStats {
     pub device: DeviceStats,
 }
 
-struct Listener {
-    backlog: usize,
+pub(crate) struct Listener {
+    pub(crate) backlog: usize,
     /// Sockets still in LISTEN.
-    listening: Vec<SocketHandle>,
+    pub(crate) listening: Vec<SocketHandle>,
 }
 
 /// One worker's TCP/IP stack.
 pub struct Stack<L: Link> {
-    iface: Interface,
+    pub(crate) iface: Interface,
     pub(crate) sockets: SocketSet<'static>,
-    device: LinkDevice<L>,
-    listeners: HashMap<u16, Listener>,
+    pub(crate) device: LinkDevice<L>,
+    pub(crate) listeners: HashMap<u16, Listener>,
     /// Connections that left LISTEN, waiting for `accept`, per port.
-    ready: HashMap<u16, Vec<SocketHandle>>,
-    config: StackConfig,
-    origin: std::time::Instant,
-    next_port: u16,
-    stats: StackStats,
+    pub(crate) ready: HashMap<u16, Vec<SocketHandle>>,
+    pub(crate) config: StackConfig,
+    pub(crate) origin: std::time::Instant,
+    pub(crate) next_port: u16,
+    pub(crate) stats: StackStats,
+    /// Connections handed out (accepted or connected) and not released.
+    pub(crate) conns: std::collections::HashSet<SocketHandle>,
+    /// Closed sockets kept for reuse.
+    pub(crate) spare: Vec<tcp::Socket<'static>>,
+    /// Released sockets waiting to send their RST, with a deadline.
+    pub(crate) dying: Vec<(SocketHandle, std::time::Instant)>,
+    pub(crate) last_poll: std::time::Instant,
 }
 
 impl<L: Link> std::fmt::Debug for Stack<L> {
@@ -127,6 +134,10 @@ impl<L: Link> std::fmt::Debug for Stack<L> {
 }
 
 const EPHEMERAL_FIRST: u16 = 49152;
+/// Closed sockets kept for reuse per stack.
+pub(crate) const SPARE_SOCKETS: usize = 64;
+/// How long a released socket may wait to send its RST.
+pub(crate) const DYING_MAX: Duration = Duration::from_secs(1);
 
 impl<L: Link> Stack<L> {
     /// A stack over `link`; `now` starts its clock.
@@ -166,59 +177,11 @@ impl<L: Link> Stack<L> {
             origin: now,
             next_port,
             stats: StackStats::default(),
+            conns: std::collections::HashSet::new(),
+            spare: Vec::new(),
+            dying: Vec::new(),
+            last_poll: now,
         })
-    }
-
-    fn socket(&self) -> tcp::Socket<'static> {
-        let bytes = self.config.tcp_buffer_bytes;
-        let mut socket = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; bytes]),
-            tcp::SocketBuffer::new(vec![0; bytes]),
-        );
-        // RPC defaults: send at once, acknowledge at once (both off in smoltcp by default
-        // is the opposite: Nagle on, 10 ms delayed ACK).
-        socket.set_nagle_enabled(false);
-        socket.set_ack_delay(None);
-        socket
-    }
-
-    /// Listens on `port` with room for `backlog` connections in handshake or waiting to be
-    /// accepted.
-    pub fn listen(&mut self, port: u16, backlog: usize) -> Result<(), NetError> {
-        if port == 0 || backlog == 0 {
-            return Err(NetError::Invalid("port and backlog must be non-zero"));
-        }
-        if self.listeners.contains_key(&port) {
-            return Err(NetError::AddrInUse);
-        }
-        let mut listener = Listener { backlog, listening: Vec::with_capacity(backlog) };
-        for _ in 0..backlog {
-            listener.listening.push(self.listening_socket(port)?);
-        }
-        self.listeners.insert(port, listener);
-        Ok(())
-    }
-
-    fn listening_socket(&mut self, port: u16) -> Result<SocketHandle, NetError> {
-        let mut socket = self.socket();
-        socket.listen(port).map_err(|_| NetError::AddrInUse)?;
-        Ok(self.sockets.add(socket))
-    }
-
-    /// Stops listening on `port`; connections already accepted or waiting are unaffected.
-    pub fn unlisten(&mut self, port: u16) {
-        if let Some(listener) = self.listeners.remove(&port) {
-            for handle in listener.listening {
-                self.sockets.remove(handle);
-            }
-        }
-    }
-
-    /// A connection that arrived on `port`, if one is waiting.
-    pub fn accept(&mut self, port: u16) -> Option<Conn> {
-        let handle = self.ready.get_mut(&port)?.pop()?;
-        self.stats.accepted += 1;
-        Some(Conn(handle))
     }
 
     /// Opens a connection to `remote` from an ephemeral port of the stack's own choice.
@@ -238,7 +201,9 @@ impl<L: Link> Stack<L> {
             .connect(self.iface.context(), remote_ep, local)
             .map_err(|_| NetError::Invalid("cannot connect from here"))?;
         self.stats.connected += 1;
-        Ok(Conn(self.sockets.add(socket)))
+        let handle = self.sockets.add(socket);
+        self.conns.insert(handle);
+        Ok(Conn(handle))
     }
 
     fn next_ephemeral(&mut self) -> u16 {
@@ -247,8 +212,10 @@ impl<L: Link> Stack<L> {
         port
     }
 
-    fn tcp(&mut self, conn: Conn) -> Result<&mut tcp::Socket<'static>, NetError> {
-        self.sockets.iter_mut().find(|(h, _)| *h == conn.0).ok_or(NetError::NoSuchConn)?;
+    pub(crate) fn tcp(&mut self, conn: Conn) -> Result<&mut tcp::Socket<'static>, NetError> {
+        if !self.conns.contains(&conn.0) {
+            return Err(NetError::NoSuchConn);
+        }
         Ok(self.sockets.get_mut::<tcp::Socket>(conn.0))
     }
 
@@ -310,17 +277,10 @@ impl<L: Link> Stack<L> {
         Ok(())
     }
 
-    /// Forgets `conn` (an abort if it is still open) and frees its buffers.
-    pub fn release(&mut self, conn: Conn) {
-        if self.tcp(conn).is_ok() {
-            self.sockets.get_mut::<tcp::Socket>(conn.0).abort();
-            self.sockets.remove(conn.0);
-        }
-    }
-
     /// Receives a burst, runs the protocol, sends what it produced. Returns true when some
     /// socket may have changed (data, state).
     pub fn poll(&mut self, now: std::time::Instant) -> bool {
+        self.last_poll = now;
         let timestamp = self.timestamp(now);
         self.device.link.tick(now);
         let mut changed = false;
@@ -335,6 +295,9 @@ impl<L: Link> Stack<L> {
             }
         }
         self.refill_listeners();
+        if !self.dying.is_empty() {
+            self.reap(now);
+        }
         changed
     }
 
@@ -347,35 +310,6 @@ impl<L: Link> Stack<L> {
         self.iface
             .poll_delay(timestamp, &self.sockets)
             .map(|d| Duration::from_micros(d.total_micros()))
-    }
-
-    /// Moves listening sockets that got a connection to the ready list and replaces them.
-    fn refill_listeners(&mut self) {
-        let ports: Vec<u16> = self.listeners.keys().copied().collect();
-        for port in ports {
-            let listener = self.listeners.get_mut(&port).expect("key from the map");
-            let mut left = Vec::new();
-            listener.listening.retain(|&handle| {
-                let busy = !self.sockets.get::<tcp::Socket>(handle).is_listening();
-                if busy {
-                    left.push(handle);
-                }
-                !busy
-            });
-            let waiting = self.ready.entry(port).or_default();
-            let room = listener.backlog.saturating_sub(waiting.len());
-            waiting.extend(left.iter().copied());
-            // Keep `backlog` slots for handshakes and waiting connections together.
-            let missing = listener.backlog - listener.listening.len();
-            for _ in 0..missing.min(room) {
-                match self.listening_socket(port) {
-                    Ok(handle) => {
-                        self.listeners.get_mut(&port).expect("present").listening.push(handle)
-                    }
-                    Err(_) => break,
-                }
-            }
-        }
     }
 
     /// Routes `prefix`/`prefix_len` through `gateway` (replacing a route to the same prefix).

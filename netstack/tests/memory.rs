@@ -238,3 +238,26 @@ fn udp_datagrams_arrive_with_their_sender_and_a_full_queue_pushes_back() {
     c.udp_close(client);
     assert_eq!(c.udp_send_to(client, b"x", to), Err(NetError::NoSuchConn));
 }
+
+#[test]
+fn releasing_an_open_connection_resets_the_peer_and_sockets_are_reused() {
+    let (mut s, mut c) = pair();
+    s.listen(7, 4).unwrap();
+    let baseline = s.socket_count();
+    for round in 0..50 {
+        let cc = c.connect(SocketAddrV4::new(SERVER, 7)).unwrap();
+        let mut sc = None;
+        run(&mut s, &mut c, |s, c| {
+            sc = sc.or_else(|| s.accept(7));
+            sc.is_some() && c.state(cc).unwrap() == ConnState::Established
+        });
+        // The client lets go of an open connection: the server must hear of it (a RST), or
+        // it would hold a half-open connection forever.
+        c.release(cc);
+        let sc = sc.unwrap();
+        run(&mut s, &mut c, |s, _| s.state(sc).unwrap() == ConnState::Closed);
+        s.release(sc);
+        assert_eq!(s.state(sc), Err(NetError::NoSuchConn), "round {round}");
+    }
+    run(&mut s, &mut c, |s, c| s.socket_count() == baseline && c.socket_count() == 0);
+}

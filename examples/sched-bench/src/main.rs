@@ -136,10 +136,8 @@ impl Common {
     fn ipu_cp(&self) -> anyhow::Result<PathBuf> {
         match &self.ipu_cp {
             Some(path) => Ok(path.clone()),
-            None => {
-                let exe = std::env::current_exe().context("locating this binary")?;
-                Ok(exe.with_file_name("ipu-cp"))
-            }
+            None => ipu_cp::process::binary_next_to_exe()
+                .context("no ipu-cp next to this binary: build it, or pass --ipu-cp"),
         }
     }
 

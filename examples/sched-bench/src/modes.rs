@@ -3,13 +3,13 @@
 //! memfd transport, with the emulated PCIe delay). Same policy code in the last two.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use host_dp::runtime::{AgentLink, AgentOptions, LocalPolicy, Reattach, Runtime, RuntimeConfig};
 use ipu_cp::on_host::{OnHostAgent, OnHostOptions};
 use ipu_cp::policy::{self, PolicyConfig};
+pub use ipu_cp::process::{ControlPlane, stat_cpu_ns};
 use link::proto::{Epoch, Service};
 use link::{ChannelConfig, LivenessConfig, MonoNanos};
 
@@ -76,91 +76,29 @@ pub enum AgentSide {
     Offloaded(ControlPlane),
 }
 
-/// A running `ipu-cp`.
-#[derive(Debug)]
-pub struct ControlPlane {
-    /// The process.
-    pub child: Child,
-    /// Its socket.
-    pub socket: PathBuf,
-}
-
-impl ControlPlane {
-    /// Starts `ipu-cp` with `setup`'s policy on a fresh socket path; waits until it listens.
-    pub fn start(setup: &Setup, tag: &str) -> anyhow::Result<ControlPlane> {
-        let socket =
-            std::env::temp_dir().join(format!("wave-sched-{}-{tag}.sock", std::process::id()));
-        let _ = std::fs::remove_file(&socket);
-        let mut command = Command::new(&setup.ipu_cp);
-        command
-            .arg("--socket")
-            .arg(&socket)
-            .args(["--policy", &setup.policy])
-            .args(["--slice-us", &(setup.slice_ns / 1000).max(1).to_string()])
-            .args(["--prestage-depth", &setup.prestage_depth.to_string()])
-            .args(["--event-batch", &setup.event_batch.to_string()])
-            .args(["--peer-timeout-ms", "1000"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        if let Some(cpu) = setup.agent_cpu {
-            command.args(["--cpu", &cpu.to_string()]);
-        }
-        if setup.spin {
-            command.arg("--spin");
-        }
-        let child = command.spawn().with_context(|| {
-            format!(
-                "starting {} (build it: cargo build --release -p ipu-cp)",
-                setup.ipu_cp.display()
-            )
-        })?;
-        let cp = ControlPlane { child, socket };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !cp.socket.exists() {
-            if Instant::now() > deadline {
-                bail!("ipu-cp did not start listening at {}", cp.socket.display());
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        Ok(cp)
+/// Starts `ipu-cp` with `setup`'s policy on a fresh socket path; waits until it listens.
+pub fn start_control_plane(setup: &Setup, tag: &str) -> anyhow::Result<ControlPlane> {
+    let mut args: Vec<String> = [
+        "--policy",
+        &setup.policy,
+        "--slice-us",
+        &(setup.slice_ns / 1000).max(1).to_string(),
+        "--prestage-depth",
+        &setup.prestage_depth.to_string(),
+        "--event-batch",
+        &setup.event_batch.to_string(),
+        "--peer-timeout-ms",
+        "1000",
+    ]
+    .map(String::from)
+    .to_vec();
+    if let Some(cpu) = setup.agent_cpu {
+        args.extend(["--cpu".to_string(), cpu.to_string()]);
     }
-
-    /// CPU time the process used so far (user + system, 10 ms resolution).
-    pub fn cpu_ns(&self) -> u64 {
-        stat_cpu_ns(&format!("/proc/{}/stat", self.child.id())).unwrap_or(0)
+    if setup.spin {
+        args.push("--spin".into());
     }
-
-    /// Kills it the hard way (fault tests).
-    pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ControlPlane {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(0));
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        self.kill();
-    }
-}
-
-/// CPU time (utime + stime) from a /proc `stat` file of a process or thread.
-pub fn stat_cpu_ns(path: &str) -> Option<u64> {
-    let stat = std::fs::read_to_string(path).ok()?;
-    let after_name = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = after_name.split(' ').collect();
-    // Fields 14 and 15 of stat (utime, stime) are 11 and 12 after the name and state.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100);
-    Some(ticks * 1_000_000_000 / u64::try_from(hz).unwrap_or(100))
+    Ok(ControlPlane::start(&setup.ipu_cp, &format!("sched-{tag}"), &args, false)?)
 }
 
 fn channel(setup: &Setup, delay_ns: u32) -> ChannelConfig {
@@ -242,7 +180,7 @@ pub fn start(setup: &Setup, tasks_max: usize) -> anyhow::Result<(Runtime, AgentS
             Ok((Runtime::start_with_agent(config, options)?, AgentSide::OnHost(agent)))
         }
         Mode::Offloaded => {
-            let cp = ControlPlane::start(setup, "run")?;
+            let cp = start_control_plane(setup, "run")?;
             let link = connect_when_up(setup, &cp.socket)?;
             let options = options(setup, link, None);
             Ok((Runtime::start_with_agent(config, options)?, AgentSide::Offloaded(cp)))

@@ -14,10 +14,7 @@ use sched_bench::modes::{self, ControlPlane, Mode, Setup};
 
 /// `ipu-cp` as built next to this test (`cargo test --workspace` builds it).
 fn ipu_cp() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let path = exe.parent().and_then(|deps| deps.parent()).unwrap().join("ipu-cp");
-    assert!(path.exists(), "{} missing: cargo build -p ipu-cp", path.display());
-    path
+    ipu_cp::process::binary_next_to_exe().expect("ipu-cp missing: cargo build -p ipu-cp")
 }
 
 /// Each test keeps a control plane and two workers busy: on two vCPUs they run one at a time.
@@ -92,7 +89,7 @@ fn assert_exactly_once(marks: &[AtomicU8]) {
 fn a_million_tasks_run_exactly_once_under_an_offloaded_fifo() {
     let _serial = serial();
     let setup = Setup { liveness: PATIENT, ..setup("fifo", 2, 0) };
-    let cp = ControlPlane::start(&setup, "million").unwrap();
+    let cp = modes::start_control_plane(&setup, "million").unwrap();
     let runtime = runtime(&setup, &cp);
     let count = 1_000_000;
     let marks: Arc<Vec<AtomicU8>> = Arc::new((0..count).map(|_| AtomicU8::new(0)).collect());
@@ -111,7 +108,7 @@ fn a_million_tasks_run_exactly_once_under_an_offloaded_fifo() {
 fn offloaded_shinjuku_with_link_delay_preempts_long_tasks_and_finishes_all() {
     let _serial = serial();
     let setup = Setup { liveness: PATIENT, ..setup("shinjuku", 1, 2_000) };
-    let cp = ControlPlane::start(&setup, "shinjuku").unwrap();
+    let cp = modes::start_control_plane(&setup, "shinjuku").unwrap();
     let runtime = runtime(&setup, &cp);
     let mut handles = Vec::new();
     for i in 0..300u64 {
@@ -138,7 +135,7 @@ fn offloaded_shinjuku_with_link_delay_preempts_long_tasks_and_finishes_all() {
 fn killed_control_plane_falls_back_then_a_restarted_one_takes_over_with_no_task_lost() {
     let _serial = serial();
     let setup = setup("fifo", 1, 1_000);
-    let mut cp = ControlPlane::start(&setup, "fault").unwrap();
+    let mut cp = modes::start_control_plane(&setup, "fault").unwrap();
     let runtime = runtime(&setup, &cp);
     let count = 60_000;
     let marks: Arc<Vec<AtomicU8>> = Arc::new((0..count).map(|_| AtomicU8::new(0)).collect());
@@ -153,7 +150,7 @@ fn killed_control_plane_falls_back_then_a_restarted_one_takes_over_with_no_task_
             detected = Some(killed.elapsed());
         }
         if index == 2 * count / 3 {
-            let restarted = ControlPlane::start(&setup, "fault").unwrap();
+            let restarted = modes::start_control_plane(&setup, "fault").unwrap();
             wait_until("the re-attach", Duration::from_secs(10), || {
                 runtime.mode() == RuntimeMode::Agent
             });

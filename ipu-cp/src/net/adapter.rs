@@ -73,6 +73,8 @@ struct Conn {
 #[derive(Debug, Default)]
 struct AppNet {
     workers: u16,
+    /// Prestage slots of its channel: tokens live there only, so never more are out.
+    slots: u16,
     listeners: HashMap<u16, Listener>,
     conns: HashMap<u64, Conn>,
     worker_conns: Vec<u32>,
@@ -209,6 +211,8 @@ impl<P: ConnPolicy> NetAgent<P> {
         if state.workers == 0 || depth == 0 {
             return;
         }
+        let out_now: u16 = state.listeners.values().map(|l| l.tokens).sum();
+        let mut room = state.slots.saturating_sub(out_now);
         let mut wanted: Vec<(u16, u16)> = state
             .listeners
             .iter()
@@ -218,7 +222,11 @@ impl<P: ConnPolicy> NetAgent<P> {
         wanted.sort_unstable(); // deterministic order
         for (port, missing) in wanted {
             for _ in 0..missing {
+                if room == 0 {
+                    return;
+                }
                 let Ok(conn) = self.grant(app, port, now) else { break };
+                room -= 1;
                 let state = self.apps.get_mut(&app).expect("granted");
                 state.listeners.get_mut(&port).expect("granted").tokens += 1;
                 NetCounters::add(&self.counters.tokens, 1);
@@ -234,8 +242,9 @@ impl<P: ConnPolicy> Policy for NetAgent<P> {
         self.policy.name()
     }
 
-    fn on_app_attached(&mut self, app: AppId, _lanes: u16) {
-        self.apps.insert(app, AppNet::default());
+    fn on_app_attached(&mut self, app: AppId, shape: link::ChannelConfig) {
+        let slots = shape.prestage_slots;
+        self.apps.insert(app, AppNet { slots, ..AppNet::default() });
     }
 
     fn on_app_detached(&mut self, app: AppId) {

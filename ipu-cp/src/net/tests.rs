@@ -40,7 +40,9 @@ fn start(
     port: u16,
     tenant: u16,
 ) -> (Decisions, Decisions) {
-    agent.on_app_attached(app, 1);
+    let shape =
+        link::ChannelConfig { workers: 1, ring_capacity: 64, prestage_slots: 32, delay_ns: 0 };
+    agent.on_app_attached(app, shape);
     let ip = Ipv4Addr::new(198, 18, 0, 2);
     let attach = event(agent, app, NetMessage::Attach { workers, ip }, at_ms(0));
     let listen = event(agent, app, NetMessage::Listen { port, tenant }, at_ms(0));
@@ -220,4 +222,20 @@ fn port_blocks_never_overlap_between_apps_and_return_on_detach() {
     cp.on_app_detached(B);
     let more = event(&mut cp, A, NetMessage::PortsWanted { count: 1 }, at_ms(2));
     assert_eq!(lease(&more), Some((57344, 8192)));
+}
+
+#[test]
+fn tokens_never_outnumber_the_channel_slots() {
+    let mut cp = agent(AdmissionConfig { prestage_depth: 8, ..AdmissionConfig::default() });
+    let shape =
+        link::ChannelConfig { workers: 1, ring_capacity: 64, prestage_slots: 3, delay_ns: 0 };
+    cp.on_app_attached(A, shape);
+    let ip = Ipv4Addr::new(198, 18, 0, 2);
+    event(&mut cp, A, NetMessage::Attach { workers: 2, ip }, at_ms(0));
+    let first = places(&event(&mut cp, A, NetMessage::Listen { port: 80, tenant: 1 }, at_ms(0)));
+    let second = places(&event(&mut cp, A, NetMessage::Listen { port: 81, tenant: 1 }, at_ms(0)));
+    assert_eq!((first.len(), second.len()), (3, 0), "the slots are full");
+    let opened =
+        NetMessage::ConnOpened { conn: 1, flow: flow(80, 9), worker: first[0].1, prestaged: true };
+    assert_eq!(places(&event(&mut cp, A, opened, at_ms(1))).len(), 1, "one slot came free");
 }

@@ -44,7 +44,7 @@ impl Policy for SchedAgent {
         self.name
     }
 
-    fn on_app_attached(&mut self, app: AppId, _lanes: u16) {
+    fn on_app_attached(&mut self, app: AppId, _shape: link::ChannelConfig) {
         let Some(policy) = super::by_name(self.name, self.config) else { return };
         self.apps.insert(app, policy);
     }

@@ -248,10 +248,10 @@ impl HostSlots {
 
     /// The oldest READY slot whose body `wanted` accepts, with its generation and body.
     fn oldest_ready(&self, wanted: &impl Fn(&Record) -> bool) -> Option<(SlotIndex, u32, Record)> {
+        // One bounds check for every slot's words (8 per slot).
+        let all = self.region.words(self.layout.offset, usize::from(self.layout.count) * 8);
         let mut best: Option<(SlotIndex, u32, Record)> = None;
-        for index in 0..self.layout.count {
-            let slot = SlotIndex(index);
-            let words = self.layout.slot(&self.region, slot);
+        for (index, words) in (0..self.layout.count).zip(all.chunks_exact(8)) {
             // Acquire pairs with the agent's Release publish: the body below is this
             // generation's, unless the slot changes, which the claim's CAS then detects.
             let (generation, state) = unpack(words[0].load(Ordering::Acquire));
@@ -267,7 +267,7 @@ impl HostSlots {
                 body.set_word(word_index, word.load(Ordering::Relaxed));
             }
             if wanted(&body) {
-                best = Some((slot, generation, body));
+                best = Some((SlotIndex(index), generation, body));
             }
         }
         best

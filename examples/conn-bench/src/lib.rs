@@ -1,0 +1,326 @@
+//! `conn-bench`: connection setup through Wave's connection control.
+//!
+//! A client stack on one end of an in-memory wire opens connections, `concurrency` at a
+//! time, to a listener on a plane of worker stacks at the other end; each connection counts
+//! once the client sees it established, then the client aborts it and the server releases
+//! it. The plane's admissions come from the local policy, from the `admission` policy in an
+//! agent thread (on-host), or from the real `ipu-cp` process over shared memory with an
+//! emulated link delay (offloaded); with admissions prestaged or asked for per SYN.
+//!
+//! Everything but the agent runs in the calling thread, so the comparison isolates what the
+//! control plane's placement costs the data plane.
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use hdrhistogram::Histogram;
+use host_dp::net::plane::PlaneConfig;
+use host_dp::net::{ControlConfig, ControlStats, NetWorker, Plane};
+use host_dp::runtime::AgentLink;
+use ipu_cp::net::adapter::NetAgent;
+use ipu_cp::net::{Admission, AdmissionConfig};
+use ipu_cp::on_host::{OnHostAgent, OnHostOptions};
+use ipu_cp::process::ControlPlane;
+use link::proto::{Epoch, Service};
+use link::{ChannelConfig, LivenessConfig, MonoNanos};
+use netstack::{Conn, ConnState, MemoryWire, Stack, StackConfig};
+
+/// The server's address.
+pub const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
+/// The client's address.
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
+/// The listener's port.
+pub const PORT: u16 = 7000;
+
+/// Who admits and places connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// The host's local policy, no agent.
+    Local,
+    /// The `admission` policy in an agent thread of this process.
+    OnHost,
+    /// The `admission` policy in a separate `ipu-cp` process.
+    Offloaded,
+}
+
+impl Mode {
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Local => "local",
+            Mode::OnHost => "on-host",
+            Mode::Offloaded => "offloaded",
+        }
+    }
+}
+
+/// One setup.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// Who decides.
+    pub mode: Mode,
+    /// Admissions prestaged per listener (0: every SYN asks the agent).
+    pub depth: u16,
+    /// Emulated one-way link delay (offloaded only), ns.
+    pub delay_ns: u32,
+    /// Worker stacks.
+    pub workers: u16,
+    /// The agent's CPU (thread or process).
+    pub agent_cpu: Option<usize>,
+    /// The agent spins instead of backing off.
+    pub spin: bool,
+    /// The `ipu-cp` binary.
+    pub ipu_cp: PathBuf,
+    /// The policy's knobs (its prestaging depth is `depth`).
+    pub admission: AdmissionConfig,
+}
+
+impl Setup {
+    /// A short label: mode, delay, prestaging.
+    pub fn label(&self) -> String {
+        match self.mode {
+            Mode::Local => "local".into(),
+            Mode::OnHost => format!("on-host depth {}", self.depth),
+            Mode::Offloaded => format!("offloaded {} ns depth {}", self.delay_ns, self.depth),
+        }
+    }
+
+    fn admission(&self) -> AdmissionConfig {
+        AdmissionConfig { prestage_depth: self.depth, ..self.admission.clone() }
+    }
+
+    /// `ipu-cp` flags for this setup.
+    fn cp_args(&self) -> Vec<String> {
+        let a = self.admission();
+        let mut args: Vec<String> = vec![
+            "--conn-prestage-depth".into(),
+            a.prestage_depth.to_string(),
+            "--max-conns-per-listener".into(),
+            a.max_per_listener.to_string(),
+            "--syn-rate".into(),
+            a.syn_rate_per_s.to_string(),
+            "--syn-burst".into(),
+            a.syn_burst.to_string(),
+            "--peer-timeout-ms".into(),
+            "2000".into(),
+        ];
+        if let Some(cpu) = self.agent_cpu {
+            args.extend(["--cpu".to_string(), cpu.to_string()]);
+        }
+        if self.spin {
+            args.push("--spin".into());
+        }
+        args
+    }
+}
+
+/// Liveness generous enough for a noisy 2-vCPU VM.
+pub fn liveness() -> LivenessConfig {
+    LivenessConfig { heartbeat_interval_ns: 100_000, peer_timeout_ns: 2_000_000_000 }
+}
+
+fn channel(delay_ns: u32) -> ChannelConfig {
+    ChannelConfig { workers: 1, ring_capacity: 256, prestage_slots: 64, delay_ns }
+}
+
+/// The agent side of a running setup.
+#[derive(Debug)]
+pub enum AgentSide {
+    /// None.
+    None,
+    /// The agent thread.
+    OnHost(OnHostAgent),
+    /// The `ipu-cp` process.
+    Offloaded(ControlPlane),
+}
+
+/// Connects to the `ipu-cp` at `socket` for the net service, retrying while it starts.
+pub fn connect(socket: &std::path::Path, delay_ns: u32) -> anyhow::Result<AgentLink> {
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let result = link::transport::connect(
+            socket,
+            Service::Net,
+            channel(delay_ns),
+            Epoch(1),
+            liveness(),
+            Duration::from_secs(5),
+        );
+        match result {
+            Ok(conn) => return Ok(AgentLink { end: conn.end, session: Some(conn.stream) }),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
+            Err(error) => return Err(error.into()),
+        }
+    }
+}
+
+/// Starts the agent side of `setup` and returns it with the link the plane attaches to.
+pub fn start_agent(setup: &Setup, tag: &str) -> anyhow::Result<(AgentSide, Option<AgentLink>)> {
+    match setup.mode {
+        Mode::Local => Ok((AgentSide::None, None)),
+        Mode::OnHost => {
+            let (host, cp) = link::channel::heap_pair(
+                channel(0),
+                liveness(),
+                Epoch(1),
+                ipu_cp::fresh_epoch(),
+                MonoNanos::now(),
+            )?;
+            let policy = NetAgent::new(Admission::new(setup.admission()));
+            let options =
+                OnHostOptions { cpu: setup.agent_cpu, spin: setup.spin, ..Default::default() };
+            let agent = OnHostAgent::start(Box::new(policy), cp, options)?;
+            Ok((AgentSide::OnHost(agent), Some(AgentLink { end: host, session: None })))
+        }
+        Mode::Offloaded => {
+            let cp = ControlPlane::start(
+                &setup.ipu_cp,
+                &format!("conn-{tag}"),
+                &setup.cp_args(),
+                false,
+            )?;
+            let link = connect(&cp.socket, setup.delay_ns).context("attaching to ipu-cp")?;
+            Ok((AgentSide::Offloaded(cp), Some(link)))
+        }
+    }
+}
+
+/// A client stack, a plane of worker stacks, and the agent side.
+pub struct Rig {
+    /// The client.
+    pub client: Stack<MemoryWire>,
+    /// The server's plane.
+    pub plane: Arc<Plane<MemoryWire>>,
+    /// The server's workers.
+    pub workers: Vec<NetWorker<MemoryWire>>,
+    /// The agent side.
+    pub agent: AgentSide,
+}
+
+impl std::fmt::Debug for Rig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rig").field("plane", &self.plane).field("agent", &self.agent).finish()
+    }
+}
+
+/// What a churn measured.
+#[derive(Debug, Clone)]
+pub struct Churn {
+    /// Connections established.
+    pub established: u64,
+    /// Attempts refused (RST).
+    pub refused: u64,
+    /// How long it ran.
+    pub elapsed: Duration,
+    /// Connect to established, µs.
+    pub setup_us: Histogram<u64>,
+    /// The plane's connection-control counters at the end.
+    pub control: ControlStats,
+}
+
+impl Churn {
+    /// Connections established per second.
+    pub fn rate_per_s(&self) -> f64 {
+        self.established as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+impl Rig {
+    /// Builds the rig for `setup` and waits until the agent (if any) has attached and, with
+    /// prestaging, staged its first admissions.
+    pub fn start(setup: &Setup, tag: &str) -> anyhow::Result<Rig> {
+        let (a, b) = MemoryWire::pair(4096, 1514);
+        let now = Instant::now();
+        let client = StackConfig { ip: CLIENT, mac: [2, 0, 0, 0, 0, 1], ..StackConfig::default() };
+        let client = Stack::new(b, client, now)?;
+        let control =
+            ControlConfig { workers: setup.workers, ip: SERVER, ..ControlConfig::default() };
+        let plane = Plane::new(a, PlaneConfig { control, ..PlaneConfig::default() });
+        let workers = (0..setup.workers)
+            .map(|w| {
+                let config =
+                    StackConfig { random_seed: 1000 + u64::from(w), ..StackConfig::default() };
+                plane.worker(w, config, now)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let (agent, link) = start_agent(setup, tag)?;
+        if let Some(link) = link {
+            plane.attach(link, MonoNanos::now()).map_err(anyhow::Error::msg)?;
+        }
+        plane.listen(PORT, 1, 256)?;
+        let mut rig = Rig { client, plane, workers, agent };
+        // Let the attach, the listen and the first tokens cross the link.
+        let settle = Instant::now();
+        while settle.elapsed() < Duration::from_millis(50) {
+            rig.poll();
+        }
+        Ok(rig)
+    }
+
+    /// Polls the client and every worker once.
+    pub fn poll(&mut self) {
+        let now = Instant::now();
+        self.client.poll(now);
+        let now_ns = MonoNanos::now();
+        for worker in &mut self.workers {
+            worker.poll(now_ns, now);
+        }
+    }
+
+    /// Opens connections, `concurrency` at a time, for `duration`.
+    pub fn churn(&mut self, concurrency: usize, duration: Duration) -> anyhow::Result<Churn> {
+        let server = SocketAddrV4::new(SERVER, PORT);
+        let mut in_flight: Vec<(Conn, Instant)> = Vec::with_capacity(concurrency);
+        let mut accepted: Vec<Vec<Conn>> = vec![Vec::new(); self.workers.len()];
+        let mut setup_us = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3)?;
+        let (mut established, mut refused) = (0u64, 0u64);
+        let start = Instant::now();
+        while start.elapsed() < duration {
+            while in_flight.len() < concurrency {
+                in_flight.push((self.client.connect(server)?, Instant::now()));
+            }
+            self.client.poll(Instant::now());
+            let mut index = 0;
+            while index < in_flight.len() {
+                let (conn, since) = in_flight[index];
+                match self.client.state(conn)? {
+                    ConnState::Established => {
+                        established += 1;
+                        let us = u64::try_from(since.elapsed().as_micros()).unwrap_or(u64::MAX);
+                        setup_us.saturating_record(us.max(1));
+                    }
+                    ConnState::Closed => refused += 1,
+                    ConnState::Connecting | ConnState::PeerClosed => {
+                        index += 1;
+                        continue;
+                    }
+                }
+                self.client.release(conn); // an abort: the server sees a RST
+                in_flight.swap_remove(index);
+            }
+            let (now, now_ns) = (Instant::now(), MonoNanos::now());
+            for (worker, kept) in self.workers.iter_mut().zip(&mut accepted) {
+                worker.poll(now_ns, now);
+                while let Some(conn) = worker.accept(PORT) {
+                    kept.push(conn);
+                }
+                let mut closed = Vec::new();
+                kept.retain(|&conn| {
+                    let done = worker.stack().state(conn).is_ok_and(|s| s == ConnState::Closed);
+                    if done {
+                        closed.push(conn);
+                    }
+                    !done
+                });
+                for conn in closed {
+                    worker.release(conn);
+                }
+            }
+        }
+        let elapsed = start.elapsed();
+        Ok(Churn { established, refused, elapsed, setup_us, control: self.plane.control_stats() })
+    }
+}
