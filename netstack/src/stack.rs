@@ -108,7 +108,8 @@ pub(crate) struct Listener {
 
 /// One worker's TCP/IP stack.
 pub struct Stack<L: Link> {
-    pub(crate) iface: Interface,
+    /// Boxed: with server-sized tables it is tens of KiB, too much to move around.
+    pub(crate) iface: Box<Interface>,
     pub(crate) sockets: SocketSet<'static>,
     pub(crate) device: LinkDevice<L>,
     pub(crate) listeners: HashMap<u16, Listener>,
@@ -155,7 +156,8 @@ impl<L: Link> Stack<L> {
         let mut device = LinkDevice::new(link, config.burst);
         let mut iface_config = Config::new(HardwareAddress::Ethernet(EthernetAddress(config.mac)));
         iface_config.random_seed = config.random_seed;
-        let mut iface = Interface::new(iface_config, &mut device, SmolInstant::from_micros(0));
+        let mut iface =
+            Box::new(Interface::new(iface_config, &mut device, SmolInstant::from_micros(0)));
         let ip = IpCidr::new(IpAddress::Ipv4(octets(config.ip)), config.prefix_len);
         iface.update_ip_addrs(|addrs| {
             let _ = addrs.push(ip);

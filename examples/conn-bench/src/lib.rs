@@ -228,31 +228,46 @@ impl Churn {
     }
 }
 
+/// An open connection: the client's end, the worker that owns the server's end, and it.
+#[derive(Debug, Clone, Copy)]
+pub struct Opened {
+    /// The client's end.
+    pub client: Conn,
+    /// The worker it was placed on.
+    pub worker: usize,
+    /// The server's end.
+    pub server: Conn,
+}
+
 impl Rig {
-    /// Builds the rig for `setup` and waits until the agent (if any) has attached and, with
-    /// prestaging, staged its first admissions.
-    pub fn start(setup: &Setup, tag: &str) -> anyhow::Result<Rig> {
+    /// A client and a plane of `workers` stacks under local control, nothing listening yet.
+    pub fn new(workers: u16, control: ControlConfig) -> anyhow::Result<Rig> {
         let (a, b) = MemoryWire::pair(4096, 1514);
         let now = Instant::now();
         let client = StackConfig { ip: CLIENT, mac: [2, 0, 0, 0, 0, 1], ..StackConfig::default() };
         let client = Stack::new(b, client, now)?;
-        let control =
-            ControlConfig { workers: setup.workers, ip: SERVER, ..ControlConfig::default() };
+        let control = ControlConfig { workers, ip: SERVER, ..control };
         let plane = Plane::new(a, PlaneConfig { control, ..PlaneConfig::default() });
-        let workers = (0..setup.workers)
+        let workers = (0..workers)
             .map(|w| {
                 let config =
                     StackConfig { random_seed: 1000 + u64::from(w), ..StackConfig::default() };
                 plane.worker(w, config, now)
             })
             .collect::<Result<Vec<_>, _>>()?;
+        Ok(Rig { client, plane, workers, agent: AgentSide::None })
+    }
+
+    /// Builds the rig for `setup`, attaches its agent, listens on [`PORT`], and lets the
+    /// attach, the listen and the first tokens cross the link.
+    pub fn start(setup: &Setup, tag: &str) -> anyhow::Result<Rig> {
+        let mut rig = Rig::new(setup.workers, ControlConfig::default())?;
         let (agent, link) = start_agent(setup, tag)?;
+        rig.agent = agent;
         if let Some(link) = link {
-            plane.attach(link, MonoNanos::now()).map_err(anyhow::Error::msg)?;
+            rig.plane.attach(link, MonoNanos::now()).map_err(anyhow::Error::msg)?;
         }
-        plane.listen(PORT, 1, 256)?;
-        let mut rig = Rig { client, plane, workers, agent };
-        // Let the attach, the listen and the first tokens cross the link.
+        rig.plane.listen(PORT, 1, 256)?;
         let settle = Instant::now();
         while settle.elapsed() < Duration::from_millis(50) {
             rig.poll();
@@ -268,6 +283,63 @@ impl Rig {
         for worker in &mut self.workers {
             worker.poll(now_ns, now);
         }
+    }
+
+    /// Polls until `done` holds, for at most 10 s.
+    pub fn until(
+        &mut self,
+        what: &str,
+        mut done: impl FnMut(&mut Rig) -> bool,
+    ) -> anyhow::Result<()> {
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(10) {
+            self.poll();
+            if done(self) {
+                return Ok(());
+            }
+        }
+        anyhow::bail!("timed out waiting for {what}")
+    }
+
+    /// Starts a connection to the listener.
+    pub fn connect(&mut self) -> anyhow::Result<Conn> {
+        Ok(self.client.connect(SocketAddrV4::new(SERVER, PORT))?)
+    }
+
+    /// Connects and waits until the client is established and a worker accepted.
+    pub fn open(&mut self) -> anyhow::Result<Opened> {
+        let client = self.connect()?;
+        let mut accepted = None;
+        self.until("an accepted connection", |rig| {
+            if accepted.is_none() {
+                accepted = (0..rig.workers.len())
+                    .find_map(|w| rig.workers[w].accept(PORT).map(|c| (w, c)));
+            }
+            accepted.is_some()
+                && rig.client.state(client).is_ok_and(|s| s == ConnState::Established)
+        })?;
+        let (worker, server) = accepted.expect("checked");
+        Ok(Opened { client, worker, server })
+    }
+
+    /// One byte each way.
+    pub fn echo(&mut self, opened: Opened) -> anyhow::Result<()> {
+        let Opened { client, worker, server } = opened;
+        anyhow::ensure!(self.client.send(client, b"x")? == 1, "client send");
+        let mut buf = [0u8; 8];
+        self.until("the byte at the server", |rig| {
+            rig.workers[worker].stack().recv(server, &mut buf).is_ok_and(|n| n == 1)
+        })?;
+        anyhow::ensure!(self.workers[worker].stack().send(server, b"y")? == 1, "server send");
+        self.until("the byte back", |rig| rig.client.recv(client, &mut buf).is_ok_and(|n| n == 1))?;
+        anyhow::ensure!(buf[0] == b'y', "wrong byte back");
+        Ok(())
+    }
+
+    /// Lets go of both ends (the client's abort resets the server's).
+    pub fn close(&mut self, opened: Opened) {
+        self.workers[opened.worker].release(opened.server);
+        self.client.release(opened.client);
     }
 
     /// Opens connections, `concurrency` at a time, for `duration`.

@@ -4,26 +4,16 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use host_dp::net::plane::PlaneConfig;
-use host_dp::net::{ControlConfig, NetWorker, Plane};
+use conn_bench::{CLIENT, PORT, Rig};
+use host_dp::net::ControlConfig;
 use host_dp::runtime::AgentLink;
 use ipu_cp::net::adapter::{NetAgent, NetCounters};
 use ipu_cp::net::{Admission, AdmissionConfig};
 use ipu_cp::on_host::{OnHostAgent, OnHostOptions};
 use link::proto::{Epoch, Message, NetMessage, WorkerId};
-use link::{ChannelConfig, CpEnd, LivenessConfig, MonoNanos};
-use netstack::{Conn, ConnState, MemoryWire, Stack, StackConfig};
-
-const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
-const PORT: u16 = 7000;
-
-/// Generous: a 2-vCPU VM stalls for milliseconds at a time.
-fn liveness() -> LivenessConfig {
-    LivenessConfig { heartbeat_interval_ns: 100_000, peer_timeout_ns: 2_000_000_000 }
-}
+use link::{ChannelConfig, CpEnd, MonoNanos};
+use netstack::ConnState;
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -33,8 +23,14 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 fn net_channel() -> (AgentLink, CpEnd) {
     let config = ChannelConfig { workers: 1, ring_capacity: 256, prestage_slots: 32, delay_ns: 0 };
-    let (host, cp) =
-        link::channel::heap_pair(config, liveness(), Epoch(1), Epoch(2), MonoNanos::now()).unwrap();
+    let (host, cp) = link::channel::heap_pair(
+        config,
+        conn_bench::liveness(),
+        Epoch(1),
+        Epoch(2),
+        MonoNanos::now(),
+    )
+    .unwrap();
     (AgentLink { end: host, session: None }, cp)
 }
 
@@ -46,84 +42,8 @@ fn on_host_agent(config: AdmissionConfig) -> (AgentLink, OnHostAgent, Arc<NetCou
     (link, agent, counters)
 }
 
-struct Rig {
-    client: Stack<MemoryWire>,
-    plane: Arc<Plane<MemoryWire>>,
-    workers: Vec<NetWorker<MemoryWire>>,
-}
-
-impl Rig {
-    fn new(control: ControlConfig) -> Rig {
-        let (a, b) = MemoryWire::pair(1024, 1514);
-        let now = Instant::now();
-        let client = StackConfig { ip: CLIENT, mac: [2, 0, 0, 0, 0, 1], ..StackConfig::default() };
-        let client = Stack::new(b, client, now).unwrap();
-        let control = ControlConfig { workers: 2, ip: SERVER, ..control };
-        let plane = Plane::new(a, PlaneConfig { control, ..PlaneConfig::default() });
-        let workers = (0..2)
-            .map(|w| {
-                let config = StackConfig { random_seed: 77 + w, ..StackConfig::default() };
-                plane.worker(u16::try_from(w).unwrap(), config, now).unwrap()
-            })
-            .collect();
-        Rig { client, plane, workers }
-    }
-
-    fn poll(&mut self) {
-        let now = Instant::now();
-        self.client.poll(now);
-        for worker in &mut self.workers {
-            worker.poll(MonoNanos::now(), now);
-        }
-    }
-
-    /// Polls until `done` holds; panics after 10 s.
-    fn until(&mut self, what: &str, mut done: impl FnMut(&mut Rig) -> bool) {
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(10) {
-            self.poll();
-            if done(self) {
-                return;
-            }
-        }
-        panic!("timed out waiting for {what}");
-    }
-
-    fn connect(&mut self) -> Conn {
-        self.client.connect(SocketAddrV4::new(SERVER, PORT)).unwrap()
-    }
-
-    /// Connects and waits for a server worker to accept: (client conn, worker, server conn).
-    fn open(&mut self) -> (Conn, usize, Conn) {
-        let conn = self.connect();
-        let mut accepted = None;
-        self.until("an accepted connection", |rig| {
-            if accepted.is_none() {
-                accepted = (0..2).find_map(|w| rig.workers[w].accept(PORT).map(|c| (w, c)));
-            }
-            accepted.is_some() && rig.client.state(conn) == Ok(ConnState::Established)
-        });
-        let (worker, server) = accepted.unwrap();
-        (conn, worker, server)
-    }
-
-    /// One byte each way on an open connection.
-    fn echo(&mut self, (conn, worker, server): (Conn, usize, Conn)) {
-        assert_eq!(self.client.send(conn, b"x").unwrap(), 1);
-        let mut buf = [0u8; 8];
-        self.until("the byte at the server", |rig| {
-            rig.workers[worker].stack().recv(server, &mut buf).unwrap() == 1
-        });
-        assert_eq!(self.workers[worker].stack().send(server, b"y").unwrap(), 1);
-        self.until("the byte back", |rig| rig.client.recv(conn, &mut buf).unwrap() == 1);
-        assert_eq!(buf[0], b'y');
-    }
-
-    fn close(&mut self, (conn, worker, server): (Conn, usize, Conn)) {
-        self.client.close(conn).unwrap();
-        self.workers[worker].release(server);
-        self.client.release(conn);
-    }
+fn rig(control: ControlConfig) -> Rig {
+    Rig::new(2, control).unwrap()
 }
 
 #[test]
@@ -131,15 +51,15 @@ fn prestaged_tokens_place_connections_on_both_workers_without_asking() {
     let _serial = serial();
     let (link, agent, counters) =
         on_host_agent(AdmissionConfig { prestage_depth: 4, ..AdmissionConfig::default() });
-    let mut rig = Rig::new(ControlConfig::default());
+    let mut rig = rig(ControlConfig::default());
     rig.plane.attach(link, MonoNanos::now()).unwrap();
     rig.plane.listen(PORT, 1, 16).unwrap();
-    rig.until("the first tokens", |_| NetCounters::get(&counters.tokens) >= 4);
+    rig.until("the first tokens", |_| NetCounters::get(&counters.tokens) >= 4).unwrap();
     let mut per_worker = [0; 2];
     for _ in 0..20 {
-        let open = rig.open();
-        per_worker[open.1] += 1;
-        rig.echo(open);
+        let open = rig.open().unwrap();
+        per_worker[open.worker] += 1;
+        rig.echo(open).unwrap();
         rig.close(open);
     }
     let stats = rig.plane.control_stats();
@@ -149,7 +69,7 @@ fn prestaged_tokens_place_connections_on_both_workers_without_asking() {
     assert_eq!(stats.placed_local, 0);
     assert!(per_worker[0] > 0 && per_worker[1] > 0, "least-loaded placement: {per_worker:?}");
     assert_eq!(rig.plane.flow_count(), 0, "released flows leave the table");
-    rig.until("the agent saw every close", |_| NetCounters::get(&counters.closed) == 20);
+    rig.until("the agent saw every close", |_| NetCounters::get(&counters.closed) == 20).unwrap();
     assert_eq!(NetCounters::get(&counters.tokens_used), stats.placed_prestaged);
     drop(agent);
 }
@@ -160,22 +80,22 @@ fn the_listener_limit_refuses_with_a_reset_and_frees_on_close() {
     let config =
         AdmissionConfig { prestage_depth: 0, max_per_listener: 3, ..AdmissionConfig::default() };
     let (link, agent, counters) = on_host_agent(config);
-    let mut rig = Rig::new(ControlConfig::default());
+    let mut rig = rig(ControlConfig::default());
     rig.plane.attach(link, MonoNanos::now()).unwrap();
     rig.plane.listen(PORT, 1, 16).unwrap();
-    let open: Vec<_> = (0..3).map(|_| rig.open()).collect();
-    let refused = rig.connect();
-    rig.until("the reset", |rig| rig.client.state(refused) == Ok(ConnState::Closed));
+    let open: Vec<_> = (0..3).map(|_| rig.open().unwrap()).collect();
+    let refused = rig.connect().unwrap();
+    rig.until("the reset", |rig| rig.client.state(refused) == Ok(ConnState::Closed)).unwrap();
     rig.client.release(refused);
     assert_eq!(rig.plane.stats().resets, 1);
     assert_eq!(rig.plane.control_stats().refused_by_agent, 1);
     assert_eq!(NetCounters::get(&counters.refused), 1);
     for &conn in &open {
-        rig.echo(conn); // the open ones are untouched
+        rig.echo(conn).unwrap(); // the open ones are untouched
     }
     rig.close(open[0]);
-    let again = rig.open();
-    rig.echo(again);
+    let again = rig.open().unwrap();
+    rig.echo(again).unwrap();
     assert_eq!(rig.plane.control_stats().placed_requested, 4);
     drop(agent);
 }
@@ -185,16 +105,16 @@ fn losing_the_agent_keeps_every_connection_and_a_new_agent_learns_them() {
     let _serial = serial();
     let (link, agent, _) =
         on_host_agent(AdmissionConfig { prestage_depth: 2, ..AdmissionConfig::default() });
-    let mut rig = Rig::new(ControlConfig::default());
+    let mut rig = rig(ControlConfig::default());
     rig.plane.attach(link, MonoNanos::now()).unwrap();
     rig.plane.listen(PORT, 1, 16).unwrap();
-    let mut open: Vec<_> = (0..5).map(|_| rig.open()).collect();
+    let mut open: Vec<_> = (0..5).map(|_| rig.open().unwrap()).collect();
     agent.stop(); // an orderly close: the host falls back at once
-    rig.until("the fallback", |rig| !rig.plane.has_agent());
+    rig.until("the fallback", |rig| !rig.plane.has_agent()).unwrap();
     for &conn in &open {
-        rig.echo(conn);
+        rig.echo(conn).unwrap();
     }
-    open.push(rig.open());
+    open.push(rig.open().unwrap());
     assert_eq!(rig.plane.control_stats().placed_local, 1);
     // A new agent with room for exactly the six open connections refuses a seventh: it was
     // told about every flow on attach.
@@ -202,13 +122,13 @@ fn losing_the_agent_keeps_every_connection_and_a_new_agent_learns_them() {
         AdmissionConfig { prestage_depth: 0, max_per_listener: 6, ..AdmissionConfig::default() };
     let (link, agent, counters) = on_host_agent(config);
     rig.plane.attach(link, MonoNanos::now()).unwrap();
-    let refused = rig.connect();
-    rig.until("the reset", |rig| rig.client.state(refused) == Ok(ConnState::Closed));
+    let refused = rig.connect().unwrap();
+    rig.until("the reset", |rig| rig.client.state(refused) == Ok(ConnState::Closed)).unwrap();
     assert_eq!(NetCounters::get(&counters.refused), 1);
     let stats = rig.plane.control_stats();
     assert_eq!((stats.fallbacks, stats.reattaches), (1, 1));
     for &conn in &open {
-        rig.echo(conn);
+        rig.echo(conn).unwrap();
     }
     drop(agent);
 }
@@ -219,7 +139,7 @@ fn bad_stale_and_slow_decisions_are_refused_or_replaced_locally() {
     let _serial = serial();
     let (link, mut cp) = net_channel();
     let control = ControlConfig { answer_timeout_ns: 20_000_000, ..ControlConfig::default() };
-    let mut rig = Rig::new(control);
+    let mut rig = rig(control);
     rig.plane.attach(link, MonoNanos::now()).unwrap();
     rig.plane.listen(PORT, 1, 16).unwrap();
     let lane = &mut cp.workers[0];
@@ -242,8 +162,8 @@ fn bad_stale_and_slow_decisions_are_refused_or_replaced_locally() {
     lane.decisions.try_push(&Message::Run(run).to_record(Epoch(2)), MonoNanos::now()).unwrap();
     // Nobody answers the request that follows the rejected token: after the timeout the
     // local policy places the connection.
-    let conn = rig.open();
-    rig.echo(conn);
+    let conn = rig.open().unwrap();
+    rig.echo(conn).unwrap();
     let stats = rig.plane.control_stats();
     assert_eq!(stats.stale_answers, 1, "{stats:?}");
     assert_eq!(stats.rejected, 3, "bad token, bad lease, wrong kind: {stats:?}");
@@ -264,7 +184,7 @@ fn bad_stale_and_slow_decisions_are_refused_or_replaced_locally() {
 fn outgoing_connections_use_leased_ports_and_pushed_routes() {
     let _serial = serial();
     let (link, mut cp) = net_channel();
-    let mut rig = Rig::new(ControlConfig::default());
+    let mut rig = rig(ControlConfig::default());
     rig.plane.attach(link, MonoNanos::now()).unwrap();
     let lane = &mut cp.workers[0];
     for message in [
@@ -276,13 +196,14 @@ fn outgoing_connections_use_leased_ports_and_pushed_routes() {
         lane.decisions.try_push(&record, MonoNanos::now()).unwrap();
     }
     rig.client.listen(9000, 4).unwrap();
-    rig.until("the lease", |rig| rig.plane.stats().steered >= 2);
+    rig.until("the lease", |rig| rig.plane.stats().steered >= 2).unwrap();
     let conn = rig.workers[1].connect(SocketAddrV4::new(CLIENT, 9000)).unwrap();
     let mut accepted = None;
     rig.until("the connection", |rig| {
         accepted = accepted.or_else(|| rig.client.accept(9000));
         accepted.is_some() && rig.workers[1].stack().state(conn) == Ok(ConnState::Established)
-    });
+    })
+    .unwrap();
     let peer = rig.client.peer(accepted.unwrap()).unwrap().unwrap();
     assert!((50_000..50_016).contains(&peer.port()), "from a leased port: {peer}");
     assert_eq!(rig.plane.flow_count(), 1);
@@ -293,6 +214,6 @@ fn outgoing_connections_use_leased_ports_and_pushed_routes() {
     // route nothing would leave.
     let before = rig.client.stats().device.rx_frames;
     let far = rig.workers[0].connect(SocketAddrV4::new(Ipv4Addr::new(198, 19, 0, 5), 9000));
-    rig.until("the routed SYN", |rig| rig.client.stats().device.rx_frames > before);
+    rig.until("the routed SYN", |rig| rig.client.stats().device.rx_frames > before).unwrap();
     rig.workers[0].release(far.unwrap());
 }
