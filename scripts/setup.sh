@@ -11,7 +11,9 @@ set -euo pipefail
 #   iproute2: network-namespace tests (veth, TAP)
 #   ethtool: the interop tests turn off a veth's checksum offload
 #   python3, curl: the kernel-side programs of the interop tests (Python's socket module, curl)
-PACKAGES=(pkg-config build-essential libdpdk-dev libclang-dev iproute2 ethtool python3 curl)
+#   tcpdump: reads back the pcap files netstack's capture writes (a test of their format)
+PACKAGES=(pkg-config build-essential libdpdk-dev libclang-dev iproute2 ethtool python3 curl
+    tcpdump)
 # With --plots, also what the experiment scripts draw their PNGs with:
 #   gnuplot-nox: scripts/sched-plot.py
 if [[ ${1:-} == --plots ]]; then

@@ -3,8 +3,9 @@
 //! smoltcp is the protocol engine (a dependency, not a fork); this crate wraps it for a
 //! kernel-bypass server: a [`Link`] trait for packet I/O (batched, with backpressure; `host-dp`
 //! implements it for its backends), a TCP socket API by handle with an accept backlog (smoltcp
-//! has none) and RPC defaults (Nagle and delayed ACK off), UDP sockets, and an impairment
-//! layer. It knows nothing of `link` or the control plane: `host-dp` translates between them.
+//! has none) and RPC defaults (Nagle and delayed ACK off, overridable per connection), UDP
+//! sockets, an impairment layer, pcap capture, and what flow steering needs (`steer`). It
+//! knows nothing of `link` or the control plane: `host-dp` translates between them.
 //!
 //! smoltcp gaps that remain, documented rather than patched: no SACK; RTT samples in
 //! milliseconds; the socket set is scanned linearly per packet (fine for hundreds of sockets,
@@ -13,6 +14,7 @@
 //! `docs/adr/0005-smoltcp-version.md`.
 
 mod backlog;
+mod capture;
 mod device;
 mod impair;
 pub mod link;
@@ -20,6 +22,7 @@ mod stack;
 pub mod steer;
 mod udp;
 
+pub use capture::Capture;
 pub use device::DeviceStats;
 pub use impair::{ImpairStats, Impaired, Impairment};
 pub use link::{Link, LinkFrame, MemoryWire};

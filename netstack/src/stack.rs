@@ -273,6 +273,30 @@ impl<L: Link> Stack<L> {
         }))
     }
 
+    /// Overrides the RPC defaults for one connection: Nagle's algorithm (`nagle`: coalesce
+    /// small writes while data is unacknowledged) and a delayed-ACK timer (`None`: acknowledge
+    /// at once). For bulk transfers, both on save packets.
+    pub fn set_coalescing(
+        &mut self,
+        conn: Conn,
+        nagle: bool,
+        ack_delay: Option<Duration>,
+    ) -> Result<(), NetError> {
+        let socket = self.tcp(conn)?;
+        socket.set_nagle_enabled(nagle);
+        socket.set_ack_delay(ack_delay.map(|d| {
+            smoltcp::time::Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        }));
+        Ok(())
+    }
+
+    /// The connection's coalescing settings: (Nagle on, delayed-ACK timer).
+    pub fn coalescing(&mut self, conn: Conn) -> Result<(bool, Option<Duration>), NetError> {
+        let socket = self.tcp(conn)?;
+        let delay = socket.ack_delay().map(|d| Duration::from_micros(d.total_micros()));
+        Ok((socket.nagle_enabled(), delay))
+    }
+
     /// Closes our side (FIN after what is queued); the socket lives until `release`.
     pub fn close(&mut self, conn: Conn) -> Result<(), NetError> {
         self.tcp(conn)?.close();

@@ -130,6 +130,15 @@ fn socket_api_errors_are_typed() {
     run(&mut s, &mut c, |_, c| c.state(cc).unwrap() == ConnState::Closed);
     assert_eq!(c.recv(cc, &mut buf), Err(NetError::Closed));
     assert_eq!(c.send(cc, b"x"), Err(NetError::Closed));
+    // RPC defaults, overridable per connection, and a spare socket comes back with them.
+    assert_eq!(c.coalescing(cc), Ok((false, None)));
+    let delay = std::time::Duration::from_millis(10);
+    c.set_coalescing(cc, true, Some(delay)).unwrap();
+    assert_eq!(c.coalescing(cc), Ok((true, Some(delay))));
+    c.release(cc);
+    assert_eq!(c.set_coalescing(cc, true, None), Err(NetError::NoSuchConn));
+    let again = c.connect(SocketAddrV4::new(SERVER, 10)).unwrap();
+    assert_eq!(c.coalescing(again), Ok((false, None)));
     let bad = StackConfig { prefix_len: 40, ..StackConfig::default() };
     let (a, _) = MemoryWire::pair(4, 1514);
     assert!(matches!(Stack::new(a, bad, Instant::now()), Err(NetError::Config(_))));
@@ -260,4 +269,46 @@ fn releasing_an_open_connection_resets_the_peer_and_sockets_are_reused() {
         assert_eq!(s.state(sc), Err(NetError::NoSuchConn), "round {round}");
     }
     run(&mut s, &mut c, |s, c| s.socket_count() == baseline && c.socket_count() == 0);
+}
+
+#[test]
+fn a_captured_link_writes_a_pcap_file_tcpdump_reads() {
+    let (a, b) = MemoryWire::pair(256, 1514);
+    let now = Instant::now();
+    let mut pcap = Vec::new();
+    let server = StackConfig { ip: SERVER, mac: [2, 0, 0, 0, 0, 2], ..StackConfig::default() };
+    let client = StackConfig { ip: CLIENT, mac: [2, 0, 0, 0, 0, 3], ..StackConfig::default() };
+    let captured = netstack::Capture::new(a, &mut pcap, std::time::SystemTime::now(), now);
+    let mut s = Stack::new(captured, server, now).unwrap();
+    let mut c = Stack::new(b, client, now).unwrap();
+    s.listen(7, 1).unwrap();
+    let cc = c.connect(SocketAddrV4::new(SERVER, 7)).unwrap();
+    for _ in 0..1000 {
+        let now = Instant::now();
+        s.poll(now);
+        c.poll(now);
+        if c.state(cc) == Ok(ConnState::Established) {
+            break;
+        }
+    }
+    let frames = s.link().frames;
+    assert!(frames >= 4, "ARP both ways, SYN, SYN-ACK at least: {frames}");
+    drop(s);
+    assert_eq!(&pcap[..4], &0xa1b2_c3d4u32.to_le_bytes());
+    // Walk the records: every length adds up to the file.
+    let (mut at, mut records) = (24, 0);
+    while at < pcap.len() {
+        let incl = u32::from_le_bytes(pcap[at + 8..at + 12].try_into().unwrap()) as usize;
+        at += 16 + incl;
+        records += 1;
+    }
+    assert_eq!((at, records), (pcap.len(), frames));
+    // tcpdump, if installed, reads it (a check that the format is the real one).
+    let path = std::env::temp_dir().join(format!("wave-capture-{}.pcap", std::process::id()));
+    std::fs::write(&path, &pcap).unwrap();
+    if let Ok(out) = std::process::Command::new("tcpdump").arg("-nr").arg(&path).output() {
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("198.18.0.2.7"), "{text}");
+    }
+    let _ = std::fs::remove_file(&path);
 }

@@ -217,3 +217,16 @@ fn outgoing_connections_use_leased_ports_and_pushed_routes() {
     rig.until("the routed SYN", |rig| rig.client.stats().device.rx_frames > before).unwrap();
     rig.workers[0].release(far.unwrap());
 }
+
+#[test]
+fn a_placed_flow_nobody_accepts_leaves_the_table() {
+    let _serial = serial();
+    let control = ControlConfig { unaccepted_timeout_ns: 50_000_000, ..ControlConfig::default() };
+    let mut rig = rig(control);
+    rig.plane.listen(PORT, 1, 4).unwrap();
+    let conn = rig.connect().unwrap();
+    rig.until("the handshake", |rig| rig.client.state(conn) == Ok(ConnState::Established)).unwrap();
+    assert_eq!(rig.plane.flow_count(), 1);
+    rig.until("the sweep", |rig| rig.plane.flow_count() == 0).unwrap();
+    assert_eq!(rig.plane.control_stats().expired, 1);
+}

@@ -14,5 +14,5 @@ mod port;
 mod ports;
 
 pub use control::{ConnControl, ControlConfig, ControlStats};
-pub use plane::{NetWorker, Plane, PlaneStats, WorkerLink};
+pub use plane::{NetWorker, Plane, PlaneConfig, PlaneStats, WorkerLink};
 pub use port::{PortFrame, PortLink};

@@ -6,6 +6,9 @@ use link::{MonoNanos, PeerStatus};
 
 use super::{Agent, ConnControl, Flow, Held, Output, Verdict};
 use super::{DECISION_BATCH, HANGUP_CHECK_INTERVAL_NS};
+
+/// How often placed flows nobody accepted are looked for.
+const SWEEP_INTERVAL_NS: u64 = 100_000_000;
 use crate::runtime::AgentLink;
 
 impl ConnControl {
@@ -48,6 +51,11 @@ impl ConnControl {
     /// Talks to the agent: beats, checks it is alive, reads its decisions, times out held
     /// SYNs. Appends what the data plane must do to `out`.
     pub fn poll(&mut self, now: MonoNanos, out: &mut Vec<Output>) {
+        self.clock = now;
+        if now.since(self.last_sweep) >= SWEEP_INTERVAL_NS {
+            self.last_sweep = now;
+            self.sweep(now);
+        }
         if self.agent.is_some() && self.agent_lost(now) {
             self.fall_back(now, out);
         }

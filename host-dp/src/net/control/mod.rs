@@ -35,6 +35,9 @@ pub struct ControlConfig {
     pub answer_timeout_ns: u64,
     /// Events kept while the agent's ring is full; more are dropped and counted.
     pub outbox_max: usize,
+    /// A placed flow that no stack accepted for this long leaves the table (its SYN was
+    /// refused by a full backlog, or the handshake never finished).
+    pub unaccepted_timeout_ns: u64,
 }
 
 impl Default for ControlConfig {
@@ -47,6 +50,7 @@ impl Default for ControlConfig {
             pending_max: 1024,
             answer_timeout_ns: 50_000_000,
             outbox_max: 4096,
+            unaccepted_timeout_ns: 5_000_000_000,
         }
     }
 }
@@ -74,6 +78,8 @@ pub struct ControlStats {
     pub reattaches: u64,
     /// Events dropped because the agent's ring and the outbox were full.
     pub events_dropped: u64,
+    /// Placed flows that no stack accepted in time, removed.
+    pub expired: u64,
 }
 
 /// Where a SYN goes.
@@ -105,6 +111,9 @@ struct Flow {
     conn: u64,
     worker: u16,
     incoming: bool,
+    /// A worker's stack accepted it (outgoing flows: always).
+    accepted: bool,
+    since: MonoNanos,
 }
 
 #[derive(Debug)]
@@ -142,6 +151,9 @@ pub struct ConnControl {
     next_conn: u64,
     epoch: Epoch,
     stats: ControlStats,
+    /// The latest time passed in (stamps new flows).
+    clock: MonoNanos,
+    last_sweep: MonoNanos,
 }
 
 impl ConnControl {
@@ -160,6 +172,8 @@ impl ConnControl {
             next_conn: 1,
             epoch: Epoch(1),
             stats: ControlStats::default(),
+            clock: MonoNanos(0),
+            last_sweep: MonoNanos(0),
         }
     }
 
@@ -202,6 +216,7 @@ impl ConnControl {
 
     /// Decides where the connection attempt `frame` (flow `flow`) goes.
     pub fn on_syn(&mut self, flow: FlowKey, frame: &[u8], now: MonoNanos) -> Verdict {
+        self.clock = now;
         if let Some(existing) = self.flows.get(&flow) {
             return Verdict::To(existing.worker); // a retransmitted SYN
         }
@@ -276,7 +291,8 @@ impl ConnControl {
     }
 
     fn install_as(&mut self, conn: u64, flow: FlowKey, worker: u16, prestaged: bool) {
-        self.flows.insert(flow, Flow { conn, worker, incoming: true });
+        let since = self.clock;
+        self.flows.insert(flow, Flow { conn, worker, incoming: true, accepted: false, since });
         if let Some((_, n)) = self.listeners.get_mut(&flow.local_port) {
             *n += 1;
         }
@@ -296,6 +312,28 @@ impl ConnControl {
         self.install(flow, worker, false);
         self.stats.placed_local += 1;
         Verdict::To(worker)
+    }
+
+    /// A worker's stack accepted `flow`.
+    pub fn accepted(&mut self, flow: &FlowKey) {
+        if let Some(f) = self.flows.get_mut(flow) {
+            f.accepted = true;
+        }
+    }
+
+    /// Removes placed flows that no stack accepted in time.
+    fn sweep(&mut self, now: MonoNanos) {
+        let timeout = self.config.unaccepted_timeout_ns;
+        let expired: Vec<FlowKey> = self
+            .flows
+            .iter()
+            .filter(|(_, f)| !f.accepted && now.since(f.since) >= timeout)
+            .map(|(k, _)| *k)
+            .collect();
+        self.stats.expired += expired.len() as u64;
+        for flow in expired {
+            self.closed(&flow);
+        }
     }
 
     /// A flow left its stack (its socket was released): forget it.
@@ -322,7 +360,8 @@ impl ConnControl {
         let flow =
             FlowKey { local_port: port, remote_ip: *remote.ip(), remote_port: remote.port() };
         let conn = self.new_conn();
-        self.flows.insert(flow, Flow { conn, worker, incoming: false });
+        let since = self.clock;
+        self.flows.insert(flow, Flow { conn, worker, incoming: false, accepted: true, since });
         Some(flow)
     }
 }

@@ -170,7 +170,9 @@ impl<L: Link> NetWorker<L> {
     pub fn accept(&mut self, port: u16) -> Option<Conn> {
         let conn = self.stack.accept(port)?;
         if let Ok(Some(peer)) = self.stack.peer(conn) {
-            self.flows.insert(conn, flow_key(port, peer));
+            let flow = flow_key(port, peer);
+            self.plane.lock().control.accepted(&flow);
+            self.flows.insert(conn, flow);
         }
         Some(conn)
     }
