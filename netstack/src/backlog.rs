@@ -90,7 +90,11 @@ impl<L: Link> Stack<L> {
             return;
         }
         let socket = self.sockets.get_mut::<tcp::Socket>(conn.0);
-        let open = !matches!(socket.state(), tcp::State::Closed | tcp::State::TimeWait);
+        // Our side finished (FIN acknowledged): nothing to reset.
+        let open = !matches!(
+            socket.state(),
+            tcp::State::Closed | tcp::State::TimeWait | tcp::State::FinWait2
+        );
         if open {
             socket.abort();
         }

@@ -266,6 +266,13 @@ impl<L: Link> Stack<L> {
         })
     }
 
+    /// True once our side is finished: everything we sent, FIN included, was acknowledged
+    /// (or the connection was reset). `close` then `release` after this loses no data.
+    pub fn finished(&mut self, conn: Conn) -> Result<bool, NetError> {
+        use tcp::State as S;
+        Ok(matches!(self.tcp(conn)?.state(), S::FinWait2 | S::TimeWait | S::Closed))
+    }
+
     /// The peer's address.
     pub fn peer(&mut self, conn: Conn) -> Result<Option<SocketAddrV4>, NetError> {
         Ok(self.tcp(conn)?.remote_endpoint().map(|ep| match ep.addr {
@@ -295,6 +302,28 @@ impl<L: Link> Stack<L> {
         let socket = self.tcp(conn)?;
         let delay = socket.ack_delay().map(|d| Duration::from_micros(d.total_micros()));
         Ok((socket.nagle_enabled(), delay))
+    }
+
+    /// Wakes `waker` when `conn` has data to read, or its state changes (once; register again
+    /// after each wake). For async tasks: register under the same lock as the `recv` that
+    /// found nothing, so no arrival falls in between.
+    pub fn register_recv_waker(
+        &mut self,
+        conn: Conn,
+        waker: &std::task::Waker,
+    ) -> Result<(), NetError> {
+        self.tcp(conn)?.register_recv_waker(waker);
+        Ok(())
+    }
+
+    /// Wakes `waker` when `conn` has room to send, or its state changes (once).
+    pub fn register_send_waker(
+        &mut self,
+        conn: Conn,
+        waker: &std::task::Waker,
+    ) -> Result<(), NetError> {
+        self.tcp(conn)?.register_send_waker(waker);
+        Ok(())
     }
 
     /// Closes our side (FIN after what is queued); the socket lives until `release`.

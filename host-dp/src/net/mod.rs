@@ -7,12 +7,16 @@
 //!   admissions (prestaged tokens, requests, port leases, neighbours, routes), with a local
 //!   fallback.
 //! - [`plane`]: one stack per worker behind one port, frames steered by the flow table.
+//! - [`sockets`]: the stacks driven by the runtime's workers, and async `TcpListener` /
+//!   `TcpStream` for its tasks.
 
 pub mod control;
 pub mod plane;
 mod port;
 mod ports;
+pub mod sockets;
 
 pub use control::{ConnControl, ControlConfig, ControlStats};
 pub use plane::{NetWorker, Plane, PlaneConfig, PlaneStats, WorkerLink};
 pub use port::{PortFrame, PortLink};
+pub use sockets::{NetRuntime, TcpListener, TcpStream};

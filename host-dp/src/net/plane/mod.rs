@@ -11,7 +11,9 @@
 //! This is the software stand-in for what a NIC's flow steering (or the IPU itself) does on
 //! a multi-queue port: steering here costs one copy per received frame and one per sent frame,
 //! and the port's transmit side is shared under a lock. The single-queue devices of this VM
-//! give no other choice; a multi-queue port would give each worker its own queue.
+//! give no other choice; a multi-queue port would give each worker its own queue. Sharing the
+//! port across worker threads needs a `Send` link: the in-memory wire is; the AF_PACKET and
+//! shared-memory ports are per-thread today (`Rc` buffer pools).
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
