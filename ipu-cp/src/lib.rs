@@ -28,6 +28,28 @@ pub mod sched;
 pub mod server;
 pub mod stats;
 
+/// Where a subsystem's policy runs: the three setups every experiment compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// No agent: the host's own local policy.
+    Local,
+    /// The policy in an agent thread of the app, over the heap transport.
+    OnHost,
+    /// The policy in the separate `ipu-cp` process, over memfd shared memory.
+    Offloaded,
+}
+
+impl Mode {
+    /// The name used in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Local => "local",
+            Mode::OnHost => "on-host",
+            Mode::Offloaded => "offloaded",
+        }
+    }
+}
+
 /// Pins the calling thread to `cpu`. Fails if the CPU does not exist or is not allowed.
 pub fn pin_current_thread(cpu: usize) -> nix::Result<()> {
     let mut set = nix::sched::CpuSet::new();

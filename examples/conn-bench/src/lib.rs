@@ -35,27 +35,8 @@ pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 /// The listener's port.
 pub const PORT: u16 = 7000;
 
-/// Who admits and places connections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Mode {
-    /// The host's local policy, no agent.
-    Local,
-    /// The `admission` policy in an agent thread of this process.
-    OnHost,
-    /// The `admission` policy in a separate `ipu-cp` process.
-    Offloaded,
-}
-
-impl Mode {
-    /// The name used in reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Local => "local",
-            Mode::OnHost => "on-host",
-            Mode::Offloaded => "offloaded",
-        }
-    }
-}
+/// Who decides: local, on-host or offloaded.
+pub use ipu_cp::Mode;
 
 /// One setup.
 #[derive(Debug, Clone)]

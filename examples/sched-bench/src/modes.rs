@@ -13,27 +13,8 @@ pub use ipu_cp::process::{ControlPlane, stat_cpu_ns};
 use link::proto::{Epoch, Service};
 use link::{ChannelConfig, LivenessConfig, MonoNanos};
 
-/// Who schedules.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Mode {
-    /// The runtime's own FIFO queue, no agent.
-    Local,
-    /// The policy in an agent thread of this process.
-    OnHost,
-    /// The policy in a separate `ipu-cp` process.
-    Offloaded,
-}
-
-impl Mode {
-    /// The name used in reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Local => "local",
-            Mode::OnHost => "on-host",
-            Mode::Offloaded => "offloaded",
-        }
-    }
-}
+/// Who decides: local, on-host or offloaded.
+pub use ipu_cp::Mode;
 
 /// Everything that shapes one run's scheduling.
 #[derive(Debug, Clone)]
