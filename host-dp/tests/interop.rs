@@ -1,7 +1,9 @@
 //! Our TCP/IP stack (netstack over AF_PACKET on one end of a veth) against the Linux stack (on
 //! the other end), with Python's socket module as the kernel-side program: ARP both ways, a
 //! 10 MB echo through our server, 10 MB each way with our client against a kernel server, and
-//! 1000 connections with 100 open at once. Needs root (network namespaces, AF_PACKET).
+//! 1000 connections with 100 open at once; and 40 clients against an echo server of async tasks
+//! on two workers' stacks behind one port, with connection control by `ipu-cp`'s policy. Needs
+//! root (network namespaces, AF_PACKET).
 
 mod netns;
 
@@ -308,5 +310,94 @@ fn a_python_udp_client_gets_its_datagrams_echoed() {
         }
         assert_eq!(finish(client).trim(), "200", "every datagram came back intact");
         assert!(echoed >= 200);
+    });
+}
+
+/// The stack as an app runs it: two stacks on two runtime workers behind one AF_PACKET port,
+/// an echo server made of async tasks, connection control by `ipu-cp`'s admission policy in
+/// an agent thread; 40 Python clients at once, 256 KiB echoed each.
+#[test]
+fn python_clients_against_an_echo_server_of_tasks_on_two_workers() {
+    use host_dp::net::{ControlConfig, NetRuntime, Plane, PlaneConfig};
+    use host_dp::runtime::{AgentLink, Runtime, RuntimeConfig};
+    use ipu_cp::net::{Admission, AdmissionConfig, adapter::NetAgent};
+    use ipu_cp::on_host::{OnHostAgent, OnHostOptions};
+    use link::{ChannelConfig, LivenessConfig, MonoNanos, proto::Epoch};
+
+    let ns = namespace("tasks");
+    let script = "import socket,threading\n\
+         data=bytes((i*31+7)&255 for i in range(256))*1024\n\
+         bad=[]\n\
+         def one(k):\n    \
+             try:\n        \
+                 s=socket.create_connection(('198.18.0.2',7),timeout=60)\n        \
+                 t=threading.Thread(target=s.sendall,args=(data,)); t.start()\n        \
+                 got=bytearray()\n        \
+                 while len(got)<len(data):\n            \
+                     b=s.recv(1<<16)\n            \
+                     if not b: break\n            \
+                     got+=b\n        \
+                 t.join(); s.close()\n        \
+                 if got!=data: bad.append(k)\n    \
+             except Exception as e: bad.append((k,repr(e)))\n\
+         ts=[threading.Thread(target=one,args=(k,)) for k in range(40)]\n\
+         [t.start() for t in ts]; [t.join() for t in ts]\n\
+         print('OK' if not bad else 'BAD %s'%bad)\n";
+    ns.run(|| {
+        // Worker threads take turns on the port: no single-issuer io_uring.
+        let uring = UringConfig { single_issuer: false, ..UringConfig::default() };
+        let port = UringPort::open("va", uring).expect("AF_PACKET on va");
+        let control = ControlConfig { workers: 2, ip: OURS, ..ControlConfig::default() };
+        let plane = Plane::new(
+            PortLink::new(port, QueueId(0)),
+            PlaneConfig { control, ..PlaneConfig::default() },
+        );
+        let liveness =
+            LivenessConfig { heartbeat_interval_ns: 100_000, peer_timeout_ns: 2_000_000_000 };
+        let shape =
+            ChannelConfig { workers: 1, ring_capacity: 256, prestage_slots: 32, delay_ns: 0 };
+        let (host, cp) =
+            link::channel::heap_pair(shape, liveness, Epoch(1), Epoch(2), MonoNanos::now())
+                .unwrap();
+        let policy = NetAgent::new(Admission::new(AdmissionConfig::default()));
+        let _agent = OnHostAgent::start(Box::new(policy), cp, OnHostOptions::default()).unwrap();
+        plane.attach(AgentLink { end: host, session: None }, MonoNanos::now()).unwrap();
+        let now = Instant::now();
+        let workers = (0..2)
+            .map(|w| plane.worker(w, StackConfig { random_seed: u64::from(w), ..config() }, now))
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap();
+        let net = NetRuntime::new(plane.clone(), workers);
+        let runtime =
+            Runtime::start(RuntimeConfig { workers: 2, ..RuntimeConfig::default() }).unwrap();
+        assert!(runtime.set_ingress(net.clone()));
+        let listener = net.listen(7, 1, 64).unwrap();
+        let handle = runtime.handle();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = accepted.clone();
+        runtime
+            .spawn(async move {
+                loop {
+                    let mut stream = listener.accept().await;
+                    counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let serve = async move {
+                        let mut buf = vec![0u8; 16 * 1024];
+                        while let Ok(n) = stream.read(&mut buf).await {
+                            if n == 0 || stream.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                        let _ = stream.close().await;
+                    };
+                    handle.spawn(serve).unwrap();
+                }
+            })
+            .unwrap();
+        assert_eq!(finish(python(&ns, script)).trim(), "OK");
+        let stats = plane.control_stats();
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::Relaxed), 40);
+        assert!(plane.stats().steered > 40 * 256 * 1024 / 1514, "{:?}", plane.stats());
+        assert_eq!(stats.placed_prestaged + stats.placed_requested, 40, "{stats:?}");
+        drop(runtime);
     });
 }

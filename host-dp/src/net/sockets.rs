@@ -102,10 +102,7 @@ impl<L: Link> NetRuntime<L> {
     }
 }
 
-impl<L: Link + Send + 'static> Ingress for NetRuntime<L>
-where
-    L::Frame: Send,
-{
+impl<L: Link + 'static> Ingress for NetRuntime<L> {
     fn poll(&self, worker: usize, _handle: &Handle) -> usize {
         let Some(stack) = self.stacks.get(worker) else { return 0 };
         // A task holds it for a moment: poll next time rather than wait.

@@ -11,9 +11,10 @@
 //! This is the software stand-in for what a NIC's flow steering (or the IPU itself) does on
 //! a multi-queue port: steering here costs one copy per received frame and one per sent frame,
 //! and the port's transmit side is shared under a lock. The single-queue devices of this VM
-//! give no other choice; a multi-queue port would give each worker its own queue. Sharing the
-//! port across worker threads needs a `Send` link: the in-memory wire is; the AF_PACKET and
-//! shared-memory ports are per-thread today (`Rc` buffer pools).
+//! give no other choice; a multi-queue port would give each worker its own queue. The port is
+//! used only under the plane's lock, which is what lets per-thread backends (their buffer pools
+//! are `Rc`) serve every worker (`confine.rs`); an io_uring port must then be opened without
+//! `single_issuer`, since the workers take turns submitting.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -103,7 +104,7 @@ struct Inner<L: Link> {
 
 /// The port, the flow table and every worker's inbox.
 pub struct Plane<L: Link> {
-    inner: Mutex<Inner<L>>,
+    inner: Mutex<Confined<Inner<L>>>,
     inboxes: Vec<ArrayQueue<Vec<u8>>>,
     generation: AtomicU64,
     ip: Ipv4Addr,
@@ -137,7 +138,7 @@ impl<L: Link> Plane<L> {
         };
         let inboxes = (0..workers).map(|_| ArrayQueue::new(config.inbox_frames.max(1))).collect();
         Arc::new(Plane {
-            inner: Mutex::new(inner),
+            inner: Mutex::new(Confined::new(inner)),
             inboxes,
             generation: AtomicU64::new(0),
             ip,
@@ -148,7 +149,7 @@ impl<L: Link> Plane<L> {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner<L>> {
+    fn lock(&self) -> MutexGuard<'_, Confined<Inner<L>>> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -222,7 +223,7 @@ impl<L: Link> Plane<L> {
     /// it now. Returns true if it moved anything.
     pub fn pump(&self, now: MonoNanos) -> bool {
         let Ok(mut guard) = self.inner.try_lock() else { return false };
-        let inner = &mut *guard;
+        let inner = &mut **guard;
         let received = inner.link.receive(&mut inner.rx, self.burst);
         for index in 0..inner.rx.len() {
             let frame = inner.rx[index].data();
@@ -284,6 +285,10 @@ impl<L: Link> Plane<L> {
 
     fn reset(&self, link: &mut L, tx: &mut Vec<L::Frame>, syn: &[u8]) {
         let Some(mut frame) = link.alloc() else { return bump(&self.counters.resets_lost) };
+        // A fresh buffer may have length 0: give it room for the RST first.
+        if !frame.set_len(RST_FRAME_LEN) {
+            return bump(&self.counters.resets_lost);
+        }
         let Some(len) = rst_for_syn(syn, frame.data_mut()) else { return };
         if !frame.set_len(len) {
             return bump(&self.counters.resets_lost);
@@ -298,9 +303,14 @@ impl<L: Link> Plane<L> {
     }
 }
 
+/// Room a RST frame needs (Ethernet's minimum frame).
+const RST_FRAME_LEN: usize = 60;
+
 fn flow_key(local_port: u16, remote: SocketAddrV4) -> FlowKey {
     FlowKey { local_port, remote_ip: *remote.ip(), remote_port: remote.port() }
 }
 
+mod confine;
 mod worker;
+use confine::Confined;
 pub use worker::{NetWorker, WorkerLink};

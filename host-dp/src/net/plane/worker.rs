@@ -81,15 +81,20 @@ impl<L: Link> Link for WorkerLink<L> {
     }
 
     fn send(&mut self, frames: &mut Vec<Vec<u8>>) -> usize {
+        // The stack never writes more than `frame_len_max`; anything longer could never be
+        // sent, so it is dropped here rather than block the queue.
+        let max = self.plane.frame_len_max;
+        frames.retain(|frame| frame.len() <= max);
         let mut guard = self.plane.lock();
-        let inner = &mut *guard;
+        let inner = &mut **guard;
         for frame in frames.iter() {
+            // A port's fresh buffer may have length 0: size it first (`frames` holds nothing
+            // longer than the port takes, see above).
             let Some(mut port_frame) = inner.link.alloc() else { break };
-            let len = frame.len().min(port_frame.data().len());
-            port_frame.data_mut()[..len].copy_from_slice(&frame[..len]);
-            if !port_frame.set_len(len) {
+            if !port_frame.set_len(frame.len()) {
                 break;
             }
+            port_frame.data_mut().copy_from_slice(frame);
             inner.tx.push(port_frame);
         }
         let sent = inner.link.send(&mut inner.tx);
