@@ -12,8 +12,9 @@ set -euo pipefail
 #   ethtool: the interop tests turn off a veth's checksum offload
 #   python3, curl: the kernel-side programs of the interop tests (Python's socket module, curl)
 #   tcpdump: reads back the pcap files netstack's capture writes (a test of their format)
+#   libmemcached-tools: memccapable and memcaslap, the clients rpc-server's tests run
 PACKAGES=(pkg-config build-essential libdpdk-dev libclang-dev iproute2 ethtool python3 curl
-    tcpdump)
+    tcpdump libmemcached-tools)
 # With --plots, also what the experiment scripts draw their PNGs with:
 #   gnuplot-nox: scripts/sched-plot.py
 if [[ ${1:-} == --plots ]]; then
