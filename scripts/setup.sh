@@ -13,8 +13,9 @@ set -euo pipefail
 #   python3, curl: the kernel-side programs of the interop tests (Python's socket module, curl)
 #   tcpdump: reads back the pcap files netstack's capture writes (a test of their format)
 #   libmemcached-tools: memccapable and memcaslap, the clients rpc-server's tests run
+#   memcached: the baseline server loadgen runs against (tests, and the rpc-server experiment)
 PACKAGES=(pkg-config build-essential libdpdk-dev libclang-dev iproute2 ethtool python3 curl
-    tcpdump libmemcached-tools)
+    tcpdump libmemcached-tools memcached)
 # With --plots, also what the experiment scripts draw their PNGs with:
 #   gnuplot-nox: scripts/sched-plot.py
 if [[ ${1:-} == --plots ]]; then

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use host_dp::io::QueueId;
+use host_dp::io::shm::{ShmPort, Side};
 use host_dp::io::uring::{UringConfig, UringPort};
 use host_dp::net::{ControlConfig, NetRuntime, Plane, PlaneConfig, PortLink};
 use host_dp::runtime::{AgentLink, Runtime, RuntimeConfig};
@@ -27,11 +28,18 @@ use rpc_server::store::Store;
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
-    /// The interface to serve on (no IP address of its own).
-    #[arg(long)]
-    iface: String,
+    /// The interface to serve on (no IP address of its own), over AF_PACKET.
+    #[arg(long, required_unless_present = "wire_fd", conflicts_with = "wire_fd")]
+    iface: Option<String>,
+    /// Serve on a shared-memory wire instead: side A of the wire region in this inherited
+    /// memfd (as `loadgen` passes it; no root needed).
+    #[arg(long, value_name = "FD", requires = "wire_len")]
+    wire_fd: Option<u32>,
+    /// The wire region's length in bytes (with --wire-fd).
+    #[arg(long, value_name = "BYTES")]
+    wire_len: Option<usize>,
     /// Our address, ADDRESS/PREFIX.
-    #[arg(long, value_parser = parse_cidr)]
+    #[arg(long, value_parser = parse_cidr, default_value = "198.18.0.2/24")]
     ip: (Ipv4Addr, u8),
     /// TCP port.
     #[arg(long, default_value_t = 11211)]
@@ -79,17 +87,39 @@ fn run(args: Args) -> anyhow::Result<()> {
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
     }
-    // The workers take turns on the port: no single-issuer io_uring.
-    let uring = UringConfig { single_issuer: false, ..UringConfig::default() };
-    let port = UringPort::open(&args.iface, uring)
-        .with_context(|| format!("opening {} (AF_PACKET needs root)", args.iface))?;
+    match (&args.iface, args.wire_fd, args.wire_len) {
+        (Some(iface), _, _) => {
+            // The workers take turns on the port: no single-issuer io_uring.
+            let uring = UringConfig { single_issuer: false, ..UringConfig::default() };
+            let port = UringPort::open(iface, uring)
+                .with_context(|| format!("opening {iface} (AF_PACKET needs root)"))?;
+            serve(PortLink::new(port, QueueId(0)), &args, &stop)
+        }
+        (None, Some(fd), Some(len)) => {
+            // The inherited descriptor, reopened through /proc: a descriptor of our own,
+            // read-write, without adopting a raw number (which would take unsafe code).
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(format!("/proc/self/fd/{fd}"))
+                .with_context(|| format!("--wire-fd {fd} is not an open descriptor"))?;
+            let region = Arc::new(link::region::Region::map_fd(file.into(), len)?);
+            let port = ShmPort::attach(region, Side::A).context("attaching the wire")?;
+            serve(PortLink::new(port, QueueId(0)), &args, &stop)
+        }
+        _ => anyhow::bail!("give --iface, or --wire-fd with --wire-len"),
+    }
+}
+
+fn serve<P: host_dp::io::PacketIo + 'static>(
+    port: PortLink<P>,
+    args: &Args,
+    stop: &AtomicBool,
+) -> anyhow::Result<()> {
     let (ip, prefix_len) = args.ip;
     let control = ControlConfig { workers: args.workers, ip, ..ControlConfig::default() };
-    let plane = Plane::new(
-        PortLink::new(port, QueueId(0)),
-        PlaneConfig { control, ..PlaneConfig::default() },
-    );
-    let _agent = attach(&plane, &args)?;
+    let plane = Plane::new(port, PlaneConfig { control, ..PlaneConfig::default() });
+    let _agent = attach(&plane, args)?;
     let now = Instant::now();
     let workers = (0..args.workers)
         .map(|w| {
@@ -140,7 +170,7 @@ fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// The agent side of `--control`: nothing, a thread, or a session with `ipu-cp`.
-fn attach(plane: &Plane<PortLink<UringPort>>, args: &Args) -> anyhow::Result<Option<OnHostAgent>> {
+fn attach<L: netstack::Link>(plane: &Plane<L>, args: &Args) -> anyhow::Result<Option<OnHostAgent>> {
     let liveness =
         LivenessConfig { heartbeat_interval_ns: 100_000, peer_timeout_ns: 1_000_000_000 };
     let shape =

@@ -1,0 +1,241 @@
+//! The open-loop engine: requests leave on a Poisson schedule fixed in advance, whatever the
+//! server does; each one's latency runs from its *planned* send time to its reply, so a server
+//! (or a client) that falls behind shows up in the latency instead of slowing the offered load
+//! down (no coordinated omission). Requests sent late and requests never answered are counted,
+//! never dropped from the data.
+
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, Exp};
+
+/// How bytes reach the server: our stack, or kernel sockets.
+pub trait Transport {
+    /// Moves bytes (polls the stack, or nothing for kernel sockets).
+    fn poll(&mut self);
+    /// Queues bytes on connection `conn`; returns how many it took.
+    fn send(&mut self, conn: usize, data: &[u8]) -> anyhow::Result<usize>;
+    /// Reads what arrived on `conn` into `buf`; returns how many bytes.
+    fn recv(&mut self, conn: usize, buf: &mut [u8]) -> anyhow::Result<usize>;
+    /// Open connections.
+    fn conns(&self) -> usize;
+}
+
+/// The request mix.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Mix {
+    /// Fraction of requests that are GETs (the rest SETs).
+    pub get_ratio: f64,
+    /// Keys, `key:0` .. `key:{keys-1}`, chosen uniformly.
+    pub keys: u32,
+    /// Bytes per value.
+    pub value_bytes: usize,
+}
+
+impl Default for Mix {
+    fn default() -> Self {
+        Mix { get_ratio: 0.9, keys: 10_000, value_bytes: 64 }
+    }
+}
+
+/// What one load point measured.
+#[derive(Debug, Clone)]
+pub struct Point {
+    /// Requests per second offered.
+    pub offered_per_s: f64,
+    /// Replies per second during the run.
+    pub achieved_per_s: f64,
+    /// Latency from the planned send time to the reply, µs.
+    pub latency_us: Histogram<u64>,
+    /// Requests sent more than 1 ms after their planned time (the client fell behind).
+    pub late: u64,
+    /// Requests with no reply by the end of the drain.
+    pub unanswered: u64,
+    /// Replies that were errors (`ERROR`, `CLIENT_ERROR`, `SERVER_ERROR`).
+    pub errors: u64,
+    /// Requests planned.
+    pub planned: u64,
+}
+
+/// A connection's bytes in flight and its requests awaiting replies (in order).
+#[derive(Debug, Default)]
+struct Conn {
+    out: Vec<u8>,
+    input: Vec<u8>,
+    waiting: std::collections::VecDeque<Instant>,
+}
+
+/// Late threshold: a request that leaves this long after its planned time is counted late.
+const LATE: Duration = Duration::from_millis(1);
+
+/// Stores every key once (pipelined, closed loop), so GETs hit.
+pub fn preload(transport: &mut impl Transport, mix: &Mix, timeout: Duration) -> anyhow::Result<()> {
+    let value = vec![b'v'; mix.value_bytes];
+    let mut conns: Vec<Conn> = (0..transport.conns()).map(|_| Conn::default()).collect();
+    let start = Instant::now();
+    for key in 0..mix.keys {
+        let c = usize::try_from(key).unwrap_or(0) % conns.len();
+        set_request(&mut conns[c].out, key, &value);
+        conns[c].waiting.push_back(start);
+    }
+    let mut errors = 0;
+    while conns.iter().any(|c| !c.waiting.is_empty()) {
+        anyhow::ensure!(start.elapsed() < timeout, "preloading timed out");
+        pump(transport, &mut conns, &mut |_, error| errors += u64::from(error))?;
+    }
+    anyhow::ensure!(errors == 0, "{errors} preload SETs failed");
+    Ok(())
+}
+
+/// Offers `rate_per_s` requests per second for `duration`, then waits up to `drain` for the
+/// last replies.
+pub fn run(
+    transport: &mut impl Transport,
+    mix: &Mix,
+    rate_per_s: f64,
+    duration: Duration,
+    drain: Duration,
+    seed: u64,
+) -> anyhow::Result<Point> {
+    anyhow::ensure!(rate_per_s > 0.0 && transport.conns() > 0, "need a rate and connections");
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let gaps = Exp::new(rate_per_s)?;
+    let value = vec![b'v'; mix.value_bytes];
+    let mut conns: Vec<Conn> = (0..transport.conns()).map(|_| Conn::default()).collect();
+    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let (mut late, mut errors, mut planned, mut next_conn) = (0u64, 0u64, 0u64, 0usize);
+    let start = Instant::now();
+    let end = start + duration;
+    let mut next = start;
+    let mut answered = 0u64;
+    loop {
+        let now = Instant::now();
+        // Everything due by now leaves now, in planned order, whatever came back so far.
+        while next <= now && next < end {
+            let count = conns.len();
+            let conn = &mut conns[next_conn];
+            next_conn = (next_conn + 1) % count;
+            let key = rng.random_range(0..mix.keys);
+            if rng.random_bool(mix.get_ratio) {
+                get_request(&mut conn.out, key);
+            } else {
+                set_request(&mut conn.out, key, &value);
+            }
+            conn.waiting.push_back(next);
+            late += u64::from(now.duration_since(next) > LATE);
+            planned += 1;
+            next += Duration::from_secs_f64(gaps.sample(&mut rng));
+        }
+        pump(transport, &mut conns, &mut |sent_at, error| {
+            let us = u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
+            latency_us.saturating_record(us.max(1));
+            errors += u64::from(error);
+            answered += 1;
+        })?;
+        let waiting = conns.iter().any(|c| !c.waiting.is_empty());
+        if now >= end && (!waiting || now >= end + drain) {
+            break;
+        }
+    }
+    let unanswered = conns.iter().map(|c| c.waiting.len() as u64).sum();
+    Ok(Point {
+        offered_per_s: rate_per_s,
+        achieved_per_s: answered as f64 / duration.as_secs_f64(),
+        latency_us,
+        late,
+        unanswered,
+        errors,
+        planned,
+    })
+}
+
+/// Sends what is queued, polls, reads and parses replies; calls `done(planned, error)` for
+/// each reply in order.
+fn pump(
+    transport: &mut impl Transport,
+    conns: &mut [Conn],
+    done: &mut impl FnMut(Instant, bool),
+) -> anyhow::Result<()> {
+    for (index, conn) in conns.iter_mut().enumerate() {
+        if !conn.out.is_empty() {
+            let sent = transport.send(index, &conn.out)?;
+            conn.out.drain(..sent);
+        }
+    }
+    transport.poll();
+    let mut buf = [0u8; 16 * 1024];
+    for (index, conn) in conns.iter_mut().enumerate() {
+        loop {
+            let n = transport.recv(index, &mut buf)?;
+            if n == 0 {
+                break;
+            }
+            conn.input.extend_from_slice(&buf[..n]);
+        }
+        let mut used = 0;
+        while let Some((took, error)) = reply_len(&conn.input[used..]) {
+            used += took;
+            let planned = conn
+                .waiting
+                .pop_front()
+                .ok_or_else(|| anyhow::anyhow!("a reply nobody asked for"))?;
+            done(planned, error);
+        }
+        conn.input.drain(..used);
+    }
+    Ok(())
+}
+
+fn get_request(out: &mut Vec<u8>, key: u32) {
+    out.extend_from_slice(format!("get key:{key}\r\n").as_bytes());
+}
+
+fn set_request(out: &mut Vec<u8>, key: u32, value: &[u8]) {
+    out.extend_from_slice(format!("set key:{key} 0 0 {}\r\n", value.len()).as_bytes());
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The length of the complete reply at the front of `buf` and whether it is an error; `None`
+/// if it is not all there yet. Replies: `VALUE ... \r\n<data>\r\n`* `END\r\n`, or one line.
+fn reply_len(buf: &[u8]) -> Option<(usize, bool)> {
+    let mut at = 0;
+    loop {
+        let line_end = buf[at..].windows(2).position(|w| w == b"\r\n")? + at;
+        let line = &buf[at..line_end];
+        at = line_end + 2;
+        if let Some(rest) = line.strip_prefix(b"VALUE ") {
+            let bytes: usize =
+                std::str::from_utf8(rest.rsplit(|&b| b == b' ').next()?).ok()?.parse().ok()?;
+            // (gets adds a CAS after the length: this client never sends gets.)
+            if buf.len() < at + bytes + 2 {
+                return None;
+            }
+            at += bytes + 2;
+            continue;
+        }
+        let error = line.ends_with(b"ERROR")
+            || line.starts_with(b"CLIENT_ERROR")
+            || line.starts_with(b"SERVER_ERROR");
+        return Some((at, error));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reply_len;
+
+    #[test]
+    fn replies_are_framed_whole_or_not_at_all() {
+        assert_eq!(reply_len(b"STORED\r\n"), Some((8, false)));
+        assert_eq!(reply_len(b"END\r\nSTORED\r\n"), Some((5, false)));
+        let hit = b"VALUE key:1 0 3\r\nabc\r\nEND\r\n";
+        assert_eq!(reply_len(hit), Some((hit.len(), false)));
+        assert_eq!(reply_len(&hit[..hit.len() - 1]), None);
+        assert_eq!(reply_len(b"VALUE key:1 0 3\r\nab"), None);
+        assert_eq!(reply_len(b"SERVER_ERROR out of memory storing object\r\n"), Some((43, true)));
+        assert_eq!(reply_len(b"ERROR\r\n"), Some((7, true)));
+    }
+}

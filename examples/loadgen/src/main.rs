@@ -1,0 +1,261 @@
+//! `loadgen`: open-loop load against a memcached-protocol server. `loadgen run` sweeps rates
+//! against an `rpc-server` it starts on a shared-memory wire (`--server wire`) or against any
+//! server over kernel sockets (`--server HOST:PORT`), and writes CSV; `loadgen demo` is the
+//! README's main demo: `ipu-cp`, `rpc-server` and this client, with the connection control
+//! on-host and then offloaded.
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use ipu_cp::Mode;
+use ipu_cp::process::ControlPlane;
+use loadgen::engine::{self, Mix, Point, Transport};
+use loadgen::{KernelTransport, StackTransport, WireServer};
+
+#[derive(Debug, Parser)]
+#[command(about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Sweep offered rates against one server; print a table, write CSV.
+    Run {
+        #[command(flatten)]
+        load: Load,
+        /// `wire`: start rpc-server on a shared-memory wire and use our stack; or HOST:PORT
+        /// of any memcached-protocol server, over kernel sockets.
+        #[arg(long, default_value = "wire")]
+        server: String,
+        /// rpc-server's connection control (with --server wire).
+        #[arg(long, value_enum, default_value = "local")]
+        control: Mode,
+        /// Where to write the CSV rows.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+    },
+    /// The main demo: on-host vs offloaded connection control, a few rates each.
+    Demo {
+        #[command(flatten)]
+        load: Load,
+    },
+}
+
+#[derive(Debug, Args)]
+struct Load {
+    /// Offered rates, requests per second.
+    #[arg(long, value_delimiter = ',', default_value = "5000,20000,40000")]
+    rates: Vec<f64>,
+    /// Seconds per rate.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Connections.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    conns: u64,
+    /// Fraction of GETs (the rest are SETs).
+    #[arg(long, default_value_t = 0.9)]
+    get_ratio: f64,
+    /// Keys (all preloaded).
+    #[arg(long, default_value_t = 10_000)]
+    keys: u32,
+    /// Bytes per value.
+    #[arg(long, default_value_t = 64)]
+    value_bytes: usize,
+    /// rpc-server workers (with a wire server).
+    #[arg(long, default_value_t = 1)]
+    workers: u16,
+}
+
+impl Load {
+    fn mix(&self) -> anyhow::Result<Mix> {
+        anyhow::ensure!((0.0..=1.0).contains(&self.get_ratio), "--get-ratio: 0..=1");
+        anyhow::ensure!(self.keys > 0 && self.value_bytes > 0, "--keys, --value-bytes: > 0");
+        anyhow::ensure!(self.seconds > 0.0 && self.seconds <= 600.0, "--seconds: 0 < s ≤ 600");
+        anyhow::ensure!(self.rates.iter().all(|&r| r > 0.0), "--rates: positive");
+        Ok(Mix { get_ratio: self.get_ratio, keys: self.keys, value_bytes: self.value_bytes })
+    }
+}
+
+fn next_to_exe(name: &str) -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("the binary's folder")?;
+    [dir.join(name), dir.parent().map(|p| p.join(name)).unwrap_or_default()]
+        .into_iter()
+        .find(|p| p.exists())
+        .with_context(|| format!("no {name} next to this binary: cargo build --release -p {name}"))
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("loadgen: error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Run { load, server, control, csv } => {
+            let mix = load.mix()?;
+            let points = if server == "wire" {
+                let args = server_args(control, None, load.workers);
+                let mut wire = WireServer::start(&next_to_exe("rpc-server")?, &args)?;
+                let port = wire.take_port().context("wire port")?;
+                sweep(
+                    &mut StackTransport::connect(port, usize::try_from(load.conns)?)?,
+                    &mix,
+                    &load,
+                    "",
+                )?
+            } else {
+                let addr =
+                    server.parse().with_context(|| format!("--server {server}: HOST:PORT"))?;
+                sweep(
+                    &mut KernelTransport::connect(addr, usize::try_from(load.conns)?)?,
+                    &mix,
+                    &load,
+                    "",
+                )?
+            };
+            print!("{}", table(&[(control.name(), &points)]));
+            if let Some(path) = csv {
+                std::fs::write(&path, csv_rows(control.name(), &points))?;
+            }
+        }
+        Command::Demo { load } => demo(&load)?,
+    }
+    Ok(())
+}
+
+fn server_args(control: Mode, socket: Option<&Path>, workers: u16) -> Vec<String> {
+    let mut args = vec![
+        "--workers".to_string(),
+        workers.to_string(),
+        "--control".into(),
+        control.name().into(),
+    ];
+    if let Some(socket) = socket {
+        args.extend(["--ipu-cp".to_string(), socket.display().to_string()]);
+    }
+    args
+}
+
+/// Preloads, then runs each rate; `label` prefixes the progress lines.
+fn sweep(
+    transport: &mut impl Transport,
+    mix: &Mix,
+    load: &Load,
+    label: &str,
+) -> anyhow::Result<Vec<Point>> {
+    engine::preload(transport, mix, Duration::from_secs(30))?;
+    let mut points = Vec::new();
+    for (index, &rate) in load.rates.iter().enumerate() {
+        eprint!(
+            "{label}[{}/{}] {rate:.0} req/s for {} s ... ",
+            index + 1,
+            load.rates.len(),
+            load.seconds
+        );
+        let duration = Duration::from_secs_f64(load.seconds);
+        let point =
+            engine::run(transport, mix, rate, duration, Duration::from_secs(1), index as u64 + 1)?;
+        eprintln!(
+            "p50 {} µs, p99 {} µs",
+            point.latency_us.value_at_quantile(0.5),
+            point.latency_us.value_at_quantile(0.99)
+        );
+        points.push(point);
+    }
+    Ok(points)
+}
+
+fn table(runs: &[(&str, &Vec<Point>)]) -> String {
+    let mut out = String::from("control      offered/s  achieved/s   p50 µs   p99 µs  p99.9 µs");
+    out.push_str("   late  unanswered  errors\n");
+    for (name, points) in runs {
+        for p in *points {
+            let q = |x| p.latency_us.value_at_quantile(x);
+            let _ = writeln!(
+                out,
+                "{name:<10} {:>11.0} {:>11.0} {:>8} {:>8} {:>9} {:>6} {:>11} {:>7}",
+                p.offered_per_s,
+                p.achieved_per_s,
+                q(0.5),
+                q(0.99),
+                q(0.999),
+                p.late,
+                p.unanswered,
+                p.errors
+            );
+        }
+    }
+    out
+}
+
+fn csv_rows(name: &str, points: &[Point]) -> String {
+    let mut out = String::from("control,offered_per_s,achieved_per_s,p50_us,p99_us,p999_us,");
+    out.push_str("late,unanswered,errors,planned\n");
+    for p in points {
+        let q = |x| p.latency_us.value_at_quantile(x);
+        let _ = writeln!(
+            out,
+            "{name},{:.0},{:.0},{},{},{},{},{},{},{}",
+            p.offered_per_s,
+            p.achieved_per_s,
+            q(0.5),
+            q(0.99),
+            q(0.999),
+            p.late,
+            p.unanswered,
+            p.errors,
+            p.planned
+        );
+    }
+    out
+}
+
+/// `ipu-cp` as a process, then `rpc-server` with its connection control on-host, then
+/// offloaded to that `ipu-cp`, each under the same open-loop load from our stack.
+fn demo(load: &Load) -> anyhow::Result<()> {
+    let mix = load.mix()?;
+    let started = Instant::now();
+    let rpc_server = next_to_exe("rpc-server")?;
+    eprintln!("demo: starting ipu-cp (the control plane, its own process)");
+    let cp = ControlPlane::start(&next_to_exe("ipu-cp")?, "demo", &[], false)?;
+    let mut results = Vec::new();
+    for (step, control) in [Mode::OnHost, Mode::Offloaded].into_iter().enumerate() {
+        let socket = (control == Mode::Offloaded).then_some(cp.socket.as_path());
+        eprintln!(
+            "demo: [{}/2] rpc-server with connection control {} ({} worker{}), {} connections \
+             from our stack over a shared-memory wire",
+            step + 1,
+            control.name(),
+            load.workers,
+            if load.workers == 1 { "" } else { "s" },
+            load.conns
+        );
+        let mut wire = WireServer::start(&rpc_server, &server_args(control, socket, load.workers))?;
+        let port = wire.take_port().context("wire port")?;
+        let mut transport = StackTransport::connect(port, usize::try_from(load.conns)?)?;
+        let points = sweep(&mut transport, &mix, load, "      ")?;
+        results.push((control.name(), points));
+    }
+    drop(cp);
+    let runs: Vec<(&str, &Vec<Point>)> = results.iter().map(|(n, p)| (*n, p)).collect();
+    println!("\n{}", table(&runs));
+    println!(
+        "latency from each request's planned send time (open loop, {:.0} % GET, {} B values); \
+         {:.0} s in all",
+        mix.get_ratio * 100.0,
+        mix.value_bytes,
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}

@@ -1,0 +1,64 @@
+//! `loadgen run` end to end: against `rpc-server` on a shared-memory wire (our stack on both
+//! sides; no root), and against Debian's `memcached` over kernel sockets on loopback. Both must
+//! answer every request without an error reply.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_loadgen");
+
+fn check_table(out: &std::process::Output) -> String {
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{text}{err}");
+    // One row per rate: offered, achieved, p50, p99, p99.9, late, unanswered, errors.
+    let rows: Vec<Vec<&str>> =
+        text.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows.len(), 2, "{text}");
+    for row in &rows {
+        assert_eq!(row.len(), 9, "{text}");
+        assert_eq!((row[7], row[8]), ("0", "0"), "unanswered and errors: {text}");
+    }
+    text
+}
+
+#[test]
+fn against_rpc_server_on_a_shared_memory_wire() {
+    let csv = std::env::temp_dir().join(format!("wave-loadgen-{}.csv", std::process::id()));
+    let out = Command::new(BIN)
+        .args(["run", "--server", "wire", "--rates", "2000,8000", "--seconds", "0.5"])
+        .args(["--keys", "500", "--conns", "4", "--control", "on-host", "--csv"])
+        .arg(&csv)
+        .output()
+        .expect("loadgen (and rpc-server next to it: cargo build -p rpc-server)");
+    check_table(&out);
+    let rows = std::fs::read_to_string(&csv).unwrap();
+    assert!(rows.starts_with("control,offered_per_s") && rows.lines().count() == 3, "{rows}");
+    let _ = std::fs::remove_file(&csv);
+}
+
+#[test]
+fn against_memcached_over_kernel_sockets() {
+    let port = 20_000 + (std::process::id() % 20_000);
+    let Ok(mut memcached) = Command::new("memcached")
+        .args(["-u", "nobody", "-l", "127.0.0.1", "-U", "0", "-p", &port.to_string()])
+        .stderr(Stdio::null())
+        .spawn()
+    else {
+        panic!("memcached missing (scripts/setup.sh installs it)");
+    };
+    let addr = format!("127.0.0.1:{port}");
+    let start = Instant::now();
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "memcached did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = Command::new(BIN)
+        .args(["run", "--server", &addr, "--rates", "2000,8000", "--seconds", "0.5"])
+        .args(["--keys", "500", "--conns", "4"])
+        .output()
+        .unwrap();
+    let _ = memcached.kill();
+    let _ = memcached.wait();
+    check_table(&out);
+}
