@@ -38,6 +38,10 @@ enum Command {
         /// Where to write the CSV rows.
         #[arg(long)]
         csv: Option<PathBuf>,
+        /// The first column of the table and the CSV (default: the control mode for a wire
+        /// server, `kernel` otherwise).
+        #[arg(long)]
+        label: Option<String>,
     },
     /// The main demo: on-host vs offloaded connection control, a few rates each.
     Demo {
@@ -102,7 +106,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { load, server, control, csv } => {
+        Command::Run { load, server, control, csv, label } => {
             let mix = load.mix()?;
             let points = if server == "wire" {
                 let args = server_args(control, None, load.workers);
@@ -124,9 +128,11 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     "",
                 )?
             };
-            print!("{}", table(&[(control.name(), &points)]));
+            let default = if server == "wire" { control.name() } else { "kernel" };
+            let label = label.as_deref().unwrap_or(default);
+            print!("{}", table(&[(label, &points)]));
             if let Some(path) = csv {
-                std::fs::write(&path, csv_rows(control.name(), &points))?;
+                std::fs::write(&path, csv_rows(label, &points))?;
             }
         }
         Command::Demo { load } => demo(&load)?,
