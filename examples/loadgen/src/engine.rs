@@ -59,6 +59,23 @@ pub struct Point {
     pub planned: u64,
 }
 
+/// One point from several client threads' points at the same time: rates and counts add up,
+/// histograms merge.
+pub fn merge(points: Vec<Point>) -> anyhow::Result<Point> {
+    let mut iter = points.into_iter();
+    let mut total = iter.next().ok_or_else(|| anyhow::anyhow!("no points to merge"))?;
+    for p in iter {
+        total.offered_per_s += p.offered_per_s;
+        total.achieved_per_s += p.achieved_per_s;
+        total.latency_us.add(&p.latency_us)?;
+        total.late += p.late;
+        total.unanswered += p.unanswered;
+        total.errors += p.errors;
+        total.planned += p.planned;
+    }
+    Ok(total)
+}
+
 /// A connection's bytes in flight and its requests awaiting replies (in order).
 #[derive(Debug, Default)]
 struct Conn {

@@ -73,6 +73,10 @@ struct Load {
     /// rpc-server workers (with a wire server).
     #[arg(long, default_value_t = 1)]
     workers: u16,
+    /// Client threads, each with its share of the connections and the rate (kernel sockets
+    /// only; their histograms are merged).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    threads: u64,
 }
 
 impl Load {
@@ -121,12 +125,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             } else {
                 let addr =
                     server.parse().with_context(|| format!("--server {server}: HOST:PORT"))?;
-                sweep(
-                    &mut KernelTransport::connect(addr, usize::try_from(load.conns)?)?,
-                    &mix,
-                    &load,
-                    "",
-                )?
+                if load.threads > 1 {
+                    sweep_threads(addr, &mix, &load)?
+                } else {
+                    sweep(
+                        &mut KernelTransport::connect(addr, usize::try_from(load.conns)?)?,
+                        &mix,
+                        &load,
+                        "",
+                    )?
+                }
             };
             let default = if server == "wire" { control.name() } else { "kernel" };
             let label = label.as_deref().unwrap_or(default);
@@ -172,6 +180,50 @@ fn sweep(
         let duration = Duration::from_secs_f64(load.seconds);
         let point =
             engine::run(transport, mix, rate, duration, Duration::from_secs(1), index as u64 + 1)?;
+        eprintln!(
+            "p50 {} µs, p99 {} µs",
+            point.latency_us.value_at_quantile(0.5),
+            point.latency_us.value_at_quantile(0.99)
+        );
+        points.push(point);
+    }
+    Ok(points)
+}
+
+/// `sweep` with `load.threads` client threads over kernel sockets.
+fn sweep_threads(addr: std::net::SocketAddr, mix: &Mix, load: &Load) -> anyhow::Result<Vec<Point>> {
+    let threads = usize::try_from(load.threads)?;
+    let conns = usize::try_from(load.conns)?.max(threads);
+    engine::preload(&mut KernelTransport::connect(addr, conns)?, mix, Duration::from_secs(30))?;
+    let duration = Duration::from_secs_f64(load.seconds);
+    let mut points = Vec::new();
+    for (index, &rate) in load.rates.iter().enumerate() {
+        eprint!("[{}/{}] {rate:.0} req/s, {threads} threads ... ", index + 1, load.rates.len());
+        let parts = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    scope.spawn(move || {
+                        let share = conns / threads + usize::from(t < conns % threads);
+                        let mut transport = KernelTransport::connect(addr, share)?;
+                        let seed = (index * threads + t) as u64 + 1;
+                        let per_thread = rate / threads as f64;
+                        engine::run(
+                            &mut transport,
+                            mix,
+                            per_thread,
+                            duration,
+                            Duration::from_secs(1),
+                            seed,
+                        )
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))?)
+                .collect::<anyhow::Result<Vec<Point>>>()
+        })?;
+        let point = engine::merge(parts)?;
         eprintln!(
             "p50 {} µs, p99 {} µs",
             point.latency_us.value_at_quantile(0.5),

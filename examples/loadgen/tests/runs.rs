@@ -55,7 +55,7 @@ fn against_memcached_over_kernel_sockets() {
     }
     let out = Command::new(BIN)
         .args(["run", "--server", &addr, "--rates", "2000,8000", "--seconds", "0.5"])
-        .args(["--keys", "500", "--conns", "4"])
+        .args(["--keys", "500", "--conns", "4", "--threads", "2"])
         .output()
         .unwrap();
     let _ = memcached.kill();
