@@ -107,7 +107,7 @@ impl Layout {
     /// Computes the layout of a validated config.
     pub fn new(config: ChannelConfig) -> Result<Layout, ConfigError> {
         config.validate()?;
-        let ring = RingLayout::consumer_bytes(config.ring_capacity, config.delay_ns > 0);
+        let ring = RingLayout::consumer_bytes(config.ring_capacity);
         let per_worker_cp_bytes = ring + 64;
         let per_worker_host_bytes = ring + 64 + usize::from(config.prestage_slots) * 64;
         let workers = usize::from(config.workers);
@@ -150,16 +150,13 @@ impl Layout {
     }
 
     fn ring_bytes(&self) -> usize {
-        RingLayout::consumer_bytes(self.config.ring_capacity, self.config.delay_ns > 0)
+        RingLayout::consumer_bytes(self.config.ring_capacity)
     }
 
     fn ring(&self, slots_offset: usize, credit_offset: usize) -> RingLayout {
-        let delayed = self.config.delay_ns > 0;
         RingLayout {
             capacity: self.config.ring_capacity,
             slots_offset,
-            stamps_offset: delayed
-                .then_some(slots_offset + self.config.ring_capacity as usize * 64),
             credit_offset,
             delay_ns: u64::from(self.config.delay_ns),
         }
@@ -265,7 +262,7 @@ mod tests {
                 vec![(0, 64), (layout.host_heartbeat(), 64), (layout.cp_heartbeat(), 64)];
             for w in 0..3 {
                 for ring in [layout.event_ring(w), layout.decision_ring(w)] {
-                    let bytes = RingLayout::consumer_bytes(16, delay_ns > 0);
+                    let bytes = RingLayout::consumer_bytes(16);
                     spans.push((ring.slots_offset, bytes));
                     spans.push((ring.credit_offset, 64));
                 }

@@ -36,10 +36,10 @@ pub use sched::{PreemptRepr, RunRepr, TaskChange, TaskEventRepr, WorkerEventRepr
 pub use txn_result::{TxnOutcome, TxnResultRepr};
 
 /// The ABI version of every layout in this crate: records and shared-memory layout alike,
-/// and what each record obliges the peer to do (4: `Hello` names the service, connection
-/// control messages; `docs/abi.md`). Any change bumps it; both sides refuse a peer with
-/// another version.
-pub const ABI_VERSION: u32 = 4;
+/// and what each record obliges the peer to do (5: a delayed ring's visibility time rides in
+/// the channel word instead of a stamp array; `docs/abi.md`). Any change bumps it; both sides
+/// refuse a peer with another version.
+pub const ABI_VERSION: u32 = 5;
 
 /// Size of one record in bytes: one cache line.
 pub const RECORD_SIZE: usize = 64;

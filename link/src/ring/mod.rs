@@ -1,8 +1,7 @@
 //! Bounded single-producer single-consumer ring of 64-byte records over a shared region.
 //!
 //! Layout, in line with the link's rule that each side polls only memory it owns:
-//! - in the **consumer's** memory: `capacity` slots of one record each, and, when the PCIe
-//!   delay emulation is on, `capacity` visibility stamps (u64 ns);
+//! - in the **consumer's** memory: `capacity` slots of one record each;
 //! - in the **producer's** memory: one cache line holding the consumer's *credit*, the
 //!   position up to which slots were consumed and may be rewritten.
 //!
@@ -11,6 +10,13 @@
 //! next: one cache line carries both the "is it there" signal and the data, so a transfer costs
 //! one line move, the physical floor. Stamps grow by `capacity` each lap, so a slot left over
 //! from the previous lap never matches. Zeroed memory reads as empty.
+//!
+//! With the PCIe delay emulation on, the channel word also carries the record's visibility
+//! time: `(position + 1) mod 2^24` in bits 0..24 and the visibility time in ns mod 2^40 in
+//! bits 24..64. It stays one line per record (a separate stamp array would move a second line
+//! per record, a cost the real link does not have). 24 bits still tell laps apart (capacity
+//! ≤ 2^16), and the time is compared as a signed 40-bit difference: right for records read
+//! up to 9 minutes after they became visible, where delays are at most 1 ms.
 //!
 //! Neither side reads the other's index on the hot path: the producer caches the credit and
 //! re-reads it only when its cached view says the ring is full.
@@ -29,8 +35,6 @@ pub struct RingLayout {
     pub capacity: u32,
     /// First slot (consumer memory).
     pub slots_offset: usize,
-    /// Visibility stamps (consumer memory), present when the delay emulation is on.
-    pub stamps_offset: Option<usize>,
     /// The credit line (producer memory).
     pub credit_offset: usize,
     /// Emulated one-way delay: a record becomes visible this long after it was pushed.
@@ -38,11 +42,9 @@ pub struct RingLayout {
 }
 
 impl RingLayout {
-    /// Bytes of consumer memory the slots and stamps take, each rounded to whole lines.
-    pub fn consumer_bytes(capacity: u32, delayed: bool) -> usize {
-        let slots = capacity as usize * 64;
-        let stamps = if delayed { (capacity as usize * 8).div_ceil(64) * 64 } else { 0 };
-        slots + stamps
+    /// Bytes of consumer memory the slots take.
+    pub fn consumer_bytes(capacity: u32) -> usize {
+        capacity as usize * 64
     }
 
     fn check(&self, region: &Region) {
@@ -51,8 +53,8 @@ impl RingLayout {
             self.slots_offset.is_multiple_of(64) && self.credit_offset.is_multiple_of(64),
             "unaligned ring"
         );
-        assert_eq!(self.stamps_offset.is_some(), self.delay_ns > 0, "stamps iff delayed");
-        let end = self.slots_offset + Self::consumer_bytes(self.capacity, self.delay_ns > 0);
+        assert!(self.delay_ns < 1 << 38, "delay beyond the channel word's time window");
+        let end = self.slots_offset + Self::consumer_bytes(self.capacity);
         assert!(end <= region.len() && self.credit_offset + 64 <= region.len(), "ring overflow");
     }
 }
@@ -70,6 +72,27 @@ fn stamp_le(position: u64) -> u64 {
     // The channel word is little-endian in the record contract; on the wire it is stored as
     // the native word whose bytes are that encoding.
     u64::from_ne_bytes((position + 1).to_le_bytes())
+}
+
+/// Bits of the position in a delayed ring's channel word.
+const POSITION_BITS: u32 = 24;
+const POSITION_MASK: u64 = (1 << POSITION_BITS) - 1;
+
+/// A delayed ring's channel word: position stamp and visibility time (see the module docs).
+#[inline]
+fn delayed_word_le(position: u64, visible_at: MonoNanos) -> u64 {
+    let value = (visible_at.0 << POSITION_BITS) | ((position + 1) & POSITION_MASK);
+    u64::from_ne_bytes(value.to_le_bytes())
+}
+
+/// Reads a delayed ring's channel word: is it `position`'s, and is it visible at `now`?
+#[inline]
+fn delayed_word_check(word: u64, position: u64, now: MonoNanos) -> (bool, bool) {
+    let value = u64::from_le_bytes(word.to_ne_bytes());
+    let ours = value & POSITION_MASK == (position + 1) & POSITION_MASK;
+    // Signed difference of the two 40-bit times: shift them to the top and compare as i64.
+    let since = (now.0 << POSITION_BITS).wrapping_sub(value & !POSITION_MASK);
+    (ours, ours && (since as i64) >= 0)
 }
 
 #[inline]
@@ -123,13 +146,14 @@ impl Producer {
             // Relaxed: ordered before the consumer's read by the Release stamp below.
             word.store(record.word(word_index), Ordering::Relaxed);
         }
-        if let Some(stamps) = self.layout.stamps_offset {
-            let visible_at = now.plus_ns(self.layout.delay_ns);
-            self.region.word(stamps + index * 8).store(visible_at.0, Ordering::Relaxed);
-        }
-        // Release publishes the body (and stamp) together with the channel word: a consumer
-        // that Acquire-loads this stamp sees the whole record.
-        slot[0].store(stamp_le(self.tail), Ordering::Release);
+        let word = if self.layout.delay_ns > 0 {
+            delayed_word_le(self.tail, now.plus_ns(self.layout.delay_ns))
+        } else {
+            stamp_le(self.tail)
+        };
+        // Release publishes the body together with the channel word: a consumer that
+        // Acquire-loads this stamp sees the whole record.
+        slot[0].store(word, Ordering::Release);
         self.tail += 1;
     }
 
@@ -196,14 +220,13 @@ impl Consumer {
         let slot = self.region.words(self.layout.slots_offset + index * 64, 8);
         // Acquire pairs with the producer's Release stamp store: seeing our stamp means the
         // body words are written.
-        if slot[0].load(Ordering::Acquire) != stamp_le(self.head) {
-            return false;
-        }
-        if let Some(stamps) = self.layout.stamps_offset {
-            let visible_at = self.region.word(stamps + index * 8).load(Ordering::Relaxed);
-            if now.0 < visible_at {
-                return false; // still "in flight" on the emulated link
+        let word = slot[0].load(Ordering::Acquire);
+        if self.layout.delay_ns > 0 {
+            if !delayed_word_check(word, self.head, now).1 {
+                return false; // not there, or still "in flight" on the emulated link
             }
+        } else if word != stamp_le(self.head) {
+            return false;
         }
         for (word_index, word) in slot.iter().enumerate() {
             out.set_word(word_index, word.load(Ordering::Relaxed));
@@ -254,8 +277,12 @@ impl Consumer {
     /// True when the next record is published (visible or not yet).
     pub fn has_pending(&self) -> bool {
         let index = slot_index(self.head, self.mask);
-        let word = self.region.word(self.layout.slots_offset + index * 64);
-        word.load(Ordering::Acquire) == stamp_le(self.head)
+        let word = self.region.word(self.layout.slots_offset + index * 64).load(Ordering::Acquire);
+        if self.layout.delay_ns > 0 {
+            delayed_word_check(word, self.head, MonoNanos(0)).0
+        } else {
+            word == stamp_le(self.head)
+        }
     }
 
     /// Records consumed so far.
@@ -266,16 +293,9 @@ impl Consumer {
 
 /// A ring in a fresh heap region, for tests and in-process use: `(producer, consumer)`.
 pub fn heap_ring(capacity: u32, delay_ns: u64) -> (Producer, Consumer) {
-    let delayed = delay_ns > 0;
-    let consumer_bytes = RingLayout::consumer_bytes(capacity, delayed);
+    let consumer_bytes = RingLayout::consumer_bytes(capacity);
     let region = Arc::new(Region::heap(consumer_bytes + 64).expect("heap ring region"));
-    let layout = RingLayout {
-        capacity,
-        slots_offset: 0,
-        stamps_offset: delayed.then_some(capacity as usize * 64),
-        credit_offset: consumer_bytes,
-        delay_ns,
-    };
+    let layout = RingLayout { capacity, slots_offset: 0, credit_offset: consumer_bytes, delay_ns };
     (Producer::new(region.clone(), layout), Consumer::new(region, layout))
 }
 

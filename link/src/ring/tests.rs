@@ -88,6 +88,22 @@ fn delayed_records_become_visible_after_the_delay() {
 }
 
 #[test]
+fn the_delayed_channel_word_survives_wrapping_times_and_positions() {
+    // Times just below and past a 2^40 ns boundary, positions past 2^24.
+    let boundary = 1u64 << 40;
+    for (visible, position) in [(boundary - 5, 3u64), (boundary + 5, (1 << 24) - 1), (7, 1 << 30)] {
+        let word = delayed_word_le(position, MonoNanos(visible));
+        assert_eq!(delayed_word_check(word, position, MonoNanos(visible - 1)), (true, false));
+        assert_eq!(delayed_word_check(word, position, MonoNanos(visible)), (true, true));
+        let later = MonoNanos(visible + 500_000_000_000); // read 500 s after: still visible
+        assert_eq!(delayed_word_check(word, position, later), (true, true));
+        assert!(!delayed_word_check(word, position + 1, later).0, "another position");
+        assert!(!delayed_word_check(word, position + (1 << 16), later).0, "another lap");
+    }
+    assert!(!delayed_word_check(0, 0, MonoNanos(1)).0, "zeroed memory is empty");
+}
+
+#[test]
 fn stale_lap_contents_are_not_read_as_new() {
     let (mut tx, mut rx) = heap_ring(2, 0);
     for seq in 0..2 {
