@@ -124,6 +124,8 @@ fn a_task_connects_out_and_talks() {
         .spawn(async move {
             let mut stream = connector.connect(SocketAddrV4::new(CLIENT, 9000)).await?;
             stream.write_all(b"ping").await?;
+            // Half-close: our FIN goes after the ping; the reply still comes in.
+            stream.shutdown()?;
             let mut buf = [0u8; 4];
             let mut got = 0;
             while got < 4 {
@@ -149,9 +151,44 @@ fn a_task_connects_out_and_talks() {
     });
     assert_eq!(&buf, b"ping");
     let conn = accepted.unwrap();
-    assert_eq!(client.send(conn, b"pong").unwrap(), 4);
     drive(&mut client, "the task's FIN", |client| client.state(conn) == Ok(ConnState::PeerClosed));
+    assert_eq!(client.send(conn, b"pong").unwrap(), 4);
     client.close(conn).unwrap();
     drive(&mut client, "the task", |_| task.is_finished());
     assert_eq!(&task.join().unwrap(), b"pong");
+}
+
+#[test]
+fn a_udp_task_echoes_datagrams_with_their_senders() {
+    let (runtime, net, mut client) = setup();
+    let socket = net.bind_udp(5353, 1, 64 * 1024).unwrap();
+    let task = runtime
+        .spawn(async move {
+            let mut buf = vec![0u8; 2048];
+            for _ in 0..20 {
+                let (n, from) = socket.recv_from(&mut buf).await?;
+                socket.send_to(&buf[..n], from).await?;
+            }
+            // Datagrams still queued when a socket drops are discarded: hand it back instead.
+            Ok::<_, NetError>(socket)
+        })
+        .unwrap();
+    let mine = client.udp_bind(4000, 64 * 1024).unwrap();
+    let server = SocketAddrV4::new(SERVER, 5353);
+    let mut echoed = Vec::new();
+    let mut buf = vec![0u8; 2048];
+    for i in 0..20 {
+        let datagram = pattern(1 + i * 70, i);
+        assert!(client.udp_send_to(mine, &datagram, server).unwrap());
+        drive(&mut client, "the echo", |client| {
+            if let Some((n, from)) = client.udp_recv_from(mine, &mut buf).unwrap() {
+                assert_eq!(from, server);
+                echoed.push(buf[..n].to_vec());
+            }
+            echoed.len() > i
+        });
+        assert!(echoed[i] == datagram, "datagram {i}");
+    }
+    drive(&mut client, "the task", |_| task.is_finished());
+    drop(task.join().unwrap());
 }

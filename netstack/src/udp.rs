@@ -81,6 +81,26 @@ impl<L: Link> Stack<L> {
         }
     }
 
+    /// Wakes `waker` when a datagram arrives on `sock` (once; register again after a wake).
+    pub fn udp_register_recv_waker(
+        &mut self,
+        sock: UdpSock,
+        waker: &std::task::Waker,
+    ) -> Result<(), NetError> {
+        self.udp(sock)?.register_recv_waker(waker);
+        Ok(())
+    }
+
+    /// Wakes `waker` when `sock`'s send queue has room again (once).
+    pub fn udp_register_send_waker(
+        &mut self,
+        sock: UdpSock,
+        waker: &std::task::Waker,
+    ) -> Result<(), NetError> {
+        self.udp(sock)?.register_send_waker(waker);
+        Ok(())
+    }
+
     /// Closes and forgets a UDP socket.
     pub fn udp_close(&mut self, sock: UdpSock) {
         if self.udp(sock).is_ok() {

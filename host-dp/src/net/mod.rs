@@ -19,4 +19,4 @@ pub mod sockets;
 pub use control::{ConnControl, ControlConfig, ControlStats};
 pub use plane::{NetWorker, Plane, PlaneConfig, PlaneStats, WorkerLink};
 pub use port::{PortFrame, PortLink};
-pub use sockets::{NetRuntime, TcpListener, TcpStream};
+pub use sockets::{NetRuntime, TcpListener, TcpStream, UdpSocket};

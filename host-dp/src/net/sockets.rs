@@ -80,6 +80,21 @@ impl<L: Link> NetRuntime<L> {
         Ok(TcpListener { net: self.clone(), port, queue })
     }
 
+    /// Binds UDP `port` on stack `worker` (datagrams to the port are steered there), with
+    /// `buffer_bytes` of payload queued each way.
+    pub fn bind_udp(
+        self: &Arc<Self>,
+        port: u16,
+        worker: u16,
+        buffer_bytes: usize,
+    ) -> Result<UdpSocket<L>, NetError> {
+        let index = usize::from(worker);
+        let stack = self.stacks.get(index).ok_or(NetError::Invalid("no such worker"))?;
+        let sock = lock(stack).stack().udp_bind(port, buffer_bytes)?;
+        self.plane.bind_udp(port, worker);
+        Ok(UdpSocket { net: self.clone(), worker: index, sock: Some(sock) })
+    }
+
     /// Opens a connection to `remote` from one of the stacks (in turn) and waits until it is
     /// established.
     pub async fn connect(self: &Arc<Self>, remote: SocketAddrV4) -> Result<TcpStream<L>, NetError> {
@@ -214,6 +229,21 @@ impl<L: Link> TcpStream<L> {
         Ok(())
     }
 
+    /// Ends our side (a FIN after what is queued) and keeps reading what the peer still sends;
+    /// [`TcpStream::close`] (or dropping the stream) finishes.
+    pub fn shutdown(&mut self) -> Result<(), NetError> {
+        self.with(|stack, conn| stack.stack().close(conn))?
+    }
+
+    /// Overrides the RPC defaults for this connection (Nagle's algorithm, a delayed-ACK timer).
+    pub fn set_coalescing(
+        &mut self,
+        nagle: bool,
+        ack_delay: Option<std::time::Duration>,
+    ) -> Result<(), NetError> {
+        self.with(|stack, conn| stack.stack().set_coalescing(conn, nagle, ack_delay))?
+    }
+
     /// The peer's address.
     pub fn peer(&self) -> Option<SocketAddrV4> {
         self.with(|stack, conn| stack.stack().peer(conn).ok().flatten()).ok().flatten()
@@ -255,5 +285,62 @@ impl<L: Link> TcpStream<L> {
 impl<L: Link> Drop for TcpStream<L> {
     fn drop(&mut self) {
         self.release();
+    }
+}
+
+/// A UDP socket on one stack, owned by a task. Dropping it closes it, discarding datagrams
+/// still queued to send (they leave at the stack's next poll; keep the socket until then).
+#[derive(Debug)]
+pub struct UdpSocket<L: Link> {
+    net: Arc<NetRuntime<L>>,
+    worker: usize,
+    sock: Option<netstack::UdpSock>,
+}
+
+impl<L: Link> UdpSocket<L> {
+    fn with<T>(
+        &self,
+        f: impl FnOnce(&mut NetWorker<L>, netstack::UdpSock) -> T,
+    ) -> Result<T, NetError> {
+        let sock = self.sock.ok_or(NetError::NoSuchConn)?;
+        Ok(f(&mut lock(&self.net.stacks[self.worker]), sock))
+    }
+
+    /// The next datagram into `buf`: its length and sender; waits for one.
+    pub async fn recv_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddrV4), NetError> {
+        poll_fn(|cx| {
+            self.with(|stack, sock| match stack.stack().udp_recv_from(sock, buf) {
+                Ok(Some(got)) => Poll::Ready(Ok(got)),
+                Ok(None) => match stack.stack().udp_register_recv_waker(sock, cx.waker()) {
+                    Ok(()) => Poll::Pending,
+                    Err(error) => Poll::Ready(Err(error)),
+                },
+                Err(error) => Poll::Ready(Err(error)),
+            })?
+        })
+        .await
+    }
+
+    /// Queues one datagram to `to`, waiting for room in the send queue.
+    pub async fn send_to(&self, data: &[u8], to: SocketAddrV4) -> Result<(), NetError> {
+        poll_fn(|cx| {
+            self.with(|stack, sock| match stack.stack().udp_send_to(sock, data, to) {
+                Ok(true) => Poll::Ready(Ok(())),
+                Ok(false) => match stack.stack().udp_register_send_waker(sock, cx.waker()) {
+                    Ok(()) => Poll::Pending,
+                    Err(error) => Poll::Ready(Err(error)),
+                },
+                Err(error) => Poll::Ready(Err(error)),
+            })?
+        })
+        .await
+    }
+}
+
+impl<L: Link> Drop for UdpSocket<L> {
+    fn drop(&mut self) {
+        if let Some(sock) = self.sock.take() {
+            lock(&self.net.stacks[self.worker]).stack().udp_close(sock);
+        }
     }
 }
