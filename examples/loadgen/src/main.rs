@@ -47,6 +47,11 @@ enum Command {
     Demo {
         #[command(flatten)]
         load: Load,
+        /// Also hand rpc-server's task scheduling to the agent (on-host, then offloaded). It
+        /// wants cores of its own: on 2 vCPUs the client, the worker and the agents time-share
+        /// and every request waits milliseconds.
+        #[arg(long)]
+        sched: bool,
     },
 }
 
@@ -113,7 +118,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Run { load, server, control, csv, label } => {
             let mix = load.mix()?;
             let points = if server == "wire" {
-                let args = server_args(control, None, load.workers);
+                let args = server_args(control, None, load.workers, false);
                 let mut wire = WireServer::start(&next_to_exe("rpc-server")?, &args)?;
                 let port = wire.take_port().context("wire port")?;
                 sweep(
@@ -143,18 +148,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 std::fs::write(&path, csv_rows(label, &points))?;
             }
         }
-        Command::Demo { load } => demo(&load)?,
+        Command::Demo { load, sched } => demo(&load, sched)?,
     }
     Ok(())
 }
 
-fn server_args(control: Mode, socket: Option<&Path>, workers: u16) -> Vec<String> {
-    let mut args = vec![
-        "--workers".to_string(),
-        workers.to_string(),
-        "--control".into(),
-        control.name().into(),
-    ];
+/// rpc-server's flags: connection control in `control` mode (local, on-host, or offloaded to
+/// the `ipu-cp` at `socket`), and task scheduling too if `sched`.
+fn server_args(control: Mode, socket: Option<&Path>, workers: u16, sched: bool) -> Vec<String> {
+    let mut args: Vec<String> =
+        ["--workers", &workers.to_string(), "--control", control.name()].map(String::from).to_vec();
+    if sched {
+        args.extend(["--sched".to_string(), control.name().to_string()]);
+    }
     if let Some(socket) = socket {
         args.extend(["--ipu-cp".to_string(), socket.display().to_string()]);
     }
@@ -281,25 +287,28 @@ fn csv_rows(name: &str, points: &[Point]) -> String {
 
 /// `ipu-cp` as a process, then `rpc-server` with its connection control on-host, then
 /// offloaded to that `ipu-cp`, each under the same open-loop load from our stack.
-fn demo(load: &Load) -> anyhow::Result<()> {
+fn demo(load: &Load, sched: bool) -> anyhow::Result<()> {
     let mix = load.mix()?;
     let started = Instant::now();
     let rpc_server = next_to_exe("rpc-server")?;
     eprintln!("demo: starting ipu-cp (the control plane, its own process)");
-    let cp = ControlPlane::start(&next_to_exe("ipu-cp")?, "demo", &[], false)?;
+    let cp_args = ["--policy", "fifo"].map(String::from);
+    let cp = ControlPlane::start(&next_to_exe("ipu-cp")?, "demo", &cp_args, false)?;
     let mut results = Vec::new();
     for (step, control) in [Mode::OnHost, Mode::Offloaded].into_iter().enumerate() {
         let socket = (control == Mode::Offloaded).then_some(cp.socket.as_path());
         eprintln!(
-            "demo: [{}/2] rpc-server with connection control {} ({} worker{}), {} connections \
-             from our stack over a shared-memory wire",
+            "demo: [{}/2] rpc-server with {} {} ({} worker{}), {} connections from our stack \
+             over a shared-memory wire",
             step + 1,
+            if sched { "scheduling and connection control" } else { "connection control" },
             control.name(),
             load.workers,
             if load.workers == 1 { "" } else { "s" },
             load.conns
         );
-        let mut wire = WireServer::start(&rpc_server, &server_args(control, socket, load.workers))?;
+        let args = server_args(control, socket, load.workers, sched);
+        let mut wire = WireServer::start(&rpc_server, &args)?;
         let port = wire.take_port().context("wire port")?;
         let mut transport = StackTransport::connect(port, usize::try_from(load.conns)?)?;
         let points = sweep(&mut transport, &mix, load, "      ")?;

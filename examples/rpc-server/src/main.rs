@@ -14,7 +14,7 @@ use host_dp::io::QueueId;
 use host_dp::io::shm::{ShmPort, Side};
 use host_dp::io::uring::{UringConfig, UringPort};
 use host_dp::net::{ControlConfig, NetRuntime, Plane, PlaneConfig, PortLink};
-use host_dp::runtime::{AgentLink, Runtime, RuntimeConfig};
+use host_dp::runtime::{AgentLink, AgentOptions, Runtime, RuntimeConfig};
 use ipu_cp::Mode;
 use ipu_cp::net::adapter::NetAgent;
 use ipu_cp::net::{Admission, AdmissionConfig};
@@ -50,6 +50,13 @@ struct Args {
     /// Who admits and places connections.
     #[arg(long, value_enum, default_value = "local")]
     control: Mode,
+    /// Who schedules the runtime's tasks: its own queue (local), a policy in an agent thread
+    /// (on-host), or `ipu-cp` (offloaded, with --ipu-cp; it must run a scheduling policy).
+    #[arg(long, value_enum, default_value = "local")]
+    sched: Mode,
+    /// The scheduling policy of an on-host agent (fifo or shinjuku).
+    #[arg(long, default_value = "fifo")]
+    sched_policy: String,
     /// The ipu-cp socket (with --control offloaded).
     #[arg(long, value_name = "PATH")]
     ipu_cp: Option<PathBuf>,
@@ -130,7 +137,7 @@ fn serve<P: host_dp::io::PacketIo + 'static>(
         .collect::<Result<Vec<_>, _>>()?;
     let net = NetRuntime::new(plane.clone(), workers);
     let config = RuntimeConfig { workers: usize::from(args.workers), ..RuntimeConfig::default() };
-    let runtime = Runtime::start(config)?;
+    let (runtime, _sched_agent) = start_runtime(config, args)?;
     runtime.set_ingress(net.clone());
     let listener = net.listen(args.port, 1, 128)?;
     let store = Arc::new(Store::new(args.memory_mb << 20));
@@ -146,10 +153,12 @@ fn serve<P: host_dp::io::PacketIo + 'static>(
         }
     })?;
     eprintln!(
-        "rpc-server: serving memcached protocol on {ip}:{} ({} workers, control {})",
+        "rpc-server: serving memcached protocol on {ip}:{} ({} workers, connection control {}, \
+         scheduling {})",
         args.port,
         args.workers,
-        args.control.name()
+        args.control.name(),
+        args.sched.name()
     );
     let deadline = args.seconds.map(|s| Instant::now() + Duration::from_secs(s));
     while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
@@ -207,6 +216,56 @@ fn attach<L: netstack::Link>(plane: &Plane<L>, args: &Args) -> anyhow::Result<Op
                 .attach(AgentLink { end: conn.end, session: Some(conn.stream) }, MonoNanos::now())
                 .map_err(anyhow::Error::msg)?;
             Ok(None)
+        }
+    }
+}
+
+/// The runtime, scheduled as `--sched` says (an agent channel has one lane per worker and a
+/// submit lane).
+fn start_runtime(
+    config: RuntimeConfig,
+    args: &Args,
+) -> anyhow::Result<(Runtime, Option<OnHostAgent>)> {
+    let liveness =
+        LivenessConfig { heartbeat_interval_ns: 100_000, peer_timeout_ns: 1_000_000_000 };
+    let shape = ChannelConfig {
+        workers: args.workers + 1,
+        ring_capacity: 1024,
+        prestage_slots: 4,
+        delay_ns: 0,
+    };
+    match args.sched {
+        Mode::Local => Ok((Runtime::start(config)?, None)),
+        Mode::OnHost => {
+            let policy_config = ipu_cp::policy::PolicyConfig::default();
+            let policy = ipu_cp::policy::by_name(&args.sched_policy, policy_config)
+                .with_context(|| format!("no scheduling policy `{}`", args.sched_policy))?;
+            let (host, cp) = link::channel::heap_pair(
+                shape,
+                liveness,
+                Epoch(1),
+                ipu_cp::fresh_epoch(),
+                MonoNanos::now(),
+            )?;
+            let agent = OnHostAgent::start(policy, cp, OnHostOptions::default())?;
+            let options = AgentOptions::new(AgentLink { end: host, session: None });
+            Ok((Runtime::start_with_agent(config, options)?, Some(agent)))
+        }
+        Mode::Offloaded => {
+            let socket = args.ipu_cp.as_ref().context("--sched offloaded needs --ipu-cp PATH")?;
+            let timeout = Duration::from_secs(5);
+            let conn = link::transport::connect(
+                socket,
+                Service::Sched,
+                shape,
+                Epoch(1),
+                liveness,
+                timeout,
+            )
+            .with_context(|| format!("attaching to ipu-cp at {}", socket.display()))?;
+            let options =
+                AgentOptions::new(AgentLink { end: conn.end, session: Some(conn.stream) });
+            Ok((Runtime::start_with_agent(config, options)?, None))
         }
     }
 }
