@@ -90,12 +90,17 @@ impl Drop for ControlPlane {
     }
 }
 
-/// The `ipu-cp` binary built next to the running executable: beside it, or one directory up
-/// (a test or bench binary lives in `target/<profile>/deps`).
+/// The `ipu-cp` binary built next to the running executable (see [`sibling_binary`]).
 pub fn binary_next_to_exe() -> Option<PathBuf> {
+    sibling_binary("ipu-cp")
+}
+
+/// The workspace binary `name` built next to the running executable: beside it, or one
+/// directory up (a test or bench binary lives in `target/<profile>/deps`).
+pub fn sibling_binary(name: &str) -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
-    [dir.join("ipu-cp"), dir.parent()?.join("ipu-cp")].into_iter().find(|path| path.exists())
+    [dir.join(name), dir.parent()?.join(name)].into_iter().find(|path| path.exists())
 }
 
 /// CPU time (utime + stime) from a /proc `stat` file of a process or thread.

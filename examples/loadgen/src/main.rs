@@ -95,11 +95,7 @@ impl Load {
 }
 
 fn next_to_exe(name: &str) -> anyhow::Result<PathBuf> {
-    let exe = std::env::current_exe()?;
-    let dir = exe.parent().context("the binary's folder")?;
-    [dir.join(name), dir.parent().map(|p| p.join(name)).unwrap_or_default()]
-        .into_iter()
-        .find(|p| p.exists())
+    ipu_cp::process::sibling_binary(name)
         .with_context(|| format!("no {name} next to this binary: cargo build --release -p {name}"))
 }
 
