@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Enforces the dependency direction of the workspace (design.md §2):
-#   link, netstack and dpdk-sys depend on no workspace crate (netstack does not know link:
+#   link, netstack, memmgr and dpdk-sys depend on no workspace crate (netstack does not know link:
 #   host-dp translates); ipu-cp depends only on link; only host-dp may depend on dpdk-sys.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,7 @@ check() { # crate, allowed workspace deps...
 }
 check link
 check netstack
+check memmgr
 check dpdk-sys
 check ipu-cp link
 for crate in $(cargo metadata --format-version 1 --no-deps | python3 -c '

@@ -1,0 +1,265 @@
+//! The kernel interface, and this crate's only unsafe code: anonymous mappings, the
+//! userfaultfd descriptor and its ioctls (API, REGISTER, COPY, MOVE, WAKE), and atomic views
+//! of mapped memory.
+//!
+//! The ioctl structures and numbers are written out here because the installed headers (Linux
+//! 6.1) predate `UFFDIO_MOVE` (6.8); they follow `include/uapi/linux/userfaultfd.h`.
+//!
+//! Invariants: a [`Mapping`] owns its pages from `mmap` to `munmap` (in `Drop`); Rust touches
+//! mapped memory only through `AtomicU64`s, so a page the kernel moves away and back (its
+//! contents intact) looks to Rust like memory another thread wrote; every ioctl gets a pointer
+//! to a properly sized, initialised structure on our stack and addresses the caller got from a
+//! `Mapping` of this crate.
+
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ptr::NonNull;
+use std::sync::atomic::AtomicU64;
+
+/// Bytes per page.
+pub const PAGE: usize = 4096;
+
+/// Why a kernel call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UffdError {
+    /// userfaultfd is not available to this process.
+    #[error(
+        "userfaultfd unavailable ({0}): run as root, or give this user /dev/userfaultfd \
+         (it is root-only here) or vm.unprivileged_userfaultfd=1"
+    )]
+    Unavailable(std::io::Error),
+    /// The kernel lacks a feature this crate needs.
+    #[error("the kernel's userfaultfd lacks {0} (Linux 6.8+ has it)")]
+    Missing(&'static str),
+    /// A system call failed.
+    #[error("{call}: {source}")]
+    Sys {
+        /// Which call.
+        call: &'static str,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+fn last_error(call: &'static str) -> UffdError {
+    UffdError::Sys { call, source: std::io::Error::last_os_error() }
+}
+
+const UFFD_API: u64 = 0xAA;
+const FEATURE_MOVE: u64 = 1 << 16;
+const REGISTER_MODE_MISSING: u64 = 1;
+
+const fn iowr(nr: u64, size: u64) -> u64 {
+    (3 << 30) | (size << 16) | (0xAA << 8) | nr
+}
+const UFFDIO_API: u64 = iowr(0x3F, 24);
+const UFFDIO_REGISTER: u64 = iowr(0x00, 32);
+const UFFDIO_WAKE: u64 = (2 << 30) | (16 << 16) | (0xAA << 8) | 0x02;
+const UFFDIO_COPY: u64 = iowr(0x03, 40);
+const UFFDIO_MOVE: u64 = iowr(0x05, 40);
+
+#[repr(C)]
+struct ApiArg {
+    api: u64,
+    features: u64,
+    ioctls: u64,
+}
+
+#[repr(C)]
+struct Range {
+    start: u64,
+    len: u64,
+}
+
+#[repr(C)]
+struct RegisterArg {
+    range: Range,
+    mode: u64,
+    ioctls: u64,
+}
+
+/// COPY and MOVE share a layout: dst, src, len, mode, result.
+#[repr(C)]
+struct TransferArg {
+    dst: u64,
+    src: u64,
+    len: u64,
+    mode: u64,
+    result: i64,
+}
+
+/// An anonymous private mapping of whole pages.
+#[derive(Debug)]
+pub struct Mapping {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; all access from Rust goes through
+// `AtomicU64`s (`words`), which are safe to share between threads.
+unsafe impl Send for Mapping {}
+// SAFETY: as above: shared access is atomic only.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps `pages` zero pages (nothing is touched: the kernel backs them on first access).
+    pub fn new(pages: usize) -> Result<Mapping, UffdError> {
+        let len = pages.checked_mul(PAGE).filter(|&l| l > 0).ok_or(UffdError::Missing("a size"))?;
+        // SAFETY: a fresh anonymous mapping at an address of the kernel's choice; no existing
+        // memory is affected.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(last_error("mmap"));
+        }
+        let base = NonNull::new(ptr.cast::<u8>()).ok_or(UffdError::Missing("a mapping"))?;
+        Ok(Mapping { base, len })
+    }
+
+    /// Address of page `index`.
+    pub fn page_addr(&self, index: usize) -> u64 {
+        assert!(index * PAGE < self.len, "page {index} out of range");
+        self.base.as_ptr() as u64 + (index * PAGE) as u64
+    }
+
+    /// Pages in the mapping.
+    pub fn pages(&self) -> usize {
+        self.len / PAGE
+    }
+
+    /// The mapping as 64-bit words (a page is 512 of them).
+    pub fn words(&self) -> &[AtomicU64] {
+        // SAFETY: `base..base+len` is a live mapping owned by `self` (unmapped only in Drop),
+        // page aligned, readable and writable; `AtomicU64` has u64's size and alignment and
+        // any bit pattern is valid; every Rust access to it is atomic (module invariants).
+        // Accessing a page that is not present blocks in the fault handler, which is the
+        // mechanism's business, not a safety concern.
+        unsafe { std::slice::from_raw_parts(self.base.as_ptr().cast::<AtomicU64>(), self.len / 8) }
+    }
+
+    /// Releases page `index`'s memory (it reads as zero, or faults if registered, next time).
+    pub fn discard(&self, index: usize) -> Result<(), UffdError> {
+        let addr = self.page_addr(index) as *mut libc::c_void;
+        // SAFETY: a page of our own mapping; MADV_DONTNEED only drops its contents.
+        if unsafe { libc::madvise(addr, PAGE, libc::MADV_DONTNEED) } != 0 {
+            return Err(last_error("madvise"));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: the mapping we made in `new`, with its length; nothing refers to it after
+        // `self` goes (views borrow `self`).
+        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
+    }
+}
+
+/// A userfaultfd with the MOVE feature.
+#[derive(Debug)]
+pub struct Uffd {
+    fd: OwnedFd,
+}
+
+impl Uffd {
+    /// Opens a userfaultfd (non-blocking reads) and negotiates the API with MOVE.
+    pub fn open() -> Result<Uffd, UffdError> {
+        // SAFETY: a plain system call with integer flags; it returns a new descriptor or -1.
+        let raw =
+            unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) };
+        if raw < 0 {
+            return Err(UffdError::Unavailable(std::io::Error::last_os_error()));
+        }
+        let raw = i32::try_from(raw).map_err(|_| UffdError::Missing("a descriptor"))?;
+        // SAFETY: `raw` is a descriptor the kernel just gave us, owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let uffd = Uffd { fd };
+        let mut arg = ApiArg { api: UFFD_API, features: FEATURE_MOVE, ioctls: 0 };
+        uffd.ioctl(UFFDIO_API, (&raw mut arg).cast(), "UFFDIO_API")?;
+        if arg.features & FEATURE_MOVE == 0 {
+            return Err(UffdError::Missing("UFFDIO_MOVE"));
+        }
+        Ok(uffd)
+    }
+
+    fn ioctl(
+        &self,
+        request: u64,
+        arg: *mut libc::c_void,
+        call: &'static str,
+    ) -> Result<(), UffdError> {
+        // SAFETY: `arg` points to the initialised structure of `request`'s size on the
+        // caller's stack (each caller passes its own), and the descriptor is ours.
+        if unsafe { libc::ioctl(self.fd.as_raw_fd(), request, arg) } != 0 {
+            return Err(last_error(call));
+        }
+        Ok(())
+    }
+
+    /// Reports missing-page faults in all of `mapping` to this descriptor.
+    pub fn register(&self, mapping: &Mapping) -> Result<(), UffdError> {
+        let range = Range { start: mapping.page_addr(0), len: mapping.len as u64 };
+        let mut arg = RegisterArg { range, mode: REGISTER_MODE_MISSING, ioctls: 0 };
+        self.ioctl(UFFDIO_REGISTER, (&raw mut arg).cast(), "UFFDIO_REGISTER")
+    }
+
+    /// Fills the missing page at `dst` with `data` (one page), without waking its waiters
+    /// (call [`Uffd::wake`] once the caller's own state says the page is back). `Ok(false)`:
+    /// the page was present already.
+    pub fn copy(&self, dst: u64, data: &[u8; PAGE]) -> Result<bool, UffdError> {
+        const COPY_MODE_DONTWAKE: u64 = 1;
+        let src = data.as_ptr() as u64;
+        let mut arg =
+            TransferArg { dst, src, len: PAGE as u64, mode: COPY_MODE_DONTWAKE, result: 0 };
+        match self.ioctl(UFFDIO_COPY, (&raw mut arg).cast(), "UFFDIO_COPY") {
+            Ok(()) => Ok(true),
+            Err(UffdError::Sys { source, .. }) if source.raw_os_error() == Some(libc::EEXIST) => {
+                Ok(false)
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    /// Moves the page at `src` to the missing page `dst` (both in registered mappings),
+    /// atomically: afterwards `src` is missing. Wakes waiters on `dst`.
+    pub fn move_page(&self, src: u64, dst: u64) -> Result<(), UffdError> {
+        let mut arg = TransferArg { dst, src, len: PAGE as u64, mode: 0, result: 0 };
+        self.ioctl(UFFDIO_MOVE, (&raw mut arg).cast(), "UFFDIO_MOVE")
+    }
+
+    /// Wakes threads waiting on the page at `addr`.
+    pub fn wake(&self, addr: u64) -> Result<(), UffdError> {
+        let mut arg = Range { start: addr, len: PAGE as u64 };
+        self.ioctl(UFFDIO_WAKE, (&raw mut arg).cast(), "UFFDIO_WAKE")
+    }
+
+    /// Waits up to `timeout_ms` for a fault; returns the faulting address, if one came.
+    pub fn next_fault(&self, timeout_ms: i32) -> Result<Option<u64>, UffdError> {
+        let mut poll = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: one valid pollfd on our stack.
+        if unsafe { libc::poll(&raw mut poll, 1, timeout_ms) } <= 0 {
+            return Ok(None);
+        }
+        let mut msg = [0u8; 32];
+        // SAFETY: reading at most 32 bytes (one `struct uffd_msg`) into our buffer.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), msg.as_mut_ptr().cast(), msg.len()) };
+        if n != 32 {
+            return Ok(None); // EAGAIN: another reader took it
+        }
+        // struct uffd_msg: event u8 @0 (0x12: pagefault), then arg.pagefault.address @16.
+        if msg[0] != 0x12 {
+            return Ok(None);
+        }
+        let mut address = [0u8; 8];
+        address.copy_from_slice(&msg[16..24]);
+        Ok(Some(u64::from_ne_bytes(address)))
+    }
+}
