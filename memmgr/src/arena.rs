@@ -1,15 +1,18 @@
-//! An arena whose pages move between DRAM and an LZ4-compressed tier, and come back on fault.
+//! An arena whose pages can be *parked* (moved aside, to learn whether they are touched) and
+//! *demoted* (compressed with LZ4), and come back on fault.
 //!
 //! Per page, one state word: `UNTOUCHED` (never used: the first touch faults and gets a zeroed
-//! page), `RESIDENT`, `BUSY` (being demoted), `COMPRESSED`. Demotion moves the page out of
-//! the arena with `UFFDIO_MOVE`, atomically, so no write can slip in between the copy and the
-//! unmap; from that instant any access faults and waits. The page is compressed from the
-//! staging area; one that does not shrink enough moves back. Promotion happens in the fault
-//! handler: decompress, `UFFDIO_COPY` into place, which also wakes the faulting threads.
+//! page), `RESIDENT`, `BUSY` (a transition in progress), `PARKED` (moved to its staging page,
+//! intact), `COMPRESSED`. Pages leave the arena only by `UFFDIO_MOVE`, which is atomic: from
+//! that instant any access faults and waits, so no write can slip between a copy and an
+//! unmap. A parked page that is touched moves straight back (cheap, no copy) and is marked
+//! touched: the only per-page access signal this machine offers (no accessed bits, no PMU;
+//! `../shared/docs/memtier.md`). Demotion compresses a parked page from its staging page; one
+//! that does not shrink enough moves back. Promotion happens in the fault handler: decompress,
+//! `UFFDIO_COPY` into place, set the state, then wake the faulting threads.
 //!
-//! This first version resolves faults in one handler thread; on this VM a wakeup across vCPUs
-//! costs 40–65 µs, so the next step is resolving faults in the faulting thread (SIGBUS mode,
-//! `../shared/docs/memtier.md` §5).
+//! Faults are resolved in one handler thread for now; on this VM a wakeup across vCPUs costs
+//! 40–65 µs, so the next step is resolving them in the faulting thread (SIGBUS mode).
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -20,7 +23,8 @@ use crate::uffd::{Mapping, PAGE, Uffd, UffdError};
 const UNTOUCHED: u8 = 0;
 const RESIDENT: u8 = 1;
 const BUSY: u8 = 2;
-const COMPRESSED: u8 = 3;
+const PARKED: u8 = 3;
+const COMPRESSED: u8 = 4;
 
 /// A page compressing to more than this stays resident (not worth the fault).
 const KEEP_IF_LARGER_THAN: usize = PAGE * 3 / 4;
@@ -32,6 +36,10 @@ pub struct Counters {
     pub faults: AtomicU64,
     /// First touches filled with zeros.
     pub zero_fills: AtomicU64,
+    /// Pages parked.
+    pub parks: AtomicU64,
+    /// Parked pages touched (and moved back).
+    pub unparks: AtomicU64,
     /// Pages brought back from the compressed tier.
     pub promotions: AtomicU64,
     /// Pages moved to the compressed tier.
@@ -54,12 +62,12 @@ fn add(counter: &AtomicU64, n: u64) {
 struct Inner {
     uffd: Uffd,
     arena: Mapping,
-    /// One page, registered too (MOVE needs both ends in registered ranges).
+    /// One staging page per arena page, registered too (MOVE needs both ends registered).
     staging: Mapping,
     states: Vec<AtomicU8>,
+    /// Set when a parked page was touched; cleared by `take_touched`.
+    touched: Vec<AtomicBool>,
     compressed: Vec<Mutex<Option<Vec<u8>>>>,
-    /// One demotion at a time: they share the staging page.
-    demoting: Mutex<()>,
     counters: Counters,
 }
 
@@ -84,7 +92,7 @@ impl Arena {
     pub fn new(pages: usize) -> Result<Arena, Error> {
         let uffd = Uffd::open()?;
         let arena = Mapping::new(pages)?;
-        let staging = Mapping::new(1)?;
+        let staging = Mapping::new(pages)?;
         uffd.register(&arena)?;
         uffd.register(&staging)?;
         let inner = Arc::new(Inner {
@@ -92,8 +100,8 @@ impl Arena {
             arena,
             staging,
             states: (0..pages).map(|_| AtomicU8::new(UNTOUCHED)).collect(),
+            touched: (0..pages).map(|_| AtomicBool::new(false)).collect(),
             compressed: (0..pages).map(|_| Mutex::new(None)).collect(),
-            demoting: Mutex::new(()),
             counters: Counters::default(),
         });
         let stop = Arc::new(AtomicBool::new(false));
@@ -127,23 +135,49 @@ impl Arena {
         self.inner.states[index].load(Ordering::Acquire) == COMPRESSED
     }
 
-    /// Moves resident page `index` to the compressed tier. `Ok(false)`: it was not resident,
-    /// or did not compress enough (it stays).
-    pub fn demote(&self, index: usize) -> Result<bool, Error> {
+    /// True if page `index` is parked now (moved aside and not touched since).
+    pub fn is_parked(&self, index: usize) -> bool {
+        self.inner.states[index].load(Ordering::Acquire) == PARKED
+    }
+
+    /// Whether page `index` was touched while parked since the last call; clears the mark.
+    pub fn take_touched(&self, index: usize) -> bool {
+        self.inner.touched[index].swap(false, Ordering::AcqRel)
+    }
+
+    /// Moves resident page `index` aside: its next access faults (and moves it back, marked
+    /// touched). `Ok(false)`: it was not resident.
+    pub fn park(&self, index: usize) -> Result<bool, Error> {
         let inner = &*self.inner;
-        let _one_at_a_time = inner.demoting.lock().unwrap_or_else(PoisonError::into_inner);
         let state = &inner.states[index];
         if state.compare_exchange(RESIDENT, BUSY, Ordering::AcqRel, Ordering::Acquire).is_err() {
             return Ok(false);
         }
-        let (page, staged) = (inner.arena.page_addr(index), inner.staging.page_addr(0));
+        let (page, staged) = (inner.arena.page_addr(index), inner.staging.page_addr(index));
         if let Err(error) = inner.uffd.move_page(page, staged) {
             state.store(RESIDENT, Ordering::Release);
             return Err(error);
         }
-        // From here the arena page is missing: accesses fault and wait for us.
+        state.store(PARKED, Ordering::Release);
+        add(&inner.counters.parks, 1);
+        Ok(true)
+    }
+
+    /// Moves page `index` to the compressed tier (parking it first if resident). `Ok(false)`:
+    /// it was neither resident nor parked, or did not compress enough (it is resident again).
+    pub fn demote(&self, index: usize) -> Result<bool, Error> {
+        let inner = &*self.inner;
+        let state = &inner.states[index];
+        if state.load(Ordering::Acquire) == RESIDENT && !self.park(index)? {
+            return Ok(false);
+        }
+        if state.compare_exchange(PARKED, BUSY, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return Ok(false); // touched meanwhile, or not ours to move
+        }
+        let (page, staged) = (inner.arena.page_addr(index), inner.staging.page_addr(index));
+        let words = &inner.staging.words()[index * PAGE / 8..(index + 1) * PAGE / 8];
         let mut bytes = [0u8; PAGE];
-        for (chunk, word) in bytes.chunks_exact_mut(8).zip(&inner.staging.words()[..PAGE / 8]) {
+        for (chunk, word) in bytes.chunks_exact_mut(8).zip(words) {
             chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
         }
         let packed = lz4_flex::block::compress(&bytes);
@@ -156,7 +190,7 @@ impl Arena {
         }
         add(&inner.counters.compressed_bytes, packed.len() as u64);
         *inner.compressed[index].lock().unwrap_or_else(PoisonError::into_inner) = Some(packed);
-        inner.staging.discard(0)?;
+        inner.staging.discard(index)?;
         // Release: a handler that sees COMPRESSED finds the data stored.
         state.store(COMPRESSED, Ordering::Release);
         add(&inner.counters.demotions, 1);
@@ -178,76 +212,72 @@ fn handle_faults(inner: &Inner, stop: &AtomicBool) {
     while !stop.load(Ordering::Relaxed) {
         let Ok(Some(address)) = inner.uffd.next_fault(10) else { continue };
         let index = address.checked_sub(base).and_then(|o| usize::try_from(o / PAGE as u64).ok());
-        let Some(index) = index else {
-            continue; // the staging page: never touched by Rust, so never faults
+        let Some(index) = index.filter(|&i| i < inner.states.len()) else {
+            continue; // a staging page: never touched by Rust, so never faults
         };
-        if index >= inner.states.len() {
-            continue;
-        }
         resolve(inner, index);
         add(&inner.counters.faults, 1);
     }
 }
 
-/// Brings page `index` in: zeros for a first touch, its data for a compressed one; waits out
-/// a demotion in progress (it ends in bounded time: the demoter never waits on a fault).
+/// Brings page `index` in: zeros for a first touch, the page itself for a parked one, its
+/// data for a compressed one; waits out a transition in progress (it ends in bounded time:
+/// the mechanism never waits on a fault while a page is `BUSY`).
 fn resolve(inner: &Inner, index: usize) {
     let state = &inner.states[index];
     let page = inner.arena.page_addr(index);
     loop {
-        match state.load(Ordering::Acquire) {
-            BUSY => std::hint::spin_loop(),
-            UNTOUCHED => {
-                if state
-                    .compare_exchange(UNTOUCHED, BUSY, Ordering::AcqRel, Ordering::Acquire)
-                    .is_ok()
-                {
-                    // A real zeroed page (not the shared zero page), so it can move later.
-                    if fill(inner, page, &[0u8; PAGE]) {
-                        state.store(RESIDENT, Ordering::Release);
-                        add(&inner.counters.zero_fills, 1);
-                    } else {
-                        state.store(UNTOUCHED, Ordering::Release);
-                    }
-                    // Woken after the state is set: the access sees RESIDENT (or retries and
-                    // faults again).
-                    let _ = inner.uffd.wake(page);
-                    return;
-                }
-            }
-            COMPRESSED => {
-                let packed =
-                    inner.compressed[index].lock().unwrap_or_else(PoisonError::into_inner).take();
-                let Some(packed) = packed else { continue };
-                let mut bytes = [0u8; PAGE];
-                let filled = lz4_flex::block::decompress_into(&packed, &mut bytes);
-                debug_assert_eq!(filled.ok(), Some(PAGE), "our own compressed page");
-                if fill(inner, page, &bytes) {
-                    inner
-                        .counters
-                        .compressed_bytes
-                        .fetch_sub(packed.len() as u64, Ordering::Relaxed);
-                    state.store(RESIDENT, Ordering::Release);
-                    add(&inner.counters.promotions, 1);
-                } else {
-                    // Keep the data; the woken access faults again and we retry.
-                    *inner.compressed[index].lock().unwrap_or_else(PoisonError::into_inner) =
-                        Some(packed);
-                }
-                let _ = inner.uffd.wake(page);
-                return;
-            }
-            _ => {
-                // Resident already (a duplicate report of a fault resolved meanwhile).
-                let _ = inner.uffd.wake(page);
-                return;
-            }
+        let current = state.load(Ordering::Acquire);
+        if current == BUSY {
+            std::hint::spin_loop();
+            continue;
         }
+        if current == RESIDENT {
+            // A duplicate report of a fault resolved meanwhile.
+            let _ = inner.uffd.wake(page);
+            return;
+        }
+        if state.compare_exchange(current, BUSY, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            continue;
+        }
+        let back = match current {
+            UNTOUCHED => {
+                fill(inner, page, &[0u8; PAGE]).then(|| add(&inner.counters.zero_fills, 1))
+            }
+            PARKED => {
+                let staged = inner.staging.page_addr(index);
+                inner.uffd.move_page_quietly(staged, page).is_ok().then(|| {
+                    inner.touched[index].store(true, Ordering::Release);
+                    add(&inner.counters.unparks, 1);
+                })
+            }
+            _ => promote(inner, index, page),
+        };
+        // The state first, then the wake: the access sees it (or faults again and retries).
+        state.store(if back.is_some() { RESIDENT } else { current }, Ordering::Release);
+        let _ = inner.uffd.wake(page);
+        return;
     }
 }
 
-/// `UFFDIO_COPY` of `bytes` into the missing page at `page`, retrying while the kernel says
-/// try again; true once the page is present (ours or already there).
+/// Decompresses page `index` into place; `None` (data kept) if the copy failed.
+fn promote(inner: &Inner, index: usize, page: u64) -> Option<()> {
+    let mut slot = inner.compressed[index].lock().unwrap_or_else(PoisonError::into_inner);
+    let packed = slot.as_ref()?;
+    let mut bytes = [0u8; PAGE];
+    let filled = lz4_flex::block::decompress_into(packed, &mut bytes);
+    debug_assert_eq!(filled.ok(), Some(PAGE), "our own compressed page");
+    if !fill(inner, page, &bytes) {
+        return None;
+    }
+    let packed = slot.take()?;
+    inner.counters.compressed_bytes.fetch_sub(packed.len() as u64, Ordering::Relaxed);
+    add(&inner.counters.promotions, 1);
+    Some(())
+}
+
+/// `UFFDIO_COPY` of `bytes` into the missing page at `page` (no wake), retrying while the
+/// kernel says try again; true once the page is present (ours or already there).
 fn fill(inner: &Inner, page: u64, bytes: &[u8; PAGE]) -> bool {
     for _ in 0..1000 {
         match inner.uffd.copy(page, bytes) {

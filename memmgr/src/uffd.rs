@@ -235,6 +235,15 @@ impl Uffd {
         self.ioctl(UFFDIO_MOVE, (&raw mut arg).cast(), "UFFDIO_MOVE")
     }
 
+    /// [`Uffd::move_page`] without waking `dst`'s waiters (call [`Uffd::wake`] once the
+    /// caller's own state says the page is back).
+    pub fn move_page_quietly(&self, src: u64, dst: u64) -> Result<(), UffdError> {
+        const MOVE_MODE_DONTWAKE: u64 = 1;
+        let mode = MOVE_MODE_DONTWAKE;
+        let mut arg = TransferArg { dst, src, len: PAGE as u64, mode, result: 0 };
+        self.ioctl(UFFDIO_MOVE, (&raw mut arg).cast(), "UFFDIO_MOVE")
+    }
+
     /// Wakes threads waiting on the page at `addr`.
     pub fn wake(&self, addr: u64) -> Result<(), UffdError> {
         let mut arg = Range { start: addr, len: PAGE as u64 };

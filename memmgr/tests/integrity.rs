@@ -83,13 +83,16 @@ fn concurrent_readers_and_writers_lose_nothing_while_pages_move() {
             })
         })
         .collect();
-    // The demoter: random pages, as fast as it can, for a bounded time.
+    // The mechanism's driver: parks and demotes random pages, as fast as it can, for a
+    // bounded time (a policy would pick cold ones).
     let start = Instant::now();
     let mut rng = 99u64;
     let mut demoted = 0;
     while start.elapsed() < Duration::from_secs(3) {
         let page = below(&mut rng, PAGES);
-        if arena.demote(page).expect("demote") {
+        if next(&mut rng).is_multiple_of(2) {
+            arena.park(page).expect("park");
+        } else if arena.demote(page).expect("demote") {
             demoted += 1;
         }
     }
@@ -97,7 +100,10 @@ fn concurrent_readers_and_writers_lose_nothing_while_pages_move() {
     let ops: u64 = workers.into_iter().map(|w| w.join().expect("a worker found bad data")).sum();
     let c = arena.counters();
     eprintln!(
-        "ops {ops}, demoted {demoted}, promotions {}, zero fills {}, faults {}, incompressible {}",
+        "ops {ops}, demoted {demoted}, parks {}, unparks {}, promotions {}, zero fills {}, \
+         faults {}, incompressible {}",
+        get(&c.parks),
+        get(&c.unparks),
         get(&c.promotions),
         get(&c.zero_fills),
         get(&c.faults),
@@ -105,6 +111,35 @@ fn concurrent_readers_and_writers_lose_nothing_while_pages_move() {
     );
     assert!(demoted > 100, "the demoter must have worked: {demoted}");
     assert!(get(&c.promotions) > 50, "pages must have come back on access");
+    assert!(get(&c.unparks) > 50, "parked pages must have been touched and come back");
+}
+
+#[test]
+fn parking_tells_touched_pages_from_untouched_ones() {
+    let arena = Arena::new(8).expect("userfaultfd (run as root)");
+    for page in 0..8 {
+        write_page(&arena, page, 1);
+        assert!(arena.park(page).unwrap());
+        assert!(arena.is_parked(page));
+    }
+    // Touch the even pages: they come back, marked; the odd ones stay parked.
+    for page in (0..8).step_by(2) {
+        check_page(&arena, page, 1);
+    }
+    for page in 0..8 {
+        assert_eq!(arena.take_touched(page), page % 2 == 0, "page {page}");
+        assert_eq!(arena.is_parked(page), page % 2 == 1, "page {page}");
+    }
+    assert!(!arena.take_touched(0), "the mark clears");
+    // Untouched parked pages are the ones worth compressing; they read back exactly later.
+    for page in (1..8).step_by(2) {
+        assert!(arena.demote(page).unwrap());
+    }
+    for page in 0..8 {
+        check_page(&arena, page, 1);
+    }
+    let c = arena.counters();
+    assert_eq!((get(&c.parks), get(&c.unparks), get(&c.promotions)), (8, 4, 4));
 }
 
 #[test]
