@@ -14,7 +14,7 @@
 //! Faults are resolved in one handler thread for now; on this VM a wakeup across vCPUs costs
 //! 40–65 µs, so the next step is resolving them in the faulting thread (SIGBUS mode).
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
@@ -67,6 +67,9 @@ struct Inner {
     states: Vec<AtomicU8>,
     /// Set when a parked page was touched; cleared by `take_touched`.
     touched: Vec<AtomicBool>,
+    /// Bumped at every completed state change, by whoever holds the page `BUSY`: a command
+    /// names the version it was decided on, and a stale one is refused.
+    versions: Vec<AtomicU32>,
     compressed: Vec<Mutex<Option<Vec<u8>>>>,
     counters: Counters,
 }
@@ -101,6 +104,7 @@ impl Arena {
             staging,
             states: (0..pages).map(|_| AtomicU8::new(UNTOUCHED)).collect(),
             touched: (0..pages).map(|_| AtomicBool::new(false)).collect(),
+            versions: (0..pages).map(|_| AtomicU32::new(0)).collect(),
             compressed: (0..pages).map(|_| Mutex::new(None)).collect(),
             counters: Counters::default(),
         });
@@ -148,31 +152,60 @@ impl Arena {
     /// Moves resident page `index` aside: its next access faults (and moves it back, marked
     /// touched). `Ok(false)`: it was not resident.
     pub fn park(&self, index: usize) -> Result<bool, Error> {
+        Ok(self.park_at(index, None)? == Outcome::Done)
+    }
+
+    /// Takes page `index` from `from` to `BUSY` if its version is `expected` (when given).
+    fn claim(&self, index: usize, from: u8, expected: Option<u32>) -> Outcome {
         let inner = &*self.inner;
         let state = &inner.states[index];
-        if state.compare_exchange(RESIDENT, BUSY, Ordering::AcqRel, Ordering::Acquire).is_err() {
-            return Ok(false);
+        if state.compare_exchange(from, BUSY, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            return Outcome::Skipped;
+        }
+        // Versions change only under BUSY, which we now hold: this check cannot race.
+        if expected.is_some_and(|v| v != inner.versions[index].load(Ordering::Relaxed)) {
+            state.store(from, Ordering::Release);
+            return Outcome::Stale;
+        }
+        Outcome::Done
+    }
+
+    fn park_at(&self, index: usize, expected: Option<u32>) -> Result<Outcome, Error> {
+        let inner = &*self.inner;
+        let state = &inner.states[index];
+        let claimed = self.claim(index, RESIDENT, expected);
+        if claimed != Outcome::Done {
+            return Ok(claimed);
         }
         let (page, staged) = (inner.arena.page_addr(index), inner.staging.page_addr(index));
         if let Err(error) = inner.uffd.move_page(page, staged) {
             state.store(RESIDENT, Ordering::Release);
             return Err(error);
         }
-        state.store(PARKED, Ordering::Release);
+        inner.finish(index, PARKED);
         add(&inner.counters.parks, 1);
-        Ok(true)
+        Ok(Outcome::Done)
     }
 
     /// Moves page `index` to the compressed tier (parking it first if resident). `Ok(false)`:
     /// it was neither resident nor parked, or did not compress enough (it is resident again).
     pub fn demote(&self, index: usize) -> Result<bool, Error> {
+        Ok(self.demote_at(index, None)? == Outcome::Done)
+    }
+
+    fn demote_at(&self, index: usize, mut expected: Option<u32>) -> Result<Outcome, Error> {
         let inner = &*self.inner;
         let state = &inner.states[index];
-        if state.load(Ordering::Acquire) == RESIDENT && !self.park(index)? {
-            return Ok(false);
+        if state.load(Ordering::Acquire) == RESIDENT {
+            let parked = self.park_at(index, expected)?;
+            if parked != Outcome::Done {
+                return Ok(parked);
+            }
+            expected = expected.map(|v| v.wrapping_add(1)); // parking made a version
         }
-        if state.compare_exchange(PARKED, BUSY, Ordering::AcqRel, Ordering::Acquire).is_err() {
-            return Ok(false); // touched meanwhile, or not ours to move
+        let claimed = self.claim(index, PARKED, expected);
+        if claimed != Outcome::Done {
+            return Ok(claimed); // touched meanwhile, stale, or not ours to move
         }
         let (page, staged) = (inner.arena.page_addr(index), inner.staging.page_addr(index));
         let words = &inner.staging.words()[index * PAGE / 8..(index + 1) * PAGE / 8];
@@ -184,17 +217,113 @@ impl Arena {
         if packed.len() > KEEP_IF_LARGER_THAN {
             // Not worth it: back where it was (this wakes anyone who faulted meanwhile).
             inner.uffd.move_page(staged, page)?;
-            state.store(RESIDENT, Ordering::Release);
+            inner.finish(index, RESIDENT);
             add(&inner.counters.incompressible, 1);
-            return Ok(false);
+            return Ok(Outcome::Skipped);
         }
         add(&inner.counters.compressed_bytes, packed.len() as u64);
         *inner.compressed[index].lock().unwrap_or_else(PoisonError::into_inner) = Some(packed);
         inner.staging.discard(index)?;
         // Release: a handler that sees COMPRESSED finds the data stored.
-        state.store(COMPRESSED, Ordering::Release);
+        inner.finish(index, COMPRESSED);
         add(&inner.counters.demotions, 1);
-        Ok(true)
+        Ok(Outcome::Done)
+    }
+}
+
+/// What a command did to its page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Done,
+    /// The page was not in a state the command applies to (or did not compress).
+    Skipped,
+    /// The page changed since the version the command names.
+    Stale,
+}
+
+/// What the policy can ask of a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// Move it aside to learn whether it is touched.
+    Park,
+    /// Move it to the compressed tier.
+    Demote,
+}
+
+/// A policy's command: `op` on `page`, decided on the page as it was at `version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Command {
+    /// The page.
+    pub page: u32,
+    /// Its version when the policy decided.
+    pub version: u32,
+    /// What to do.
+    pub op: Op,
+}
+
+/// What a batch of commands did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Applied {
+    /// Carried out.
+    pub done: u64,
+    /// Refused: the page changed since the policy looked (counted, not an error).
+    pub stale: u64,
+    /// Not applicable now (wrong state, incompressible).
+    pub skipped: u64,
+    /// Refused: no such page.
+    pub invalid: u64,
+}
+
+/// What the policy sees of a page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageView {
+    /// Its version (commands must name it).
+    pub version: u32,
+    /// Parked now.
+    pub parked: bool,
+    /// Compressed now.
+    pub compressed: bool,
+    /// Touched while parked since the mark was last taken.
+    pub touched: bool,
+}
+
+impl Arena {
+    /// Page `index` as the policy sees it.
+    pub fn view(&self, index: usize) -> PageView {
+        let inner = &*self.inner;
+        let state = inner.states[index].load(Ordering::Acquire);
+        PageView {
+            version: inner.versions[index].load(Ordering::Relaxed),
+            parked: state == PARKED,
+            compressed: state == COMPRESSED,
+            touched: inner.touched[index].load(Ordering::Acquire),
+        }
+    }
+
+    /// Carries out a batch of commands, each only if its page is still at the version it
+    /// names: the host never trusts a decision made on a page that has changed since.
+    pub fn apply(&self, commands: &[Command]) -> Result<Applied, Error> {
+        let mut applied = Applied::default();
+        for command in commands {
+            let Ok(index) = usize::try_from(command.page) else {
+                applied.invalid += 1;
+                continue;
+            };
+            if index >= self.pages() {
+                applied.invalid += 1;
+                continue;
+            }
+            let outcome = match command.op {
+                Op::Park => self.park_at(index, Some(command.version))?,
+                Op::Demote => self.demote_at(index, Some(command.version))?,
+            };
+            match outcome {
+                Outcome::Done => applied.done += 1,
+                Outcome::Stale => applied.stale += 1,
+                Outcome::Skipped => applied.skipped += 1,
+            }
+        }
+        Ok(applied)
     }
 }
 
@@ -204,6 +333,15 @@ impl Drop for Arena {
         if let Some(handler) = self.handler.take() {
             let _ = handler.join();
         }
+    }
+}
+
+impl Inner {
+    /// Ends a transition of page `index` (held `BUSY`) in `state`, with a new version.
+    fn finish(&self, index: usize, state: u8) {
+        self.versions[index].fetch_add(1, Ordering::Relaxed);
+        // Release: the version and the page's data are visible with the new state.
+        self.states[index].store(state, Ordering::Release);
     }
 }
 
@@ -254,7 +392,11 @@ fn resolve(inner: &Inner, index: usize) {
             _ => promote(inner, index, page),
         };
         // The state first, then the wake: the access sees it (or faults again and retries).
-        state.store(if back.is_some() { RESIDENT } else { current }, Ordering::Release);
+        if back.is_some() {
+            inner.finish(index, RESIDENT);
+        } else {
+            state.store(current, Ordering::Release);
+        }
         let _ = inner.uffd.wake(page);
         return;
     }

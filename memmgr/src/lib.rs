@@ -13,4 +13,4 @@
 mod arena;
 pub mod uffd;
 
-pub use arena::{Arena, Counters, Error, get};
+pub use arena::{Applied, Arena, Command, Counters, Error, Op, PageView, get};

@@ -162,3 +162,29 @@ fn a_cold_page_stays_compressed_and_reads_back_exactly() {
     assert_eq!(get(&arena.counters().promotions), 16);
     assert!(!arena.demote(3).unwrap() || arena.is_compressed(3), "resident pages demote again");
 }
+
+#[test]
+fn commands_on_a_changed_page_are_refused_as_stale() {
+    use memmgr::{Command, Op};
+    let arena = Arena::new(4).expect("userfaultfd (run as root)");
+    write_page(&arena, 0, 3);
+    let v0 = arena.view(0).version;
+    let park = Command { page: 0, version: v0, op: Op::Park };
+    assert_eq!(arena.apply(&[park]).unwrap().done, 1);
+    let parked = arena.view(0);
+    assert!(parked.parked && parked.version != v0);
+    // Decided on the old version: refused. On the current one: done.
+    let stale = Command { page: 0, version: v0, op: Op::Demote };
+    let fresh = Command { page: 0, version: parked.version, op: Op::Demote };
+    let applied = arena.apply(&[stale, fresh]).unwrap();
+    assert_eq!((applied.done, applied.stale), (1, 1));
+    assert!(arena.view(0).compressed);
+    // A touch brings it back and changes the version: the policy's old view is stale now.
+    let before = arena.view(0).version;
+    check_page(&arena, 0, 3);
+    let demote = Command { page: 0, version: before, op: Op::Demote };
+    let outside = Command { page: 99, version: 0, op: Op::Park };
+    let applied = arena.apply(&[demote, outside]).unwrap();
+    assert_eq!((applied.stale, applied.invalid, applied.done), (1, 1, 0));
+    check_page(&arena, 0, 3);
+}
