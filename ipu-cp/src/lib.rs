@@ -10,6 +10,8 @@
 //! - [`sched`]: scheduling policies (centralized FIFO, Shinjuku), ghOSt style.
 //! - [`net`]: connection control (admission, placement, ephemeral ports, neighbours and
 //!   routes): the `ConnPolicy` contract, the `admission` policy and its agent adapter.
+//! - [`tier`]: the page-tiering policy (cold ages, an adaptive threshold against a
+//!   promotion-rate target, rate limits, a DRAM budget), as pure decisions; not yet wired.
 //! - [`on_host`]: the agent in a thread of the app (on-host mode).
 //! - [`process`]: the `ipu-cp` binary as a child process (benchmarks, fault tests).
 //! - [`server`]: the Unix-socket front door: accepts apps, runs the handshake in its own
@@ -27,6 +29,7 @@ pub mod process;
 pub mod sched;
 pub mod server;
 pub mod stats;
+pub mod tier;
 
 /// Where a subsystem's policy runs: the three setups every experiment compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

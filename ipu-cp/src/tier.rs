@@ -1,0 +1,300 @@
+//! The page-tiering policy (issue 6), as pure decisions over per-epoch page samples; the
+//! mechanism is `memmgr` on the host. Not yet wired to an app over `link`: that is the next
+//! step (a page-state table shared with the host, commands once per epoch).
+//!
+//! The model is Google's software-defined far memory, adapted to what the host can observe
+//! here (`../shared/docs/memtier.md`): no accessed bits, so pages are *parked* on probation and
+//! a touch brings them back. A page's *cold age* is the number of epochs it has stayed parked
+//! untouched; pages whose cold age reaches the threshold `T` are demoted. `T` adapts so that
+//! promotions (compressed pages touched again) stay under a target fraction of the working
+//! set per minute: more promotions than the target raise `T` (demote only colder pages),
+//! fewer lower it. Parking and demotion are rate-limited per epoch, and a fast-tier budget,
+//! when set, parks more aggressively while more pages are resident than it allows.
+
+/// A page as the host reported it at the end of an epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageSample {
+    /// The page.
+    pub page: u32,
+    /// Its version (commands must name it).
+    pub version: u32,
+    /// Where it is.
+    pub state: PageState,
+    /// Touched while parked during the epoch.
+    pub touched: bool,
+}
+
+/// Where a page is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PageState {
+    /// In DRAM, in use.
+    Resident,
+    /// In DRAM, moved aside on probation.
+    Parked,
+    /// In the compressed tier.
+    Compressed,
+}
+
+/// A command for the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TierCommand {
+    /// Park `page` (decided at `version`).
+    Park {
+        /// The page.
+        page: u32,
+        /// Its version when decided.
+        version: u32,
+    },
+    /// Demote `page` (decided at `version`).
+    Demote {
+        /// The page.
+        page: u32,
+        /// Its version when decided.
+        version: u32,
+    },
+}
+
+/// The policy's knobs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TierConfig {
+    /// Epoch length, ns.
+    pub epoch_ns: u64,
+    /// Target promotions per minute, as a fraction of the working set (Google: 0.2 %).
+    pub promotion_target_per_min: f64,
+    /// Cold-age threshold at start, epochs.
+    pub threshold_start: u16,
+    /// Bounds of the threshold, epochs.
+    pub threshold_min: u16,
+    /// Upper bound of the threshold, epochs.
+    pub threshold_max: u16,
+    /// Most pages parked per epoch.
+    pub park_max_per_epoch: u32,
+    /// Most pages demoted per epoch.
+    pub demote_max_per_epoch: u32,
+    /// Most pages resident (DRAM budget), if any.
+    pub resident_budget: Option<u32>,
+}
+
+impl Default for TierConfig {
+    fn default() -> Self {
+        TierConfig {
+            epoch_ns: 1_000_000_000,
+            promotion_target_per_min: 0.002,
+            threshold_start: 8,
+            threshold_min: 2,
+            threshold_max: 240,
+            park_max_per_epoch: 4096,
+            demote_max_per_epoch: 4096,
+            resident_budget: None,
+        }
+    }
+}
+
+/// What the policy did in an epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct EpochReport {
+    /// Pages the host has in DRAM and in use (resident or touched back).
+    pub working_set: u32,
+    /// Promotions the host reported for the epoch.
+    pub promotions: u64,
+    /// The threshold after the epoch, epochs.
+    pub threshold: u16,
+    /// Commands issued.
+    pub parks: u32,
+    /// Commands issued.
+    pub demotes: u32,
+}
+
+/// The policy's state for one app.
+#[derive(Debug, Clone)]
+pub struct TierPolicy {
+    config: TierConfig,
+    /// Cold age per page, epochs (0: not parked, or touched).
+    age: Vec<u16>,
+    threshold: u16,
+    /// Next resident page to consider for parking (CLOCK hand).
+    hand: usize,
+    /// Cold-age histogram of parked pages (bucket i: age i, the last bucket: older).
+    histogram: [u32; 16],
+}
+
+impl TierPolicy {
+    /// A policy for an app of `pages` pages.
+    pub fn new(pages: u32, config: TierConfig) -> TierPolicy {
+        let threshold = config.threshold_start.clamp(config.threshold_min, config.threshold_max);
+        TierPolicy { config, age: vec![0; pages as usize], threshold, hand: 0, histogram: [0; 16] }
+    }
+
+    /// The current cold-age threshold, epochs.
+    pub fn threshold(&self) -> u16 {
+        self.threshold
+    }
+
+    /// Parked pages by cold age (the last bucket holds every older one).
+    pub fn histogram(&self) -> &[u32; 16] {
+        &self.histogram
+    }
+
+    /// One epoch: the host's samples (one per page, any order; unknown pages are ignored),
+    /// and the promotions it counted; appends commands to `out`.
+    pub fn on_epoch(
+        &mut self,
+        samples: &[PageSample],
+        promotions: u64,
+        out: &mut Vec<TierCommand>,
+    ) -> EpochReport {
+        let mut report = EpochReport { promotions, ..EpochReport::default() };
+        self.histogram = [0; 16];
+        let mut cold: Vec<(u16, PageSample)> = Vec::new();
+        let mut resident: Vec<PageSample> = Vec::new();
+        for sample in samples {
+            let Some(age) = self.age.get_mut(sample.page as usize) else { continue };
+            match sample.state {
+                PageState::Parked if !sample.touched => {
+                    *age = age.saturating_add(1);
+                    self.histogram[usize::from(*age).min(15)] += 1;
+                    if *age >= self.threshold {
+                        cold.push((*age, *sample));
+                    }
+                }
+                PageState::Parked | PageState::Resident => {
+                    *age = 0;
+                    report.working_set += 1;
+                    if sample.state == PageState::Resident {
+                        resident.push(*sample);
+                    }
+                }
+                PageState::Compressed => *age = 0,
+            }
+        }
+        self.adapt_threshold(promotions, report.working_set);
+        report.threshold = self.threshold;
+        // Demote the coldest first, within the rate limit.
+        cold.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.page.cmp(&b.1.page)));
+        for (_, sample) in cold.iter().take(self.config.demote_max_per_epoch as usize) {
+            out.push(TierCommand::Demote { page: sample.page, version: sample.version });
+            report.demotes += 1;
+        }
+        // Park resident pages, CLOCK-style from where the hand stopped; more when over budget.
+        let over_budget = self.config.resident_budget.map_or(0, |budget| {
+            u32::try_from(resident.len()).unwrap_or(u32::MAX).saturating_sub(budget)
+        });
+        let parks = (self.config.park_max_per_epoch / 4)
+            .max(over_budget)
+            .min(self.config.park_max_per_epoch);
+        resident.sort_by_key(|s| s.page);
+        if !resident.is_empty() {
+            let start = resident.partition_point(|s| (s.page as usize) < self.hand);
+            for sample in
+                resident.iter().cycle().skip(start).take((parks as usize).min(resident.len()))
+            {
+                out.push(TierCommand::Park { page: sample.page, version: sample.version });
+                report.parks += 1;
+                self.hand = sample.page as usize + 1;
+            }
+        }
+        report
+    }
+
+    /// Raises the threshold when promotions run above the target, lowers it when below.
+    fn adapt_threshold(&mut self, promotions: u64, working_set: u32) {
+        let per_min = 60e9 / self.config.epoch_ns as f64;
+        let target = self.config.promotion_target_per_min * f64::from(working_set.max(1)) / per_min;
+        let (min, max) = (self.config.threshold_min, self.config.threshold_max);
+        if promotions as f64 > target {
+            self.threshold = self.threshold.saturating_mul(2).clamp(min, max);
+        } else if (promotions as f64) < target / 2.0 {
+            self.threshold = self.threshold.saturating_sub(1).clamp(min, max);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(page: u32, state: PageState, touched: bool) -> PageSample {
+        PageSample { page, version: page * 10, state, touched }
+    }
+
+    #[test]
+    fn untouched_parked_pages_age_into_demotion_and_touched_ones_reset() {
+        let config = TierConfig { threshold_start: 3, threshold_min: 3, ..TierConfig::default() };
+        let mut policy = TierPolicy::new(4, config);
+        let mut out = Vec::new();
+        // Pages 0, 1 parked and never touched; page 2 parked and touched each epoch.
+        for epoch in 0..3 {
+            out.clear();
+            let samples = [
+                sample(0, PageState::Parked, false),
+                sample(1, PageState::Parked, false),
+                sample(2, PageState::Parked, true),
+                sample(3, PageState::Resident, false),
+            ];
+            let report = policy.on_epoch(&samples, 0, &mut out);
+            let demoted: Vec<u32> = out
+                .iter()
+                .filter_map(|c| match c {
+                    TierCommand::Demote { page, .. } => Some(*page),
+                    TierCommand::Park { .. } => None,
+                })
+                .collect();
+            if epoch < 2 {
+                assert!(demoted.is_empty(), "epoch {epoch}: {out:?}");
+            } else {
+                assert_eq!(demoted, [0, 1], "cold for 3 epochs");
+            }
+            assert_eq!(report.working_set, 2);
+        }
+        assert!(out.contains(&TierCommand::Park { page: 3, version: 30 }), "{out:?}");
+    }
+
+    #[test]
+    fn the_threshold_follows_the_promotion_target() {
+        let config = TierConfig {
+            epoch_ns: 1_000_000_000,
+            promotion_target_per_min: 0.01,
+            threshold_start: 8,
+            threshold_min: 2,
+            threshold_max: 64,
+            ..TierConfig::default()
+        };
+        let mut policy = TierPolicy::new(6000, config);
+        let samples: Vec<PageSample> =
+            (0..6000).map(|p| sample(p, PageState::Resident, false)).collect();
+        let mut out = Vec::new();
+        // Working set 6000, 1 %/min: a target of one promotion per second.
+        policy.on_epoch(&samples, 10, &mut out);
+        assert_eq!(policy.threshold(), 16, "too many promotions: colder pages only");
+        policy.on_epoch(&samples, 0, &mut out);
+        assert_eq!(policy.threshold(), 15, "none: a little warmer");
+        for _ in 0..100 {
+            policy.on_epoch(&samples, 0, &mut out);
+        }
+        assert_eq!(policy.threshold(), 2, "bounded below");
+    }
+
+    #[test]
+    fn parking_is_rate_limited_and_pushed_by_the_budget() {
+        let config = TierConfig {
+            park_max_per_epoch: 100,
+            resident_budget: Some(500),
+            ..TierConfig::default()
+        };
+        let mut policy = TierPolicy::new(1000, config);
+        let samples: Vec<PageSample> =
+            (0..1000).map(|p| sample(p, PageState::Resident, false)).collect();
+        let mut out = Vec::new();
+        let report = policy.on_epoch(&samples, 0, &mut out);
+        assert_eq!(report.parks, 100, "500 over budget, capped by the rate");
+        let mut within = TierPolicy::new(1000, TierConfig { park_max_per_epoch: 100, ..config });
+        within.config.resident_budget = None;
+        out.clear();
+        assert_eq!(within.on_epoch(&samples, 0, &mut out).parks, 25, "a quarter when in budget");
+        // The hand moves on: the next epoch parks the next pages.
+        let first: Vec<_> = out.clone();
+        out.clear();
+        within.on_epoch(&samples, 0, &mut out);
+        assert_ne!(first, out);
+    }
+}
