@@ -114,6 +114,16 @@ pub struct TierPolicy {
     threshold: u16,
     /// Next resident page to consider for parking (CLOCK hand).
     hand: usize,
+    /// Epochs seen.
+    epoch: u32,
+    /// Per page: how many times in a row it was found hot when parked (probing backs off
+    /// exponentially: a page it already knows is hot is parked again only after 2^n epochs,
+    /// since each probe of a hot page costs a fault).
+    backoff: Vec<u8>,
+    /// Per page: the first epoch it may be parked again.
+    next_probe: Vec<u32>,
+    /// Promotions per epoch, smoothed.
+    promotion_rate: f64,
     /// Cold-age histogram of parked pages (bucket i: age i, the last bucket: older).
     histogram: [u32; 16],
 }
@@ -122,7 +132,18 @@ impl TierPolicy {
     /// A policy for an app of `pages` pages.
     pub fn new(pages: u32, config: TierConfig) -> TierPolicy {
         let threshold = config.threshold_start.clamp(config.threshold_min, config.threshold_max);
-        TierPolicy { config, age: vec![0; pages as usize], threshold, hand: 0, histogram: [0; 16] }
+        let n = pages as usize;
+        TierPolicy {
+            config,
+            age: vec![0; n],
+            threshold,
+            hand: 0,
+            epoch: 0,
+            backoff: vec![0; n],
+            next_probe: vec![0; n],
+            promotion_rate: 0.0,
+            histogram: [0; 16],
+        }
     }
 
     /// The current cold-age threshold, epochs.
@@ -147,8 +168,17 @@ impl TierPolicy {
         self.histogram = [0; 16];
         let mut cold: Vec<(u16, PageSample)> = Vec::new();
         let mut resident: Vec<PageSample> = Vec::new();
+        self.epoch = self.epoch.wrapping_add(1);
         for sample in samples {
-            let Some(age) = self.age.get_mut(sample.page as usize) else { continue };
+            let index = sample.page as usize;
+            let Some(age) = self.age.get_mut(index) else { continue };
+            if sample.touched {
+                let backoff = &mut self.backoff[index];
+                *backoff = (*backoff + 1).min(8);
+                self.next_probe[index] = self.epoch + (1 << *backoff);
+            } else if sample.state == PageState::Parked {
+                self.backoff[index] = 0;
+            }
             match sample.state {
                 PageState::Parked if !sample.touched => {
                     *age = age.saturating_add(1);
@@ -160,7 +190,7 @@ impl TierPolicy {
                 PageState::Parked | PageState::Resident => {
                     *age = 0;
                     report.working_set += 1;
-                    if sample.state == PageState::Resident {
+                    if sample.state == PageState::Resident && self.next_probe[index] <= self.epoch {
                         resident.push(*sample);
                     }
                 }
@@ -197,13 +227,18 @@ impl TierPolicy {
     }
 
     /// Raises the threshold when promotions run above the target, lowers it when below.
+    /// The promotion rate is smoothed over about a minute of epochs (an epoch holds too few
+    /// promotions to judge by), and the threshold moves by a quarter up, one epoch down.
     fn adapt_threshold(&mut self, promotions: u64, working_set: u32) {
         let per_min = 60e9 / self.config.epoch_ns as f64;
         let target = self.config.promotion_target_per_min * f64::from(working_set.max(1)) / per_min;
+        let weight = (1.0 / per_min).clamp(0.01, 0.5);
+        self.promotion_rate = (1.0 - weight) * self.promotion_rate + weight * promotions as f64;
         let (min, max) = (self.config.threshold_min, self.config.threshold_max);
-        if promotions as f64 > target {
-            self.threshold = self.threshold.saturating_mul(2).clamp(min, max);
-        } else if (promotions as f64) < target / 2.0 {
+        if self.promotion_rate > target {
+            let raised = self.threshold.saturating_add((self.threshold / 4).max(1));
+            self.threshold = raised.clamp(min, max);
+        } else if self.promotion_rate < target / 2.0 {
             self.threshold = self.threshold.saturating_sub(1).clamp(min, max);
         }
     }
@@ -263,15 +298,17 @@ mod tests {
         let samples: Vec<PageSample> =
             (0..6000).map(|p| sample(p, PageState::Resident, false)).collect();
         let mut out = Vec::new();
-        // Working set 6000, 1 %/min: a target of one promotion per second.
-        policy.on_epoch(&samples, 10, &mut out);
-        assert_eq!(policy.threshold(), 16, "too many promotions: colder pages only");
-        policy.on_epoch(&samples, 0, &mut out);
-        assert_eq!(policy.threshold(), 15, "none: a little warmer");
-        for _ in 0..100 {
+        // Working set 6000, 1 %/min: a target of one promotion per second (epoch).
+        policy.on_epoch(&samples, 100, &mut out);
+        assert_eq!(policy.threshold(), 10, "too many promotions: colder pages only");
+        for _ in 0..300 {
             policy.on_epoch(&samples, 0, &mut out);
         }
-        assert_eq!(policy.threshold(), 2, "bounded below");
+        assert_eq!(policy.threshold(), 2, "none for minutes: down to the floor");
+        for _ in 0..300 {
+            policy.on_epoch(&samples, 30, &mut out);
+        }
+        assert_eq!(policy.threshold(), 64, "many for minutes: up to the ceiling");
     }
 
     #[test]
@@ -296,5 +333,27 @@ mod tests {
         out.clear();
         within.on_epoch(&samples, 0, &mut out);
         assert_ne!(first, out);
+    }
+
+    #[test]
+    fn pages_found_hot_are_probed_again_only_after_a_growing_wait() {
+        let config = TierConfig { park_max_per_epoch: 4, ..TierConfig::default() };
+        let mut policy = TierPolicy::new(1, config);
+        let mut out = Vec::new();
+        let mut parked_at = Vec::new();
+        // Page 0 is resident and, whenever parked, touched right away (it is hot).
+        let mut touched = false;
+        for epoch in 1..=20 {
+            out.clear();
+            let s = sample(0, PageState::Resident, touched);
+            policy.on_epoch(&[s], 0, &mut out);
+            touched = !out.is_empty();
+            if touched {
+                parked_at.push(epoch);
+            }
+        }
+        // The touch is seen the epoch after parking; the next probe waits 2, 4, 8 epochs from
+        // there: parked at 1, 4, 9, 18. Each probe of a hot page costs a fault.
+        assert_eq!(parked_at, [1, 4, 9, 18]);
     }
 }
