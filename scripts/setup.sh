@@ -14,8 +14,9 @@ set -euo pipefail
 #   tcpdump: reads back the pcap files netstack's capture writes (a test of their format)
 #   libmemcached-tools: memccapable and memcaslap, the clients rpc-server's tests run
 #   memcached: the baseline server loadgen runs against (tests, and the rpc-server experiment)
+#   librocksdb-dev: RocksDB 7.8 for rocksdb-server (linked, not built: .cargo/config.toml)
 PACKAGES=(pkg-config build-essential libdpdk-dev libclang-dev iproute2 ethtool python3 curl
-    tcpdump libmemcached-tools memcached)
+    tcpdump libmemcached-tools memcached librocksdb-dev)
 # With --plots, also what the experiment scripts draw their PNGs with:
 #   gnuplot-nox: scripts/sched-plot.py
 if [[ ${1:-} == --plots ]]; then

@@ -8,6 +8,8 @@
 //! - [`session`]: one client's bytes in, replies out.
 //! - [`serve`]: a session on a connection of the runtime.
 
+pub mod app;
+pub mod backend;
 pub mod protocol;
 pub mod session;
 pub mod store;
@@ -25,7 +27,11 @@ pub fn unix_now_s() -> i64 {
 }
 
 /// Serves one connection until the client leaves, quits, or breaks the framing.
-pub async fn serve<L: Link>(mut stream: TcpStream<L>, store: Arc<store::Store>, value_max: usize) {
+pub async fn serve<L: Link, B: backend::Backend>(
+    mut stream: TcpStream<L>,
+    store: Arc<B>,
+    value_max: usize,
+) {
     let mut session = session::Session::new(store, value_max, unix_now_s());
     let mut buf = vec![0u8; 16 * 1024];
     let mut out = Vec::with_capacity(16 * 1024);

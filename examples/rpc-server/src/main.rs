@@ -1,271 +1,30 @@
-//! `rpc-server`: memcached's text protocol on Wave, over AF_PACKET on one interface. See
-//! `rpc-server --help`. The interface should carry no IP address of its own (the kernel then
-//! leaves its TCP traffic to us).
+//! `rpc-server`: memcached's text protocol on Wave, with the in-memory store. See
+//! `rpc-server --help`.
 
-use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Parser;
-use host_dp::io::QueueId;
-use host_dp::io::shm::{ShmPort, Side};
-use host_dp::io::uring::{UringConfig, UringPort};
-use host_dp::net::{ControlConfig, NetRuntime, Plane, PlaneConfig, PortLink};
-use host_dp::runtime::{AgentLink, AgentOptions, Runtime, RuntimeConfig};
-use ipu_cp::Mode;
-use ipu_cp::net::adapter::NetAgent;
-use ipu_cp::net::{Admission, AdmissionConfig};
-use ipu_cp::on_host::{OnHostAgent, OnHostOptions};
-use link::proto::{Epoch, Service};
-use link::{ChannelConfig, LivenessConfig, MonoNanos};
-use netstack::StackConfig;
 use rpc_server::store::Store;
 
 /// A memcached-protocol key-value server on Wave's stack and runtime.
 #[derive(Debug, Parser)]
 #[command(version, about)]
-struct Args {
-    /// The interface to serve on (no IP address of its own), over AF_PACKET.
-    #[arg(long, required_unless_present = "wire_fd", conflicts_with = "wire_fd")]
-    iface: Option<String>,
-    /// Serve on a shared-memory wire instead: side A of the wire region in this inherited
-    /// memfd (as `loadgen` passes it; no root needed).
-    #[arg(long, value_name = "FD", requires = "wire_len")]
-    wire_fd: Option<u32>,
-    /// The wire region's length in bytes (with --wire-fd).
-    #[arg(long, value_name = "BYTES")]
-    wire_len: Option<usize>,
-    /// Our address, ADDRESS/PREFIX.
-    #[arg(long, value_parser = parse_cidr, default_value = "198.18.0.2/24")]
-    ip: (Ipv4Addr, u8),
-    /// TCP port.
-    #[arg(long, default_value_t = 11211)]
-    port: u16,
-    /// Worker threads, one stack each.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
-    workers: u16,
-    /// Who admits and places connections.
-    #[arg(long, value_enum, default_value = "local")]
-    control: Mode,
-    /// Who schedules the runtime's tasks: its own queue (local), a policy in an agent thread
-    /// (on-host), or `ipu-cp` (offloaded, with --ipu-cp; it must run a scheduling policy).
-    #[arg(long, value_enum, default_value = "local")]
-    sched: Mode,
-    /// The scheduling policy of an on-host agent (fifo or shinjuku).
-    #[arg(long, default_value = "fifo")]
-    sched_policy: String,
-    /// The ipu-cp socket (with --control offloaded).
-    #[arg(long, value_name = "PATH")]
-    ipu_cp: Option<PathBuf>,
-    /// Largest value accepted, bytes.
-    #[arg(long, default_value_t = 1 << 20)]
-    value_max: usize,
+struct Cli {
+    #[command(flatten)]
+    server: rpc_server::app::Args,
     /// Memory for keys and values, MiB.
     #[arg(long, default_value_t = 64)]
     memory_mb: u64,
-    /// Stop after this many seconds (default: at SIGINT/SIGTERM).
-    #[arg(long)]
-    seconds: Option<u64>,
-}
-
-fn parse_cidr(text: &str) -> Result<(Ipv4Addr, u8), String> {
-    let (ip, len) = text.split_once('/').ok_or("expected ADDRESS/PREFIX, e.g. 198.18.0.2/24")?;
-    let ip = ip.parse().map_err(|e| format!("bad address `{ip}`: {e}"))?;
-    let len = len.parse().ok().filter(|&l| l <= 32).ok_or("prefix length must be 0..=32")?;
-    Ok((ip, len))
 }
 
 fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    match run(args) {
+    let cli = Cli::parse();
+    let store = Arc::new(Store::new(cli.memory_mb << 20));
+    match rpc_server::app::run(cli.server, "rpc-server", store) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("rpc-server: error: {error:#}");
             std::process::ExitCode::FAILURE
-        }
-    }
-}
-
-fn run(args: Args) -> anyhow::Result<()> {
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
-    }
-    match (&args.iface, args.wire_fd, args.wire_len) {
-        (Some(iface), _, _) => {
-            // The workers take turns on the port: no single-issuer io_uring.
-            let uring = UringConfig { single_issuer: false, ..UringConfig::default() };
-            let port = UringPort::open(iface, uring)
-                .with_context(|| format!("opening {iface} (AF_PACKET needs root)"))?;
-            serve(PortLink::new(port, QueueId(0)), &args, &stop)
-        }
-        (None, Some(fd), Some(len)) => {
-            // The inherited descriptor, reopened through /proc: a descriptor of our own,
-            // read-write, without adopting a raw number (which would take unsafe code).
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(format!("/proc/self/fd/{fd}"))
-                .with_context(|| format!("--wire-fd {fd} is not an open descriptor"))?;
-            let region = Arc::new(link::region::Region::map_fd(file.into(), len)?);
-            let port = ShmPort::attach(region, Side::A).context("attaching the wire")?;
-            serve(PortLink::new(port, QueueId(0)), &args, &stop)
-        }
-        _ => anyhow::bail!("give --iface, or --wire-fd with --wire-len"),
-    }
-}
-
-fn serve<P: host_dp::io::PacketIo + 'static>(
-    port: PortLink<P>,
-    args: &Args,
-    stop: &AtomicBool,
-) -> anyhow::Result<()> {
-    let (ip, prefix_len) = args.ip;
-    let control = ControlConfig { workers: args.workers, ip, ..ControlConfig::default() };
-    let plane = Plane::new(port, PlaneConfig { control, ..PlaneConfig::default() });
-    let _agent = attach(&plane, args)?;
-    let now = Instant::now();
-    let workers = (0..args.workers)
-        .map(|w| {
-            let config =
-                StackConfig { prefix_len, random_seed: u64::from(w) + 1, ..StackConfig::default() };
-            plane.worker(w, config, now)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    let net = NetRuntime::new(plane.clone(), workers);
-    let config = RuntimeConfig { workers: usize::from(args.workers), ..RuntimeConfig::default() };
-    let (runtime, _sched_agent) = start_runtime(config, args)?;
-    runtime.set_ingress(net.clone());
-    let listener = net.listen(args.port, 1, 128)?;
-    let store = Arc::new(Store::new(args.memory_mb << 20));
-    let (handle, value_max) = (runtime.handle(), args.value_max);
-    let served = store.clone();
-    runtime.spawn(async move {
-        loop {
-            let stream = listener.accept().await;
-            if handle.spawn(rpc_server::serve(stream, served.clone(), value_max)).is_err() {
-                // The runtime is full: the connection is dropped (reset) rather than queued.
-                continue;
-            }
-        }
-    })?;
-    eprintln!(
-        "rpc-server: serving memcached protocol on {ip}:{} ({} workers, connection control {}, \
-         scheduling {})",
-        args.port,
-        args.workers,
-        args.control.name(),
-        args.sched.name()
-    );
-    let deadline = args.seconds.map(|s| Instant::now() + Duration::from_secs(s));
-    while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let (items, bytes) = store.usage();
-    let c = plane.control_stats();
-    eprintln!(
-        "rpc-server: stopped; {} connections, {items} items, {bytes} bytes; placed prestaged {} \
-         requested {} local {}, refused {}",
-        store.counters.connections.load(Ordering::Relaxed),
-        c.placed_prestaged,
-        c.placed_requested,
-        c.placed_local,
-        c.refused_by_agent + c.refused_local
-    );
-    Ok(())
-}
-
-/// The agent side of `--control`: nothing, a thread, or a session with `ipu-cp`.
-fn attach<L: netstack::Link>(plane: &Plane<L>, args: &Args) -> anyhow::Result<Option<OnHostAgent>> {
-    let liveness =
-        LivenessConfig { heartbeat_interval_ns: 100_000, peer_timeout_ns: 1_000_000_000 };
-    let shape =
-        |delay_ns| ChannelConfig { workers: 1, ring_capacity: 256, prestage_slots: 64, delay_ns };
-    match args.control {
-        Mode::Local => Ok(None),
-        Mode::OnHost => {
-            let (host, cp) = link::channel::heap_pair(
-                shape(0),
-                liveness,
-                Epoch(1),
-                ipu_cp::fresh_epoch(),
-                MonoNanos::now(),
-            )?;
-            let policy = NetAgent::new(Admission::new(AdmissionConfig::default()));
-            let agent = OnHostAgent::start(Box::new(policy), cp, OnHostOptions::default())?;
-            plane
-                .attach(AgentLink { end: host, session: None }, MonoNanos::now())
-                .map_err(anyhow::Error::msg)?;
-            Ok(Some(agent))
-        }
-        Mode::Offloaded => {
-            let socket = args.ipu_cp.as_ref().context("--control offloaded needs --ipu-cp PATH")?;
-            let conn = link::transport::connect(
-                socket,
-                Service::Net,
-                shape(0),
-                Epoch(1),
-                liveness,
-                Duration::from_secs(5),
-            )
-            .with_context(|| format!("attaching to ipu-cp at {}", socket.display()))?;
-            plane
-                .attach(AgentLink { end: conn.end, session: Some(conn.stream) }, MonoNanos::now())
-                .map_err(anyhow::Error::msg)?;
-            Ok(None)
-        }
-    }
-}
-
-/// The runtime, scheduled as `--sched` says (an agent channel has one lane per worker and a
-/// submit lane).
-fn start_runtime(
-    config: RuntimeConfig,
-    args: &Args,
-) -> anyhow::Result<(Runtime, Option<OnHostAgent>)> {
-    let liveness =
-        LivenessConfig { heartbeat_interval_ns: 100_000, peer_timeout_ns: 1_000_000_000 };
-    let shape = ChannelConfig {
-        workers: args.workers + 1,
-        ring_capacity: 1024,
-        prestage_slots: 4,
-        delay_ns: 0,
-    };
-    match args.sched {
-        Mode::Local => Ok((Runtime::start(config)?, None)),
-        Mode::OnHost => {
-            let policy_config = ipu_cp::policy::PolicyConfig::default();
-            let policy = ipu_cp::policy::by_name(&args.sched_policy, policy_config)
-                .with_context(|| format!("no scheduling policy `{}`", args.sched_policy))?;
-            let (host, cp) = link::channel::heap_pair(
-                shape,
-                liveness,
-                Epoch(1),
-                ipu_cp::fresh_epoch(),
-                MonoNanos::now(),
-            )?;
-            let agent = OnHostAgent::start(policy, cp, OnHostOptions::default())?;
-            let options = AgentOptions::new(AgentLink { end: host, session: None });
-            Ok((Runtime::start_with_agent(config, options)?, Some(agent)))
-        }
-        Mode::Offloaded => {
-            let socket = args.ipu_cp.as_ref().context("--sched offloaded needs --ipu-cp PATH")?;
-            let timeout = Duration::from_secs(5);
-            let conn = link::transport::connect(
-                socket,
-                Service::Sched,
-                shape,
-                Epoch(1),
-                liveness,
-                timeout,
-            )
-            .with_context(|| format!("attaching to ipu-cp at {}", socket.display()))?;
-            let options =
-                AgentOptions::new(AgentLink { end: conn.end, session: Some(conn.stream) });
-            Ok((Runtime::start_with_agent(config, options)?, None))
         }
     }
 }

@@ -5,16 +5,17 @@
 use std::io::Write as _;
 use std::sync::Arc;
 
+use crate::backend::Backend;
 use crate::protocol::{Command, LINE_MAX, Parsed, parse};
-use crate::store::{Arith, Store, Stored};
+use crate::store::{Arith, Stored};
 
 /// The version we announce.
 pub const VERSION: &str = concat!("wave-rpc-server ", env!("CARGO_PKG_VERSION"));
 
 /// A client's session state.
 #[derive(Debug)]
-pub struct Session {
-    store: Arc<Store>,
+pub struct Session<B: Backend> {
+    store: Arc<B>,
     value_max: usize,
     input: Vec<u8>,
     /// Bytes of a refused value block still to discard.
@@ -22,10 +23,10 @@ pub struct Session {
     started_s: i64,
 }
 
-impl Session {
+impl<B: Backend> Session<B> {
     /// A session on `store`, refusing values over `value_max` bytes; `now_s` is the Unix time.
-    pub fn new(store: Arc<Store>, value_max: usize, now_s: i64) -> Session {
-        store.counters.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    pub fn new(store: Arc<B>, value_max: usize, now_s: i64) -> Session<B> {
+        store.counters().connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Session { store, value_max, input: Vec::new(), skip: 0, started_s: now_s }
     }
 
@@ -117,6 +118,20 @@ impl Session {
             Command::Version => line(out, format!("VERSION {VERSION}").as_bytes()),
             Command::Verbosity { noreply } => reply_unless(out, noreply, b"OK"),
             Command::Stats => self.stats(now_s, out),
+            Command::Scan { start, count } => match store.scan(start, count, now_s) {
+                Some(items) => {
+                    for (key, value, flags) in items {
+                        out.extend_from_slice(b"VALUE ");
+                        out.extend_from_slice(&key);
+                        let _ = write!(out, " {flags} {}", value.len());
+                        out.extend_from_slice(b"\r\n");
+                        out.extend_from_slice(&value);
+                        out.extend_from_slice(b"\r\n");
+                    }
+                    line(out, b"END");
+                }
+                None => line(out, b"ERROR"),
+            },
             Command::Quit => return false,
         }
         true
@@ -124,8 +139,8 @@ impl Session {
 
     fn stats(&self, now_s: i64, out: &mut Vec<u8>) {
         use std::sync::atomic::Ordering::Relaxed;
-        let c = &self.store.counters;
-        let (items, bytes) = self.store.usage();
+        let c = self.store.counters();
+        let (items, bytes, bytes_max) = self.store.usage();
         let stats: [(&str, String); 11] = [
             ("pid", std::process::id().to_string()),
             ("uptime", (now_s - self.started_s).max(0).to_string()),
@@ -133,7 +148,7 @@ impl Session {
             ("version", VERSION.replace(' ', "-")),
             ("curr_items", items.to_string()),
             ("bytes", bytes.to_string()),
-            ("limit_maxbytes", self.store.bytes_max().to_string()),
+            ("limit_maxbytes", bytes_max.to_string()),
             ("get_hits", c.get_hits.load(Relaxed).to_string()),
             ("get_misses", c.get_misses.load(Relaxed).to_string()),
             ("cmd_set", c.sets.load(Relaxed).to_string()),

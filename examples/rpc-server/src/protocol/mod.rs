@@ -8,6 +8,8 @@
 pub const KEY_MAX: usize = 250;
 /// Longest command line (without a value) we wait for; a longer one is an error.
 pub const LINE_MAX: usize = 4096;
+/// Most items one `scan` returns.
+pub const SCAN_MAX: usize = 10_000;
 /// `exptime` values up to this many seconds are relative; larger ones are Unix times.
 pub const RELATIVE_EXPTIME_MAX: i64 = 60 * 60 * 24 * 30;
 
@@ -98,6 +100,14 @@ pub enum Command<'a> {
     },
     /// `quit`: close the connection.
     Quit,
+    /// `scan <start> <count>`: up to `count` items from key `start` on, in key order (an
+    /// extension for ordered backends, answered like a `get`; others say `ERROR`).
+    Scan {
+        /// First key (inclusive).
+        start: &'a [u8],
+        /// Most items.
+        count: usize,
+    },
 }
 
 /// What the front of the buffer holds.
@@ -194,6 +204,13 @@ pub fn parse(buf: &[u8], value_max: usize) -> Parsed<'_> {
         }
         b"verbosity" => return error("ERROR", line_len),
         b"quit" if args.is_empty() => Command::Quit,
+        b"scan" => match plain {
+            [start, count] if valid_key(start) => match number::<usize>(count) {
+                Some(count) if count <= SCAN_MAX => Command::Scan { start, count },
+                _ => return error(BAD_FORMAT, line_len),
+            },
+            _ => return error(BAD_FORMAT, line_len),
+        },
         b"quit" => return error(BAD_FORMAT, line_len),
         _ => return error("ERROR", line_len),
     };
