@@ -26,13 +26,18 @@ pub fn unix_now_s() -> i64 {
     i64::try_from(now.as_secs()).unwrap_or(i64::MAX)
 }
 
-/// Serves one connection until the client leaves, quits, or breaks the framing.
+/// Items a scan hands over between two preempt points.
+const SCAN_CHUNK: usize = 64;
+
+/// Serves one connection until the client leaves, quits, or breaks the framing. A `scan` runs
+/// in chunks with a preempt point between them, so a long one yields its worker when its time
+/// slice is up (or the agent asks) instead of holding it until it ends.
 pub async fn serve<L: Link, B: backend::Backend>(
     mut stream: TcpStream<L>,
     store: Arc<B>,
     value_max: usize,
 ) {
-    let mut session = session::Session::new(store, value_max, unix_now_s());
+    let mut session = session::Session::new(store.clone(), value_max, unix_now_s()).defer_scans();
     let mut buf = vec![0u8; 16 * 1024];
     let mut out = Vec::with_capacity(16 * 1024);
     loop {
@@ -40,7 +45,11 @@ pub async fn serve<L: Link, B: backend::Backend>(
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        let open = session.feed(&buf[..n], unix_now_s(), &mut out);
+        let mut open = session.feed(&buf[..n], unix_now_s(), &mut out);
+        while let Some((start, count)) = session.take_scan() {
+            scan_in_chunks(&*store, start, count, &mut out).await;
+            open = session.feed(&[], unix_now_s(), &mut out);
+        }
         if !out.is_empty() {
             if stream.write_all(&out).await.is_err() {
                 break;
@@ -52,4 +61,39 @@ pub async fn serve<L: Link, B: backend::Backend>(
         }
     }
     let _ = stream.close().await;
+}
+
+/// Appends a `scan`'s reply to `out`, `SCAN_CHUNK` items at a time with a preempt point
+/// between chunks.
+async fn scan_in_chunks<B: backend::Backend>(
+    store: &B,
+    mut start: Vec<u8>,
+    mut left: usize,
+    out: &mut Vec<u8>,
+) {
+    while left > 0 {
+        let asked = left.min(SCAN_CHUNK);
+        let Some(items) = store.scan(&start, asked, unix_now_s()) else {
+            out.extend_from_slice(b"ERROR\r\n");
+            return;
+        };
+        let got = items.len();
+        for (key, value, flags) in &items {
+            out.extend_from_slice(b"VALUE ");
+            out.extend_from_slice(key);
+            out.extend_from_slice(format!(" {flags} {}\r\n", value.len()).as_bytes());
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        }
+        left -= got;
+        let Some((last, _, _)) = items.last() else { break };
+        if got < asked {
+            break; // no more keys
+        }
+        // The next chunk starts just after the last key: the smallest key above it.
+        start = last.clone();
+        start.push(0);
+        host_dp::runtime::preempt_point().await;
+    }
+    out.extend_from_slice(b"END\r\n");
 }

@@ -21,13 +21,38 @@ pub struct Session<B: Backend> {
     /// Bytes of a refused value block still to discard.
     skip: usize,
     started_s: i64,
+    /// Leave `scan`s to the caller (who runs them in chunks between preempt points) instead of
+    /// running them inline.
+    defer_scans: bool,
+    /// A deferred scan: (start, count); input after it waits until the caller resumes.
+    pending_scan: Option<(Vec<u8>, usize)>,
 }
 
 impl<B: Backend> Session<B> {
     /// A session on `store`, refusing values over `value_max` bytes; `now_s` is the Unix time.
     pub fn new(store: Arc<B>, value_max: usize, now_s: i64) -> Session<B> {
         store.counters().connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        Session { store, value_max, input: Vec::new(), skip: 0, started_s: now_s }
+        Session {
+            store,
+            value_max,
+            input: Vec::new(),
+            skip: 0,
+            started_s: now_s,
+            defer_scans: false,
+            pending_scan: None,
+        }
+    }
+
+    /// Leaves `scan`s to the caller: [`Session::feed`] stops at one, [`Session::take_scan`]
+    /// hands it over, and feeding (even nothing) resumes after it.
+    pub fn defer_scans(mut self) -> Session<B> {
+        self.defer_scans = true;
+        self
+    }
+
+    /// The deferred scan the last feed stopped at, if any.
+    pub fn take_scan(&mut self) -> Option<(Vec<u8>, usize)> {
+        self.pending_scan.take()
     }
 
     /// Takes `bytes` that arrived, appends the replies to `out`; false once the session must
@@ -39,9 +64,13 @@ impl<B: Backend> Session<B> {
         self.input.extend_from_slice(bytes);
         let mut used = 0;
         let mut open = true;
-        while open && used < self.input.len() {
+        while open && used < self.input.len() && self.pending_scan.is_none() {
             match parse(&self.input[used..], self.value_max) {
                 Parsed::Incomplete => break,
+                Parsed::Command(Command::Scan { start, count }, took) if self.defer_scans => {
+                    self.pending_scan = Some((start.to_vec(), count));
+                    used += took;
+                }
                 Parsed::Command(command, took) => {
                     used += took;
                     open = self.execute(command, now_s, out);
