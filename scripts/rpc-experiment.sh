@@ -46,7 +46,7 @@ ip netns exec "$b" taskset -c "$server_cpu" memcached -u nobody -t 1 -U 0 -c 409
 mc_pid=$!
 sleep 1
 csv="$out/rpc.csv"
-echo "server,run,control,offered_per_s,achieved_per_s,p50_us,p99_us,p999_us,late,unanswered,errors,planned" >"$csv"
+echo "server,run,control,offered_per_s,achieved_per_s,p50_us,p99_us,p999_us,late,unanswered,errors,planned,scan_p50_us,scan_p99_us" >"$csv"
 IFS=, read -ra rate_list <<<"$rates"
 for run in $(seq "$runs"); do
     for rate in "${rate_list[@]}"; do

@@ -28,6 +28,11 @@ pub trait Transport {
 pub struct Mix {
     /// Fraction of requests that are GETs (the rest SETs).
     pub get_ratio: f64,
+    /// Fraction of requests that are SCANs instead (`scan key:N count`, for ordered servers
+    /// such as rocksdb-server); their latency is kept apart.
+    pub scan_ratio: f64,
+    /// Items per SCAN.
+    pub scan_count: u32,
     /// Keys, `key:0` .. `key:{keys-1}`, chosen uniformly.
     pub keys: u32,
     /// Bytes per value.
@@ -36,7 +41,7 @@ pub struct Mix {
 
 impl Default for Mix {
     fn default() -> Self {
-        Mix { get_ratio: 0.9, keys: 10_000, value_bytes: 64 }
+        Mix { get_ratio: 0.9, scan_ratio: 0.0, scan_count: 100, keys: 10_000, value_bytes: 64 }
     }
 }
 
@@ -49,6 +54,8 @@ pub struct Point {
     pub achieved_per_s: f64,
     /// Latency from the planned send time to the reply, µs.
     pub latency_us: Histogram<u64>,
+    /// The same for SCANs.
+    pub scan_latency_us: Histogram<u64>,
     /// Requests sent more than 1 ms after their planned time (the client fell behind).
     pub late: u64,
     /// Requests with no reply by the end of the drain.
@@ -68,6 +75,7 @@ pub fn merge(points: Vec<Point>) -> anyhow::Result<Point> {
         total.offered_per_s += p.offered_per_s;
         total.achieved_per_s += p.achieved_per_s;
         total.latency_us.add(&p.latency_us)?;
+        total.scan_latency_us.add(&p.scan_latency_us)?;
         total.late += p.late;
         total.unanswered += p.unanswered;
         total.errors += p.errors;
@@ -81,7 +89,8 @@ pub fn merge(points: Vec<Point>) -> anyhow::Result<Point> {
 struct Conn {
     out: Vec<u8>,
     input: Vec<u8>,
-    waiting: std::collections::VecDeque<Instant>,
+    /// Planned send times, and whether the request is a SCAN.
+    waiting: std::collections::VecDeque<(Instant, bool)>,
 }
 
 /// Late threshold: a request that leaves this long after its planned time is counted late.
@@ -95,7 +104,7 @@ pub fn preload(transport: &mut impl Transport, mix: &Mix, timeout: Duration) -> 
     for key in 0..mix.keys {
         let c = usize::try_from(key).unwrap_or(0) % conns.len();
         set_request(&mut conns[c].out, key, &value);
-        conns[c].waiting.push_back(start);
+        conns[c].waiting.push_back((start, false));
     }
     let mut errors = 0;
     while conns.iter().any(|c| !c.waiting.is_empty()) {
@@ -122,6 +131,7 @@ pub fn run(
     let value = vec![b'v'; mix.value_bytes];
     let mut conns: Vec<Conn> = (0..transport.conns()).map(|_| Conn::default()).collect();
     let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut scan_latency_us = latency_us.clone();
     let (mut late, mut errors, mut planned, mut next_conn) = (0u64, 0u64, 0u64, 0usize);
     let start = Instant::now();
     let end = start + duration;
@@ -135,19 +145,24 @@ pub fn run(
             let conn = &mut conns[next_conn];
             next_conn = (next_conn + 1) % count;
             let key = rng.random_range(0..mix.keys);
-            if rng.random_bool(mix.get_ratio) {
+            let scan = mix.scan_ratio > 0.0 && rng.random_bool(mix.scan_ratio);
+            if scan {
+                let line = format!("scan key:{key} {}\r\n", mix.scan_count);
+                conn.out.extend_from_slice(line.as_bytes());
+            } else if rng.random_bool(mix.get_ratio) {
                 get_request(&mut conn.out, key);
             } else {
                 set_request(&mut conn.out, key, &value);
             }
-            conn.waiting.push_back(next);
+            conn.waiting.push_back((next, scan));
             late += u64::from(now.duration_since(next) > LATE);
             planned += 1;
             next += Duration::from_secs_f64(gaps.sample(&mut rng));
         }
-        pump(transport, &mut conns, &mut |sent_at, error| {
+        pump(transport, &mut conns, &mut |(sent_at, scan), error| {
             let us = u64::try_from(sent_at.elapsed().as_micros()).unwrap_or(u64::MAX);
-            latency_us.saturating_record(us.max(1));
+            let histogram = if scan { &mut scan_latency_us } else { &mut latency_us };
+            histogram.saturating_record(us.max(1));
             errors += u64::from(error);
             answered += 1;
         })?;
@@ -161,6 +176,7 @@ pub fn run(
         offered_per_s: rate_per_s,
         achieved_per_s: answered as f64 / duration.as_secs_f64(),
         latency_us,
+        scan_latency_us,
         late,
         unanswered,
         errors,
@@ -173,7 +189,7 @@ pub fn run(
 fn pump(
     transport: &mut impl Transport,
     conns: &mut [Conn],
-    done: &mut impl FnMut(Instant, bool),
+    done: &mut impl FnMut((Instant, bool), bool),
 ) -> anyhow::Result<()> {
     for (index, conn) in conns.iter_mut().enumerate() {
         if !conn.out.is_empty() {

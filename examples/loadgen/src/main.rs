@@ -35,6 +35,10 @@ enum Command {
         /// rpc-server's connection control (with --server wire).
         #[arg(long, value_enum, default_value = "local")]
         control: Mode,
+        /// The server started with --server wire: rpc-server, or rocksdb-server (on a fresh
+        /// database in a temporary folder; it answers SCANs).
+        #[arg(long, default_value = "rpc-server", value_parser = ["rpc-server", "rocksdb-server"])]
+        wire_server: String,
         /// Where to write the CSV rows.
         #[arg(long)]
         csv: Option<PathBuf>,
@@ -69,6 +73,12 @@ struct Load {
     /// Fraction of GETs (the rest are SETs).
     #[arg(long, default_value_t = 0.9)]
     get_ratio: f64,
+    /// Fraction of requests that are SCANs (for ordered servers, e.g. rocksdb-server).
+    #[arg(long, default_value_t = 0.0)]
+    scan_ratio: f64,
+    /// Items per SCAN.
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    scan_count: u32,
     /// Keys (all preloaded).
     #[arg(long, default_value_t = 10_000)]
     keys: u32,
@@ -87,10 +97,17 @@ struct Load {
 impl Load {
     fn mix(&self) -> anyhow::Result<Mix> {
         anyhow::ensure!((0.0..=1.0).contains(&self.get_ratio), "--get-ratio: 0..=1");
+        anyhow::ensure!((0.0..=1.0).contains(&self.scan_ratio), "--scan-ratio: 0..=1");
         anyhow::ensure!(self.keys > 0 && self.value_bytes > 0, "--keys, --value-bytes: > 0");
         anyhow::ensure!(self.seconds > 0.0 && self.seconds <= 600.0, "--seconds: 0 < s ≤ 600");
         anyhow::ensure!(self.rates.iter().all(|&r| r > 0.0), "--rates: positive");
-        Ok(Mix { get_ratio: self.get_ratio, keys: self.keys, value_bytes: self.value_bytes })
+        Ok(Mix {
+            get_ratio: self.get_ratio,
+            scan_ratio: self.scan_ratio,
+            scan_count: self.scan_count,
+            keys: self.keys,
+            value_bytes: self.value_bytes,
+        })
     }
 }
 
@@ -111,18 +128,27 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { load, server, control, csv, label } => {
+        Command::Run { load, server, control, wire_server, csv, label } => {
             let mix = load.mix()?;
             let points = if server == "wire" {
-                let args = server_args(control, None, load.workers, false);
-                let mut wire = WireServer::start(&next_to_exe("rpc-server")?, &args)?;
+                let mut args = server_args(control, None, load.workers, false);
+                let db =
+                    std::env::temp_dir().join(format!("wave-loadgen-db-{}", std::process::id()));
+                if wire_server == "rocksdb-server" {
+                    let _ = std::fs::remove_dir_all(&db);
+                    args.extend(["--db".to_string(), db.display().to_string()]);
+                }
+                let mut wire = WireServer::start(&next_to_exe(&wire_server)?, &args)?;
                 let port = wire.take_port().context("wire port")?;
-                sweep(
+                let points = sweep(
                     &mut StackTransport::connect(port, usize::try_from(load.conns)?)?,
                     &mix,
                     &load,
                     "",
-                )?
+                );
+                drop(wire);
+                let _ = std::fs::remove_dir_all(&db);
+                points?
             } else {
                 let addr =
                     server.parse().with_context(|| format!("--server {server}: HOST:PORT"))?;
@@ -238,13 +264,13 @@ fn sweep_threads(addr: std::net::SocketAddr, mix: &Mix, load: &Load) -> anyhow::
 
 fn table(runs: &[(&str, &Vec<Point>)]) -> String {
     let mut out = String::from("control      offered/s  achieved/s   p50 µs   p99 µs  p99.9 µs");
-    out.push_str("   late  unanswered  errors\n");
+    out.push_str("   late  unanswered  errors  scan p50  scan p99\n");
     for (name, points) in runs {
         for p in *points {
             let q = |x| p.latency_us.value_at_quantile(x);
             let _ = writeln!(
                 out,
-                "{name:<10} {:>11.0} {:>11.0} {:>8} {:>8} {:>9} {:>6} {:>11} {:>7}",
+                "{name:<10} {:>11.0} {:>11.0} {:>8} {:>8} {:>9} {:>6} {:>11} {:>7} {:>9} {:>9}",
                 p.offered_per_s,
                 p.achieved_per_s,
                 q(0.5),
@@ -252,21 +278,32 @@ fn table(runs: &[(&str, &Vec<Point>)]) -> String {
                 q(0.999),
                 p.late,
                 p.unanswered,
-                p.errors
+                p.errors,
+                scan_q(p, 0.5),
+                scan_q(p, 0.99)
             );
         }
     }
     out
 }
 
+/// A SCAN latency quantile, or `-` when the mix had no SCANs.
+fn scan_q(point: &Point, quantile: f64) -> String {
+    if point.scan_latency_us.is_empty() {
+        "-".into()
+    } else {
+        point.scan_latency_us.value_at_quantile(quantile).to_string()
+    }
+}
+
 fn csv_rows(name: &str, points: &[Point]) -> String {
     let mut out = String::from("control,offered_per_s,achieved_per_s,p50_us,p99_us,p999_us,");
-    out.push_str("late,unanswered,errors,planned\n");
+    out.push_str("late,unanswered,errors,planned,scan_p50_us,scan_p99_us\n");
     for p in points {
         let q = |x| p.latency_us.value_at_quantile(x);
         let _ = writeln!(
             out,
-            "{name},{:.0},{:.0},{},{},{},{},{},{},{}",
+            "{name},{:.0},{:.0},{},{},{},{},{},{},{},{},{}",
             p.offered_per_s,
             p.achieved_per_s,
             q(0.5),
@@ -275,7 +312,9 @@ fn csv_rows(name: &str, points: &[Point]) -> String {
             p.late,
             p.unanswered,
             p.errors,
-            p.planned
+            p.planned,
+            scan_q(p, 0.5),
+            scan_q(p, 0.99)
         );
     }
     out

@@ -11,12 +11,13 @@ fn check_table(out: &std::process::Output) -> String {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{text}{err}");
-    // One row per rate: offered, achieved, p50, p99, p99.9, late, unanswered, errors.
+    // One row per rate: offered, achieved, p50, p99, p99.9, late, unanswered, errors, and the
+    // SCAN p50 and p99 (`-` without SCANs).
     let rows: Vec<Vec<&str>> =
         text.lines().skip(1).map(|l| l.split_whitespace().collect()).collect();
     assert_eq!(rows.len(), 2, "{text}");
     for row in &rows {
-        assert_eq!(row.len(), 9, "{text}");
+        assert_eq!(row.len(), 11, "{text}");
         assert_eq!((row[7], row[8]), ("0", "0"), "unanswered and errors: {text}");
     }
     text
@@ -61,4 +62,19 @@ fn against_memcached_over_kernel_sockets() {
     let _ = memcached.kill();
     let _ = memcached.wait();
     check_table(&out);
+}
+
+#[test]
+fn a_get_scan_mix_against_rocksdb_server_on_the_wire() {
+    let out = Command::new(BIN)
+        .args(["run", "--server", "wire", "--wire-server", "rocksdb-server"])
+        .args(["--rates", "1000,3000", "--seconds", "0.5", "--keys", "500", "--conns", "4"])
+        .args(["--scan-ratio", "0.05", "--scan-count", "50"])
+        .output()
+        .expect("loadgen (and rocksdb-server next to it: cargo build -p rocksdb-server)");
+    let text = check_table(&out);
+    for row in text.lines().skip(1) {
+        let scan_p99 = row.split_whitespace().last().unwrap();
+        assert!(scan_p99.parse::<u64>().is_ok(), "SCANs were answered: {text}");
+    }
 }
