@@ -13,8 +13,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rocksdb::{DB, IteratorMode, Options};
 use rpc_server::backend::{Backend, ScanItems};
-use rpc_server::protocol::{RELATIVE_EXPTIME_MAX, StoreOp};
-use rpc_server::store::{Arith, Counters, Stored};
+use rpc_server::protocol::{StoreOp, expires_at};
+use rpc_server::store::{Arith, Counters, Stored, key_hash};
 
 const HEADER: usize = 28;
 const STRIPES: usize = 64;
@@ -64,15 +64,6 @@ fn decode(raw: &[u8]) -> Option<(Item, &[u8])> {
     Some((item, &raw[HEADER..]))
 }
 
-fn expiry(exptime: i64, now_s: i64) -> i64 {
-    match exptime {
-        0 => 0,
-        e if e < 0 => now_s - 1,
-        e if e <= RELATIVE_EXPTIME_MAX => now_s + e,
-        e => e,
-    }
-}
-
 impl RocksStore {
     /// Opens (creating if needed) the database at `path`.
     pub fn open(path: &Path) -> Result<RocksStore, rocksdb::Error> {
@@ -89,9 +80,7 @@ impl RocksStore {
     }
 
     fn stripe(&self, key: &[u8]) -> MutexGuard<'_, ()> {
-        let hash = key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
+        let hash = key_hash(key);
         let index = usize::try_from(hash % STRIPES as u64).expect("below STRIPES");
         self.stripes[index].lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -159,7 +148,7 @@ impl Backend for RocksStore {
                 value.extend_from_slice(&old);
                 (item.flags, item.expires_s, value)
             }
-            _ => (flags, expiry(exptime, now_s), data.to_vec()),
+            _ => (flags, expires_at(exptime, now_s), data.to_vec()),
         };
         if self.write(key, flags, expires_s, &value, now_s) {
             Stored::Stored
@@ -190,7 +179,7 @@ impl Backend for RocksStore {
     fn touch(&self, key: &[u8], exptime: i64, now_s: i64) -> bool {
         let _stripe = self.stripe(key);
         let Some((item, data)) = self.read(key, now_s) else { return false };
-        self.write(key, item.flags, expiry(exptime, now_s), &data, now_s)
+        self.write(key, item.flags, expires_at(exptime, now_s), &data, now_s)
     }
 
     fn flush_all(&self, delay: i64, now_s: i64) {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use crate::protocol::{RELATIVE_EXPTIME_MAX, StoreOp};
+use crate::protocol::{StoreOp, expires_at};
 
 /// One stored value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,14 +77,10 @@ pub struct Store {
     pub counters: Counters,
 }
 
-/// When an item set at `now_s` with `exptime` expires (0: never; negative: already).
-fn expiry(exptime: i64, now_s: i64) -> i64 {
-    match exptime {
-        0 => 0,
-        e if e < 0 => now_s - 1,
-        e if e <= RELATIVE_EXPTIME_MAX => now_s + e,
-        e => e,
-    }
+/// FNV-1a of a key: spreads keys over shards and lock stripes.
+pub fn key_hash(key: &[u8]) -> u64 {
+    key.iter()
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 impl Store {
@@ -101,10 +97,7 @@ impl Store {
     }
 
     fn shard(&self, key: &[u8]) -> MutexGuard<'_, HashMap<Vec<u8>, Item>> {
-        // FNV-1a: spreads keys over the shards.
-        let hash = key.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, &b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
+        let hash = key_hash(key);
         let index = usize::try_from(hash % SHARDS as u64).expect("below SHARDS");
         self.shards[index].lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -183,7 +176,7 @@ impl Store {
                 item.cas = cas;
             }
             _ => {
-                let expires_s = expiry(exptime, now_s);
+                let expires_s = expires_at(exptime, now_s);
                 let item = Item { value: data.to_vec(), flags, cas, expires_s, stored_s: now_s };
                 map.insert(key.to_vec(), item);
             }
@@ -226,7 +219,7 @@ impl Store {
         let mut map = self.shard(key);
         match self.live(&mut map, key, now_s) {
             Some(item) => {
-                item.expires_s = expiry(exptime, now_s);
+                item.expires_s = expires_at(exptime, now_s);
                 true
             }
             None => false,

@@ -8,6 +8,17 @@
 pub const KEY_MAX: usize = 250;
 /// Longest command line (without a value) we wait for; a longer one is an error.
 pub const LINE_MAX: usize = 4096;
+/// The Unix second an item stored at `now_s` with `exptime` expires at (0: never; a negative
+/// exptime: already).
+pub fn expires_at(exptime: i64, now_s: i64) -> i64 {
+    match exptime {
+        0 => 0,
+        e if e < 0 => now_s - 1,
+        e if e <= RELATIVE_EXPTIME_MAX => now_s + e,
+        e => e,
+    }
+}
+
 /// Most items one `scan` returns.
 pub const SCAN_MAX: usize = 10_000;
 /// `exptime` values up to this many seconds are relative; larger ones are Unix times.
