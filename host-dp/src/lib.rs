@@ -8,6 +8,7 @@
 //!   runs over every backend.
 //! - [`runtime`]: async tasks on pinned polling workers, scheduled locally or by an agent
 //!   (`ipu-cp`, offloaded or on-host) through `link`, with fallback when the agent is lost.
+//! - [`tier`]: a `memmgr` arena's tiering mechanism, driven by the tier policy over `link`.
 //!
 //! It must never: block a worker across cores, allocate on the data path after set-up, or
 //! silently drop a frame (backpressure is reported, oversize frames are refused).
@@ -15,3 +16,4 @@
 pub mod io;
 pub mod net;
 pub mod runtime;
+pub mod tier;

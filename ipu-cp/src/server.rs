@@ -76,7 +76,7 @@ impl Server {
                 .spawn(move || accept_loop(&listener, &config, &stats, &stop, &handoff))
                 .expect("spawn acceptor thread")
         };
-        let mut agents = [policies.sched, policies.net].map(|policy| {
+        let mut agents = [policies.sched, policies.net, policies.tier].map(|policy| {
             let mut agent = Agent::new(policy, config.epoch, stats.clone());
             agent.set_event_batch(config.event_batch);
             agent
@@ -138,6 +138,8 @@ pub struct Policies {
     pub sched: Box<dyn Policy>,
     /// Connection control.
     pub net: Box<dyn Policy>,
+    /// Page tiering.
+    pub tier: Box<dyn Policy>,
 }
 
 impl std::fmt::Debug for Policies {
@@ -145,12 +147,13 @@ impl std::fmt::Debug for Policies {
         f.debug_struct("Policies")
             .field("sched", &self.sched.name())
             .field("net", &self.net.name())
+            .field("tier", &self.tier.name())
             .finish()
     }
 }
 
 fn agent_loop(
-    agents: &mut [Agent; 2],
+    agents: &mut [Agent; 3],
     sessions: &Receiver<Session>,
     stop: &AtomicBool,
     spin: bool,
@@ -163,8 +166,7 @@ fn agent_loop(
             let agent = match session.hello.service {
                 Service::Sched => &mut agents[0],
                 Service::Net => &mut agents[1],
-                // Refused in the handshake: `AcceptPolicy::services` does not list it.
-                Service::Tier => continue,
+                Service::Tier => &mut agents[2],
             };
             agent.attach(Attachment::Socket(session), now);
             backoff.busy();

@@ -1,7 +1,7 @@
 //! `tier-bench`: a skewed workload over a `memmgr` arena, first with every page resident,
-//! then tiered by `ipu-cp`'s tier policy running on-host (a driver thread feeds it the pages'
-//! state every epoch and applies its commands). Prints both runs and their ratios; `--out`
-//! appends them as a markdown section. Needs root (userfaultfd).
+//! then tiered by `ipu-cp`'s tier policy: called inline by the driver thread, or over `link`
+//! in an agent thread (on-host) or in the `ipu-cp` process (offloaded). Prints both runs and
+//! their ratios; `--out` appends them as a markdown section. Needs root (userfaultfd).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use ipu_cp::tier::{PageSample, PageState, TierCommand, TierConfig, TierPolicy};
-use memmgr::{Arena, Command, Op, get};
+use ipu_cp::tier::TierConfig;
+use memmgr::{Arena, get};
 
-/// The memory-tiering experiment (first version: on-host policy).
+mod driver;
+
+/// The memory-tiering experiment.
 #[derive(Debug, Parser)]
 #[command(about)]
 struct Args {
@@ -37,6 +39,10 @@ struct Args {
     /// Promotions per minute the policy aims under, as a fraction of the working set.
     #[arg(long, default_value_t = 0.02)]
     promotion_target: f64,
+    /// Where the tier policy runs: inline (called by the driver thread), on-host (an agent
+    /// thread over link), offloaded (the ipu-cp process over link).
+    #[arg(long, value_enum, default_value = "inline")]
+    policy: driver::Placement,
     /// Append the results to this markdown file.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
@@ -74,10 +80,12 @@ struct Run {
     parks: u64,
     unparks: u64,
     policy_ns: u64,
-    threshold_end: u16,
+    threshold_end: Option<u16>,
+    host: Option<host_dp::tier::TierHostStats>,
+    cp_cpu_ns: Option<u64>,
 }
 
-fn run(args: &Args, tiered: bool) -> anyhow::Result<Run> {
+fn run(args: &Args, placement: Option<driver::Placement>) -> anyhow::Result<Run> {
     let pages = args.arena_mb * 256;
     let arena = Arc::new(Arena::new(pages).context("userfaultfd (run as root)")?);
     for page in 0..pages {
@@ -126,46 +134,22 @@ fn run(args: &Args, tiered: bool) -> anyhow::Result<Run> {
         demote_max_per_epoch: u32::try_from(pages / 8).unwrap_or(u32::MAX),
         ..TierConfig::default()
     };
-    let mut policy = TierPolicy::new(u32::try_from(pages)?, config);
+    let mut driver = placement.map(|p| driver::Driver::new(p, &arena, config)).transpose()?;
     let (mut policy_ns, mut last_promotions) = (0u64, 0u64);
-    let mut commands = Vec::new();
-    let mut samples = Vec::with_capacity(pages);
+    let epoch = Duration::from_millis(args.epoch_ms);
+    let mut next_epoch = start + epoch;
     while start.elapsed() < duration {
-        std::thread::sleep(Duration::from_millis(args.epoch_ms));
-        if !tiered {
+        std::thread::sleep(Duration::from_millis(1));
+        let Some(driver) = driver.as_mut() else { continue };
+        driver.tick();
+        if Instant::now() < next_epoch {
             continue;
         }
+        next_epoch += epoch;
         let began = Instant::now();
-        samples.clear();
-        for page in 0..pages {
-            let view = arena.view(page);
-            let touched = arena.take_touched(page);
-            let state = if view.compressed {
-                PageState::Compressed
-            } else if view.parked {
-                PageState::Parked
-            } else {
-                PageState::Resident
-            };
-            samples.push(PageSample {
-                page: u32::try_from(page)?,
-                version: view.version,
-                state,
-                touched,
-            });
-        }
-        let promotions = get(&arena.counters().promotions);
-        commands.clear();
-        policy.on_epoch(&samples, promotions - last_promotions, &mut commands);
+        let promotions = driver::promotions(&arena);
+        driver.epoch(&arena, promotions - last_promotions)?;
         last_promotions = promotions;
-        let batch: Vec<Command> = commands
-            .iter()
-            .map(|c| match *c {
-                TierCommand::Park { page, version } => Command { page, version, op: Op::Park },
-                TierCommand::Demote { page, version } => Command { page, version, op: Op::Demote },
-            })
-            .collect();
-        arena.apply(&batch)?;
         policy_ns += u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
     }
     stop.store(true, Ordering::Relaxed);
@@ -183,7 +167,9 @@ fn run(args: &Args, tiered: bool) -> anyhow::Result<Run> {
         parks: get(&c.parks),
         unparks: get(&c.unparks),
         policy_ns,
-        threshold_end: policy.threshold(),
+        threshold_end: driver.as_ref().and_then(driver::Driver::threshold),
+        host: driver.as_ref().and_then(driver::Driver::host_stats),
+        cp_cpu_ns: driver.as_ref().and_then(driver::Driver::control_plane_cpu_ns),
     })
 }
 
@@ -192,9 +178,9 @@ fn main() -> anyhow::Result<()> {
     anyhow::ensure!(args.arena_mb > 0 && args.threads > 0 && args.seconds > 0.0, "positive sizes");
     let pages = args.arena_mb * 256;
     eprintln!("tier-bench: all-resident run ({} MiB, {} s) ...", args.arena_mb, args.seconds);
-    let base = run(&args, false)?;
-    eprintln!("tier-bench: tiered run (policy on-host, epoch {} ms) ...", args.epoch_ms);
-    let tiered = run(&args, true)?;
+    let base = run(&args, None)?;
+    eprintln!("tier-bench: tiered run (policy {:?}, epoch {} ms) ...", args.policy, args.epoch_ms);
+    let tiered = run(&args, Some(args.policy))?;
     let rate = |r: &Run| r.ops as f64 / r.elapsed.as_secs_f64();
     let slow = tiered.compressed_pages_end as f64 / pages as f64;
     let saved = (tiered.compressed_pages_end * 4096) as f64 - tiered.compressed_bytes_end as f64;
@@ -207,7 +193,7 @@ fn main() -> anyhow::Result<()> {
          | all resident | {:.0} | 0 | 0 | 0 | 0 | 0 / 0 | – |\n\
          | tiered | {:.0} ({:.3} of all-resident) | {} ({:.1} %) | {:.1} MiB of {} MiB \
          | {} ({:.2} % of the hot set per minute) | {} | {} / {} | {:.1} ms per s |\n\n\
-         Threshold at the end: {} epochs of {} ms.\n",
+         Policy: {:?}; threshold at the end: {} (epochs of {} ms).\n",
         rate(&base),
         rate(&tiered),
         rate(&tiered) / rate(&base),
@@ -221,9 +207,22 @@ fn main() -> anyhow::Result<()> {
         tiered.parks,
         tiered.unparks,
         tiered.policy_ns as f64 / 1e6 / tiered.elapsed.as_secs_f64(),
-        tiered.threshold_end,
+        args.policy,
+        tiered.threshold_end.map_or("not visible (over link)".into(), |t| t.to_string()),
         args.epoch_ms,
     );
+    let mut text = text;
+    if let Some(h) = tiered.host {
+        text.push_str(&format!(
+            "Tier host: {} reports ({} deferred), {} commands applied, {} stale, {} skipped, \
+             {} rejected, {} fallbacks.\n",
+            h.reports, h.deferred, h.applied, h.stale, h.skipped, h.rejected, h.fallbacks
+        ));
+    }
+    if let Some(ns) = tiered.cp_cpu_ns {
+        let share = ns as f64 / tiered.elapsed.as_nanos() as f64;
+        text.push_str(&format!("ipu-cp process CPU: {:.1} % of a core.\n", share * 100.0));
+    }
     print!("{text}");
     let _ = base.compressed_pages_end;
     if let Some(path) = &args.out {

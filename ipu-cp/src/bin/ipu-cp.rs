@@ -90,6 +90,16 @@ struct Args {
     /// Connection control: a neighbour pushed to every app, `IP=MAC` (repeatable).
     #[arg(long = "neighbor", value_name = "IP=MAC", value_parser = parse_neighbor)]
     neighbors: Vec<(Ipv4Addr, [u8; 6])>,
+    /// Page tiering: the epoch the apps report at, ms (the policy's rates are per epoch).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    tier_epoch_ms: u64,
+    /// Page tiering: how long a host may be silent, ms (its mechanism thread beats between
+    /// epochs; a policy loss only stops demotion, so this can be long).
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    tier_peer_timeout_ms: u64,
+    /// Page tiering: promotions per minute to stay under, as a fraction of the working set.
+    #[arg(long, default_value_t = 0.002)]
+    tier_promotion_target: f64,
     /// Connection control: a route pushed to every app, `PREFIX/LEN=GATEWAY` (repeatable).
     #[arg(long = "route", value_name = "PREFIX/LEN=GW", value_parser = parse_route)]
     routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
@@ -158,8 +168,12 @@ fn run(args: Args) -> anyhow::Result<()> {
                 heartbeat_interval_ns: args.heartbeat_interval_us * 1000,
                 peer_timeout_ns: args.peer_timeout_ms * 1_000_000,
             },
+            tier_liveness: LivenessConfig {
+                heartbeat_interval_ns: args.heartbeat_interval_us * 1000,
+                peer_timeout_ns: args.tier_peer_timeout_ms * 1_000_000,
+            },
             handshake_timeout: Duration::from_millis(args.handshake_timeout_ms),
-            services: vec![Service::Sched, Service::Net],
+            services: vec![Service::Sched, Service::Net, Service::Tier],
         },
         epoch: ipu_cp::fresh_epoch(),
         event_batch: usize::from(args.event_batch),
@@ -185,7 +199,12 @@ fn run(args: Args) -> anyhow::Result<()> {
         link::ABI_VERSION,
         std::process::id()
     );
-    server.run(Policies { sched: policy, net: Box::new(net) }, &stop);
+    let tier = ipu_cp::tier::adapter::TierAgent::new(ipu_cp::tier::TierConfig {
+        epoch_ns: args.tier_epoch_ms * 1_000_000,
+        promotion_target_per_min: args.tier_promotion_target,
+        ..ipu_cp::tier::TierConfig::default()
+    });
+    server.run(Policies { sched: policy, net: Box::new(net), tier: Box::new(tier) }, &stop);
     let n = &net_counters;
     let get = NetCounters::get;
     eprintln!(

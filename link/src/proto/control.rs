@@ -15,7 +15,7 @@ pub enum Service {
     Sched = 1,
     /// Connection control: kinds 0x20xx.
     Net = 2,
-    /// Page tiering (reserved: refused until it is served).
+    /// Page tiering: kinds 0x30xx.
     Tier = 3,
 }
 

@@ -21,7 +21,7 @@ pub enum Direction {
 }
 
 /// Message kinds. Ranges per subsystem: 0x01xx handshake, 0x02xx link, 0x03xx echo,
-/// 0x10xx scheduling, 0x20xx connection control; 0x30xx is reserved for tiering.
+/// 0x10xx scheduling, 0x20xx connection control, 0x30xx page tiering.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u16)]
 pub enum Kind {
@@ -79,6 +79,16 @@ pub enum Kind {
     Neighbor = 0x2085,
     /// [`super::NetMessage::Route`]
     Route = 0x2086,
+    /// [`super::TierMessage::Attach`]
+    TierAttach = 0x3001,
+    /// [`super::TierMessage::Page`]
+    TierPage = 0x3002,
+    /// [`super::TierMessage::Epoch`]
+    TierEpoch = 0x3003,
+    /// [`super::TierMessage::Park`]
+    TierPark = 0x3081,
+    /// [`super::TierMessage::Demote`]
+    TierDemote = 0x3082,
 }
 
 impl Kind {
@@ -112,6 +122,11 @@ impl Kind {
             0x2084 => Kind::PortLease,
             0x2085 => Kind::Neighbor,
             0x2086 => Kind::Route,
+            0x3001 => Kind::TierAttach,
+            0x3002 => Kind::TierPage,
+            0x3003 => Kind::TierEpoch,
+            0x3081 => Kind::TierPark,
+            0x3082 => Kind::TierDemote,
             _ => return None,
         })
     }
@@ -139,6 +154,8 @@ impl Kind {
             | Kind::ConnOpened
             | Kind::ConnClosed
             | Kind::PortsWanted => Direction::Event,
+            Kind::TierAttach | Kind::TierPage | Kind::TierEpoch => Direction::Event,
+            Kind::TierPark | Kind::TierDemote => Direction::Decision,
             Kind::Pong | Kind::Run | Kind::Preempt => Direction::Decision,
             Kind::Place
             | Kind::Admit

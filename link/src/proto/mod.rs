@@ -25,6 +25,7 @@ mod header;
 mod ids;
 mod net;
 mod sched;
+mod tier;
 mod txn_result;
 
 pub use control::{HELLO_MAGIC, HelloAckRepr, HelloRepr, RefusalReason, RefusedRepr, Service};
@@ -33,13 +34,13 @@ pub use header::{Direction, HeaderRepr, HeaderView, Kind};
 pub use ids::{AppId, Barrier, Epoch, Seq, SlotIndex, TaskId, WorkerId};
 pub use net::{FlowKey, NetMessage, RefuseReason};
 pub use sched::{PreemptRepr, RunRepr, TaskChange, TaskEventRepr, WorkerEventRepr};
+pub use tier::{TierMessage, TierPlace};
 pub use txn_result::{TxnOutcome, TxnResultRepr};
 
 /// The ABI version of every layout in this crate: records and shared-memory layout alike,
-/// and what each record obliges the peer to do (5: a delayed ring's visibility time rides in
-/// the channel word instead of a stamp array; `docs/abi.md`). Any change bumps it; both sides
-/// refuse a peer with another version.
-pub const ABI_VERSION: u32 = 5;
+/// and what each record obliges the peer to do (6: page-tiering records; `docs/abi.md`). Any
+/// change bumps it; both sides refuse a peer with another version.
+pub const ABI_VERSION: u32 = 6;
 
 /// Size of one record in bytes: one cache line.
 pub const RECORD_SIZE: usize = 64;
@@ -201,6 +202,8 @@ pub enum Message {
     Preempt(PreemptRepr),
     /// Connection control, either way (kinds 0x20xx).
     Net(NetMessage),
+    /// Page tiering, either way (kinds 0x30xx).
+    Tier(TierMessage),
 }
 
 impl Message {
@@ -246,6 +249,13 @@ impl Message {
             | Kind::Route => {
                 Message::Net(NetMessage::parse_payload(header.kind.to_u16(), payload)?)
             }
+            Kind::TierAttach
+            | Kind::TierPage
+            | Kind::TierEpoch
+            | Kind::TierPark
+            | Kind::TierDemote => {
+                Message::Tier(TierMessage::parse_payload(header.kind.to_u16(), payload)?)
+            }
         })
     }
 
@@ -280,6 +290,9 @@ impl Message {
             Message::Net(net) => {
                 Kind::from_u16(net.kind_u16()).expect("every net message has a kind")
             }
+            Message::Tier(tier) => {
+                Kind::from_u16(tier.kind_u16()).expect("every tier message has a kind")
+            }
         }
     }
 
@@ -301,6 +314,7 @@ impl Message {
             Message::Run(repr) => repr.emit_payload(payload),
             Message::Preempt(repr) => repr.emit_payload(payload),
             Message::Net(repr) => repr.emit_payload(payload),
+            Message::Tier(repr) => repr.emit_payload(payload),
         }
         record
     }

@@ -248,7 +248,7 @@ fn any_sched_message() -> impl Strategy<Value = Message> {
 }
 
 fn any_message() -> impl Strategy<Value = Message> {
-    prop_oneof![any_link_message(), any_sched_message(), any_net_message()]
+    prop_oneof![any_link_message(), any_sched_message(), any_net_message(), any_tier_message()]
 }
 
 fn any_net_message() -> impl Strategy<Value = Message> {
@@ -390,4 +390,44 @@ proptest! {
             }
         }
     }
+}
+
+fn any_tier_message() -> impl Strategy<Value = Message> {
+    let place = prop_oneof![
+        Just(TierPlace::Resident),
+        Just(TierPlace::Parked),
+        Just(TierPlace::Compressed)
+    ];
+    prop_oneof![
+        any::<u32>().prop_map(|pages| TierMessage::Attach { pages }),
+        (any::<u32>(), any::<u32>(), place, any::<bool>()).prop_map(
+            |(page, version, place, touched)| {
+                TierMessage::Page { page, version, place, touched }
+            }
+        ),
+        any::<u64>().prop_map(|promotions| TierMessage::Epoch { promotions }),
+        (any::<u32>(), any::<u32>())
+            .prop_map(|(page, version)| TierMessage::Park { page, version }),
+        (any::<u32>(), any::<u32>())
+            .prop_map(|(page, version)| TierMessage::Demote { page, version }),
+    ]
+    .prop_map(Message::Tier)
+}
+
+#[test]
+fn tier_page_golden_bytes_and_bad_fields() {
+    let page = TierMessage::Page { page: 7, version: 9, place: TierPlace::Parked, touched: true };
+    let record = Message::Tier(page).to_record(Epoch(1));
+    let b = record.bytes();
+    assert_eq!(&b[8..10], &[0x02, 0x30]);
+    assert_eq!(&b[16..26], &[7, 0, 0, 0, 9, 0, 0, 0, 2, 1]);
+    assert!(b[26..].iter().all(|&x| x == 0));
+    let mut bad = record;
+    bad.bytes_mut()[PAYLOAD_OFFSET + 8] = 4;
+    assert_eq!(bad.parse(), Err(ParseError::Field("place")));
+    let demote = Message::Tier(TierMessage::Demote { page: 1, version: 2 }).to_record(Epoch(1));
+    assert_eq!(
+        Message::parse_in(&demote, Direction::Event),
+        Err(ParseError::WrongDirection(Kind::TierDemote))
+    );
 }

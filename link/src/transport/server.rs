@@ -119,8 +119,11 @@ impl Drop for Listener {
 pub struct AcceptPolicy {
     /// Users allowed to attach (checked with SO_PEERCRED). Empty: only our own user.
     pub allowed_uids: Vec<u32>,
-    /// Liveness settings of every channel.
+    /// Liveness settings of every channel ...
     pub liveness: LivenessConfig,
+    /// ... but these for a channel of the tier service, whose host beats from a mechanism
+    /// thread that sleeps between epochs rather than from polling workers.
+    pub tier_liveness: LivenessConfig,
     /// How long to wait for a `Hello`.
     pub handshake_timeout: Duration,
     /// Services offered; a `Hello` for another is refused with `NoService`.
@@ -132,8 +135,12 @@ impl Default for AcceptPolicy {
         AcceptPolicy {
             allowed_uids: Vec::new(),
             liveness: LivenessConfig::default(),
+            tier_liveness: LivenessConfig {
+                heartbeat_interval_ns: 1_000_000,
+                peer_timeout_ns: 1_000_000_000,
+            },
             handshake_timeout: Duration::from_secs(2),
-            services: vec![Service::Sched, Service::Net],
+            services: vec![Service::Sched, Service::Net, Service::Tier],
         }
     }
 }
@@ -246,7 +253,9 @@ impl Incoming {
         }
         let region = Arc::new(Region::memfd(c"wave-link", layout.total_len())?);
         let region_len = layout.total_len() as u64;
-        let end = CpEnd::format(region.clone(), layout, app, epoch, policy.liveness, now);
+        let liveness =
+            if hello.service == Service::Tier { policy.tier_liveness } else { policy.liveness };
+        let end = CpEnd::format(region.clone(), layout, app, epoch, liveness, now);
         let ack = HelloAckRepr { abi_version: ABI_VERSION, app_id: app, region_len };
         wire::send(&self.stream, &Message::HelloAck(ack).to_record(epoch), region.fd())?;
         self.stream.set_read_timeout(None)?;

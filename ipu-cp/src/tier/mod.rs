@@ -1,6 +1,7 @@
 //! The page-tiering policy (issue 6), as pure decisions over per-epoch page samples; the
-//! mechanism is `memmgr` on the host. Not yet wired to an app over `link`: that is the next
-//! step (a page-state table shared with the host, commands once per epoch).
+//! mechanism is `memmgr` on the host. [`adapter::TierAgent`] serves it over `link` (the tier
+//! service): the host reports each page that changed and the end of each epoch, the policy
+//! answers with park and demote commands stamped with page versions.
 //!
 //! The model is Google's software-defined far memory, adapted to what the host can observe
 //! here (`../shared/docs/memtier.md`): no accessed bits, so pages are *parked* on probation and
@@ -10,6 +11,8 @@
 //! set per minute: more promotions than the target raise `T` (demote only colder pages),
 //! fewer lower it. Parking and demotion are rate-limited per epoch, and a fast-tier budget,
 //! when set, parks more aggressively while more pages are resident than it allows.
+
+pub mod adapter;
 
 /// A page as the host reported it at the end of an epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -176,7 +179,9 @@ impl TierPolicy {
                 let backoff = &mut self.backoff[index];
                 *backoff = (*backoff + 1).min(8);
                 self.next_probe[index] = self.epoch + (1 << *backoff);
-            } else if sample.state == PageState::Parked {
+            } else if sample.state == PageState::Parked && *age >= 1 {
+                // A full epoch parked and untouched: not hot after all. (A page parked just
+                // before the report shows age 0 here and says nothing yet.)
                 self.backoff[index] = 0;
             }
             match sample.state {

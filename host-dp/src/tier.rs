@@ -1,0 +1,253 @@
+//! The host side of page tiering: a `memmgr` arena's mechanism, driven by the tier policy
+//! over `link` (in `ipu-cp`, offloaded or on-host). Once per epoch the mechanism thread calls
+//! [`TierHost::epoch`]: it applies the commands that came down since the last epoch (each
+//! checked against its page's version by the arena), reports every page that changed, and
+//! ends the epoch with the promotion count. The host never waits for the policy: commands
+//! decided on an epoch are applied at the next one, and a report that finds the ring full
+//! is carried to the next epoch rather than dropped.
+//!
+//! Between epochs the mechanism thread calls [`TierHost::tick`] every millisecond or so to
+//! keep its heartbeat.
+//!
+//! With no agent (never attached, or lost: heartbeat timeout or session hang-up) the arena
+//! is in local mode: nothing is parked or demoted, parked and compressed pages come back on
+//! touch as always. No data is at stake in any of this: the arena's page states and
+//! versions are the truth, the policy only proposes.
+
+use std::os::unix::net::UnixStream;
+use std::sync::Arc;
+
+use link::liveness::Liveness;
+use link::proto::{Direction, Epoch, Message, TierMessage, TierPlace};
+use link::{HostWorker, MonoNanos, PeerStatus};
+use memmgr::{Arena, Command, Op};
+
+use crate::runtime::AgentLink;
+
+/// Most decisions read per epoch (bounds an epoch's work against a flooding agent).
+const DECISIONS_PER_EPOCH_MAX: usize = 1 << 20;
+/// How long an epoch may wait, in all, for room in a full event ring before it carries the
+/// rest of its reports to the next epoch.
+const REPORT_WAIT_NS: u64 = 20_000_000;
+
+/// What the tier host did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TierHostStats {
+    /// Epochs run (with or without an agent).
+    pub epochs: u64,
+    /// Commands carried out.
+    pub applied: u64,
+    /// Commands refused as stale (the page changed after the decision).
+    pub stale: u64,
+    /// Commands with nothing to do (page already there, or incompressible).
+    pub skipped: u64,
+    /// Decisions refused as malformed: not a tier command, a page outside the arena.
+    pub rejected: u64,
+    /// Page reports sent.
+    pub reports: u64,
+    /// Reports carried to a later epoch because the ring stayed full.
+    pub deferred: u64,
+    /// Times the agent was lost and the arena went local.
+    pub fallbacks: u64,
+    /// Agents attached after a loss.
+    pub reattaches: u64,
+}
+
+struct Agent {
+    lane: HostWorker,
+    liveness: Liveness,
+    session: Option<UnixStream>,
+    epoch: Epoch,
+}
+
+/// The tier mechanism's link to its policy. Owned by one mechanism thread.
+pub struct TierHost {
+    arena: Arc<Arena>,
+    agent: Option<Agent>,
+    /// What the agent was last told about each page (version, place); `None`: nothing yet.
+    told: Vec<Option<(u32, TierPlace)>>,
+    /// Touch marks taken from the arena but not yet reported.
+    touched: Vec<bool>,
+    batch: Vec<Command>,
+    last_promotions: u64,
+    stats: TierHostStats,
+}
+
+impl std::fmt::Debug for TierHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TierHost")
+            .field("pages", &self.arena.pages())
+            .field("attached", &self.agent.is_some())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+/// Where a page is, as the policy is told.
+fn place_of(arena: &Arena, page: usize) -> (u32, TierPlace) {
+    let view = arena.view(page);
+    let place = if view.compressed {
+        TierPlace::Compressed
+    } else if view.parked {
+        TierPlace::Parked
+    } else {
+        TierPlace::Resident
+    };
+    (view.version, place)
+}
+
+impl TierHost {
+    /// The tier host of `arena`, local (no agent) until [`TierHost::attach`].
+    pub fn new(arena: Arc<Arena>) -> TierHost {
+        let pages = arena.pages();
+        TierHost {
+            arena,
+            agent: None,
+            told: vec![None; pages],
+            touched: vec![false; pages],
+            batch: Vec::new(),
+            last_promotions: 0,
+            stats: TierHostStats::default(),
+        }
+    }
+
+    /// What it did so far.
+    pub fn stats(&self) -> TierHostStats {
+        self.stats
+    }
+
+    /// Whether an agent decides (else the arena is local: no demotion).
+    pub fn is_attached(&self) -> bool {
+        self.agent.is_some()
+    }
+
+    /// Attaches an agent (a one-lane channel of the tier service) and tells it the arena's
+    /// size; every page is reported to it at the next epoch.
+    pub fn attach(&mut self, link: AgentLink, now: MonoNanos) -> Result<(), &'static str> {
+        if self.agent.is_some() {
+            return Err("a tier agent is attached already");
+        }
+        let AgentLink { end, session } = link;
+        let link::HostEnd { workers: mut lanes, liveness, .. } = end;
+        if lanes.len() != 1 {
+            return Err("a tiering channel has exactly one lane");
+        }
+        let mut lane = lanes.pop().expect("one lane");
+        let pages = u32::try_from(self.arena.pages()).map_err(|_| "arena too large")?;
+        let epoch = Epoch(1);
+        let attach = Message::Tier(TierMessage::Attach { pages }).to_record(epoch);
+        lane.events.try_push(&attach, now).map_err(|_| "a fresh event ring is full")?;
+        if self.stats.fallbacks > 0 {
+            self.stats.reattaches += 1;
+        }
+        self.told.fill(None);
+        self.agent = Some(Agent { lane, liveness, session, epoch });
+        Ok(())
+    }
+
+    /// Beats the heartbeat: call it at least every millisecond between epochs (the agent
+    /// gives up on a host silent for its peer timeout, 10 ms by default in `ipu-cp`).
+    pub fn tick(&mut self, now: MonoNanos) {
+        if let Some(agent) = self.agent.as_mut() {
+            agent.liveness.heartbeat.beat(now);
+        }
+    }
+
+    /// One epoch: notices a lost agent, applies the commands that came down, reports what
+    /// changed and ends the epoch. Errors are the arena's own (a failed `userfaultfd` call).
+    pub fn epoch(&mut self, now: MonoNanos) -> Result<(), memmgr::Error> {
+        self.stats.epochs += 1;
+        let promotions = memmgr::get(&self.arena.counters().promotions);
+        let delta = promotions.saturating_sub(self.last_promotions);
+        self.last_promotions = promotions;
+        if self.agent_lost(now) {
+            self.agent = None;
+            self.stats.fallbacks += 1;
+        }
+        if self.agent.is_none() {
+            return Ok(());
+        }
+        self.apply_decisions(now)?;
+        self.report(now, delta);
+        Ok(())
+    }
+
+    fn agent_lost(&mut self, now: MonoNanos) -> bool {
+        let Some(agent) = self.agent.as_mut() else { return false };
+        if matches!(agent.liveness.tick(now), PeerStatus::Dead { .. } | PeerStatus::Closed) {
+            return true;
+        }
+        agent.session.as_ref().is_some_and(link::transport::peer_hung_up)
+    }
+
+    fn apply_decisions(&mut self, now: MonoNanos) -> Result<(), memmgr::Error> {
+        let Some(agent) = self.agent.as_mut() else { return Ok(()) };
+        self.batch.clear();
+        for _ in 0..DECISIONS_PER_EPOCH_MAX {
+            let Some(record) = agent.lane.decisions.try_pop(now) else { break };
+            let (page, version, op) = match Message::parse_in(&record, Direction::Decision) {
+                Ok(Message::Tier(TierMessage::Park { page, version })) => (page, version, Op::Park),
+                Ok(Message::Tier(TierMessage::Demote { page, version })) => {
+                    (page, version, Op::Demote)
+                }
+                _ => {
+                    self.stats.rejected += 1;
+                    continue;
+                }
+            };
+            self.batch.push(Command { page, version, op });
+        }
+        let applied = self.arena.apply(&self.batch)?;
+        self.stats.applied += applied.done;
+        self.stats.stale += applied.stale;
+        self.stats.skipped += applied.skipped;
+        self.stats.rejected += applied.invalid;
+        Ok(())
+    }
+
+    fn report(&mut self, now: MonoNanos, promotions: u64) {
+        let Some(agent) = self.agent.as_mut() else { return };
+        agent.liveness.heartbeat.beat(now);
+        let mut waited_ns = 0;
+        let mut full = false;
+        for page in 0..self.arena.pages() {
+            self.touched[page] |= self.arena.take_touched(page);
+            let now_place = place_of(&self.arena, page);
+            if self.told[page] == Some(now_place) && !self.touched[page] {
+                continue;
+            }
+            let (version, place) = now_place;
+            let page32 = u32::try_from(page).expect("attach checked the size");
+            let touched = self.touched[page];
+            let message = TierMessage::Page { page: page32, version, place, touched };
+            if full || !push(agent, message, &mut waited_ns) {
+                full = true;
+                self.stats.deferred += 1;
+                continue;
+            }
+            self.told[page] = Some(now_place);
+            self.touched[page] = false;
+            self.stats.reports += 1;
+        }
+        // The epoch's end goes even after deferred reports: they are newer next time.
+        if !push(agent, TierMessage::Epoch { promotions }, &mut waited_ns) {
+            self.stats.deferred += 1;
+        }
+    }
+}
+
+/// Pushes one event, waiting for room while the epoch's wait budget lasts.
+fn push(agent: &mut Agent, message: TierMessage, waited_ns: &mut u64) -> bool {
+    let record = Message::Tier(message).to_record(agent.epoch);
+    loop {
+        let began = MonoNanos::now();
+        if agent.lane.events.try_push(&record, began).is_ok() {
+            return true;
+        }
+        if *waited_ns >= REPORT_WAIT_NS {
+            return false;
+        }
+        std::hint::spin_loop();
+        *waited_ns += MonoNanos::now().since(began).max(100);
+    }
+}
