@@ -96,9 +96,9 @@ fn no_data_lost_while_ipu_cp_is_killed_mid_run_and_restarted() {
                 let mut rng = 0x5eed + t as u64;
                 while !stop.load(Ordering::Relaxed) {
                     let pick = next(&mut rng);
-                    let span = if pick % 1000 == 0 { mine.len() } else { mine.len() / 8 };
+                    let span = if pick.is_multiple_of(1000) { mine.len() } else { mine.len() / 8 };
                     let page = mine[usize::try_from(pick >> 20).unwrap() % span];
-                    if pick % 4 == 0 {
+                    if pick.is_multiple_of(4) {
                         versions[page] += 1;
                         write_page(&arena, page, versions[page]);
                     } else {
