@@ -51,6 +51,8 @@ pub struct TierHostStats {
     pub fallbacks: u64,
     /// Agents attached after a loss.
     pub reattaches: u64,
+    /// Bytes of promoted pages' compressed copies freed.
+    pub reclaimed_bytes: u64,
 }
 
 struct Agent {
@@ -153,13 +155,16 @@ impl TierHost {
         }
     }
 
-    /// One epoch: notices a lost agent, applies the commands that came down, reports what
-    /// changed and ends the epoch. Errors are the arena's own (a failed `userfaultfd` call).
+    /// One epoch: frees promoted pages' compressed copies, notices a lost agent, applies the
+    /// commands that came down, reports what changed and ends the epoch. Errors are the
+    /// arena's own (a failed `userfaultfd` call).
     pub fn epoch(&mut self, now: MonoNanos) -> Result<(), memmgr::Error> {
         self.stats.epochs += 1;
         let promotions = memmgr::get(&self.arena.counters().promotions);
         let delta = promotions.saturating_sub(self.last_promotions);
         self.last_promotions = promotions;
+        // Promoted pages' compressed copies are freed here, off the fault path.
+        self.stats.reclaimed_bytes += self.arena.reclaim();
         if self.agent_lost(now) {
             self.agent = None;
             self.stats.fallbacks += 1;

@@ -11,20 +11,21 @@
 //! that does not shrink enough moves back. Promotion happens in the fault handler: decompress,
 //! `UFFDIO_COPY` into place, set the state, then wake the faulting threads.
 //!
-//! Faults are resolved in one handler thread for now; on this VM a wakeup across vCPUs costs
-//! 40–65 µs, so the next step is resolving them in the faulting thread (SIGBUS mode).
+//! Faults are resolved in a handler thread or in the faulting thread itself ([`FaultMode`],
+//! `fault.rs`); on this VM a wakeup across vCPUs costs 40–65 µs, which the second avoids.
 
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
+use crate::fault::{FaultMode, handle_faults};
 use crate::uffd::{Mapping, PAGE, Uffd, UffdError};
 
-const UNTOUCHED: u8 = 0;
-const RESIDENT: u8 = 1;
-const BUSY: u8 = 2;
-const PARKED: u8 = 3;
-const COMPRESSED: u8 = 4;
+pub(crate) const UNTOUCHED: u8 = 0;
+pub(crate) const RESIDENT: u8 = 1;
+pub(crate) const BUSY: u8 = 2;
+pub(crate) const PARKED: u8 = 3;
+pub(crate) const COMPRESSED: u8 = 4;
 
 /// A page compressing to more than this stays resident (not worth the fault).
 const KEEP_IF_LARGER_THAN: usize = PAGE * 3 / 4;
@@ -46,8 +47,10 @@ pub struct Counters {
     pub demotions: AtomicU64,
     /// Pages that did not compress enough and moved back.
     pub incompressible: AtomicU64,
-    /// Bytes the compressed tier holds.
+    /// Bytes the compressed tier holds (copies of promoted pages included until reclaimed).
     pub compressed_bytes: AtomicU64,
+    /// Times a fault found its page held by a transition for a while and yielded.
+    pub busy_waits: AtomicU64,
 }
 
 /// A counter's value.
@@ -55,23 +58,27 @@ pub fn get(counter: &AtomicU64) -> u64 {
     counter.load(Ordering::Relaxed)
 }
 
-fn add(counter: &AtomicU64, n: u64) {
+pub(crate) fn add(counter: &AtomicU64, n: u64) {
     counter.fetch_add(n, Ordering::Relaxed);
 }
 
-struct Inner {
-    uffd: Uffd,
-    arena: Mapping,
+pub(crate) struct Inner {
+    pub(crate) uffd: Uffd,
+    pub(crate) arena: Mapping,
     /// One staging page per arena page, registered too (MOVE needs both ends registered).
-    staging: Mapping,
-    states: Vec<AtomicU8>,
+    pub(crate) staging: Mapping,
+    pub(crate) states: Vec<AtomicU8>,
     /// Set when a parked page was touched; cleared by `take_touched`.
-    touched: Vec<AtomicBool>,
+    pub(crate) touched: Vec<AtomicBool>,
     /// Bumped at every completed state change, by whoever holds the page `BUSY`: a command
     /// names the version it was decided on, and a stale one is refused.
-    versions: Vec<AtomicU32>,
-    compressed: Vec<Mutex<Option<Vec<u8>>>>,
-    counters: Counters,
+    pub(crate) versions: Vec<AtomicU32>,
+    /// A page's compressed copy; locked only by whoever holds the page `BUSY`. It outlives
+    /// a promotion (the fault path frees nothing) until [`Arena::reclaim`].
+    pub(crate) compressed: Vec<Mutex<Option<Vec<u8>>>>,
+    /// Whether `compressed` holds a copy (read without the lock by `reclaim`).
+    has_copy: Vec<AtomicBool>,
+    pub(crate) counters: Counters,
 }
 
 /// A tiered arena.
@@ -79,6 +86,8 @@ pub struct Arena {
     inner: Arc<Inner>,
     stop: Arc<AtomicBool>,
     handler: Option<JoinHandle<()>>,
+    /// The in-thread fault table's slot, in [`FaultMode::InThread`].
+    slot: Option<usize>,
 }
 
 impl std::fmt::Debug for Arena {
@@ -91,9 +100,14 @@ impl std::fmt::Debug for Arena {
 pub type Error = UffdError;
 
 impl Arena {
-    /// An arena of `pages` pages, all untouched, with its fault handler running.
+    /// An arena of `pages` pages, all untouched, with its fault handler thread running.
     pub fn new(pages: usize) -> Result<Arena, Error> {
-        let uffd = Uffd::open()?;
+        Arena::with_faults(pages, FaultMode::Handler)
+    }
+
+    /// An arena of `pages` pages whose faults are resolved as `mode` says.
+    pub fn with_faults(pages: usize, mode: FaultMode) -> Result<Arena, Error> {
+        let uffd = Uffd::open(mode == FaultMode::InThread)?;
         let arena = Mapping::new(pages)?;
         let staging = Mapping::new(pages)?;
         uffd.register(&arena)?;
@@ -106,9 +120,14 @@ impl Arena {
             touched: (0..pages).map(|_| AtomicBool::new(false)).collect(),
             versions: (0..pages).map(|_| AtomicU32::new(0)).collect(),
             compressed: (0..pages).map(|_| Mutex::new(None)).collect(),
+            has_copy: (0..pages).map(|_| AtomicBool::new(false)).collect(),
             counters: Counters::default(),
         });
         let stop = Arc::new(AtomicBool::new(false));
+        if mode == FaultMode::InThread {
+            let slot = crate::sigbus::register(&inner)?;
+            return Ok(Arena { inner, stop, handler: None, slot: Some(slot) });
+        }
         let handler = {
             let (inner, stop) = (inner.clone(), stop.clone());
             std::thread::Builder::new()
@@ -116,7 +135,7 @@ impl Arena {
                 .spawn(move || handle_faults(&inner, &stop))
                 .map_err(|source| UffdError::Sys { call: "spawn", source })?
         };
-        Ok(Arena { inner, stop, handler: Some(handler) })
+        Ok(Arena { inner, stop, handler: Some(handler), slot: None })
     }
 
     /// The arena's memory as 64-bit words (page `p` is words `p*512 .. (p+1)*512`).
@@ -222,7 +241,12 @@ impl Arena {
             return Ok(Outcome::Skipped);
         }
         add(&inner.counters.compressed_bytes, packed.len() as u64);
-        *inner.compressed[index].lock().unwrap_or_else(PoisonError::into_inner) = Some(packed);
+        let mut slot = inner.compressed[index].lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(old) = slot.replace(packed) {
+            inner.counters.compressed_bytes.fetch_sub(old.len() as u64, Ordering::Relaxed);
+        }
+        drop(slot);
+        inner.has_copy[index].store(true, Ordering::Release);
         inner.staging.discard(index)?;
         // Release: a handler that sees COMPRESSED finds the data stored.
         inner.finish(index, COMPRESSED);
@@ -327,8 +351,36 @@ impl Arena {
     }
 }
 
+impl Arena {
+    /// Frees the compressed copies of pages that were promoted and are resident now; returns
+    /// the bytes freed. The mechanism thread calls it (the fault path frees nothing).
+    pub fn reclaim(&self) -> u64 {
+        let inner = &*self.inner;
+        let mut freed = 0;
+        for index in 0..self.pages() {
+            if !inner.has_copy[index].load(Ordering::Acquire)
+                || self.claim(index, RESIDENT, None) != Outcome::Done
+            {
+                continue;
+            }
+            let copy =
+                inner.compressed[index].lock().unwrap_or_else(PoisonError::into_inner).take();
+            inner.has_copy[index].store(false, Ordering::Release);
+            // Resident again, same version: nothing about the page changed.
+            inner.states[index].store(RESIDENT, Ordering::Release);
+            let bytes = copy.map_or(0, |c| c.len() as u64);
+            inner.counters.compressed_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            freed += bytes;
+        }
+        freed
+    }
+}
+
 impl Drop for Arena {
     fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            crate::sigbus::unregister(slot);
+        }
         self.stop.store(true, Ordering::Relaxed);
         if let Some(handler) = self.handler.take() {
             let _ = handler.join();
@@ -338,97 +390,9 @@ impl Drop for Arena {
 
 impl Inner {
     /// Ends a transition of page `index` (held `BUSY`) in `state`, with a new version.
-    fn finish(&self, index: usize, state: u8) {
+    pub(crate) fn finish(&self, index: usize, state: u8) {
         self.versions[index].fetch_add(1, Ordering::Relaxed);
         // Release: the version and the page's data are visible with the new state.
         self.states[index].store(state, Ordering::Release);
     }
-}
-
-fn handle_faults(inner: &Inner, stop: &AtomicBool) {
-    let base = inner.arena.page_addr(0);
-    while !stop.load(Ordering::Relaxed) {
-        let Ok(Some(address)) = inner.uffd.next_fault(10) else { continue };
-        let index = address.checked_sub(base).and_then(|o| usize::try_from(o / PAGE as u64).ok());
-        let Some(index) = index.filter(|&i| i < inner.states.len()) else {
-            continue; // a staging page: never touched by Rust, so never faults
-        };
-        resolve(inner, index);
-        add(&inner.counters.faults, 1);
-    }
-}
-
-/// Brings page `index` in: zeros for a first touch, the page itself for a parked one, its
-/// data for a compressed one; waits out a transition in progress (it ends in bounded time:
-/// the mechanism never waits on a fault while a page is `BUSY`).
-fn resolve(inner: &Inner, index: usize) {
-    let state = &inner.states[index];
-    let page = inner.arena.page_addr(index);
-    loop {
-        let current = state.load(Ordering::Acquire);
-        if current == BUSY {
-            std::hint::spin_loop();
-            continue;
-        }
-        if current == RESIDENT {
-            // A duplicate report of a fault resolved meanwhile.
-            let _ = inner.uffd.wake(page);
-            return;
-        }
-        if state.compare_exchange(current, BUSY, Ordering::AcqRel, Ordering::Acquire).is_err() {
-            continue;
-        }
-        let back = match current {
-            UNTOUCHED => {
-                fill(inner, page, &[0u8; PAGE]).then(|| add(&inner.counters.zero_fills, 1))
-            }
-            PARKED => {
-                let staged = inner.staging.page_addr(index);
-                inner.uffd.move_page_quietly(staged, page).is_ok().then(|| {
-                    inner.touched[index].store(true, Ordering::Release);
-                    add(&inner.counters.unparks, 1);
-                })
-            }
-            _ => promote(inner, index, page),
-        };
-        // The state first, then the wake: the access sees it (or faults again and retries).
-        if back.is_some() {
-            inner.finish(index, RESIDENT);
-        } else {
-            state.store(current, Ordering::Release);
-        }
-        let _ = inner.uffd.wake(page);
-        return;
-    }
-}
-
-/// Decompresses page `index` into place; `None` (data kept) if the copy failed.
-fn promote(inner: &Inner, index: usize, page: u64) -> Option<()> {
-    let mut slot = inner.compressed[index].lock().unwrap_or_else(PoisonError::into_inner);
-    let packed = slot.as_ref()?;
-    let mut bytes = [0u8; PAGE];
-    let filled = lz4_flex::block::decompress_into(packed, &mut bytes);
-    debug_assert_eq!(filled.ok(), Some(PAGE), "our own compressed page");
-    if !fill(inner, page, &bytes) {
-        return None;
-    }
-    let packed = slot.take()?;
-    inner.counters.compressed_bytes.fetch_sub(packed.len() as u64, Ordering::Relaxed);
-    add(&inner.counters.promotions, 1);
-    Some(())
-}
-
-/// `UFFDIO_COPY` of `bytes` into the missing page at `page` (no wake), retrying while the
-/// kernel says try again; true once the page is present (ours or already there).
-fn fill(inner: &Inner, page: u64, bytes: &[u8; PAGE]) -> bool {
-    for _ in 0..1000 {
-        match inner.uffd.copy(page, bytes) {
-            Ok(_) => return true,
-            Err(UffdError::Sys { source, .. }) if source.raw_os_error() == Some(libc::EAGAIN) => {
-                std::hint::spin_loop();
-            }
-            Err(_) => return false,
-        }
-    }
-    false
 }

@@ -1,9 +1,11 @@
-//! `memmgr`: Wave's page-tiering mechanism. It moves pages; a policy (in `ipu-cp`, to come)
-//! decides which.
+//! `memmgr`: Wave's page-tiering mechanism. It moves pages; a policy (`ipu-cp`'s tier policy,
+//! through `host-dp`'s tier host) decides which.
 //!
 //! - [`Arena`]: anonymous memory registered with userfaultfd. Cold pages move to an LZ4
 //!   compressed tier (`Arena::demote`, atomic by `UFFDIO_MOVE`), and come back when touched.
-//! - [`uffd`]: the kernel interface (the crate's only unsafe code).
+//! - [`FaultMode`]: faults resolved by a handler thread, or in the faulting thread (SIGBUS).
+//! - [`uffd`]: the kernel interface; with `sigbus.rs` (the in-thread fault handler), the
+//!   crate's only unsafe code.
 //!
 //! Needs root here (or `/dev/userfaultfd` access): `Arena::new` says so clearly otherwise.
 //! Design and measurements: `../shared/docs/memtier.md`; the plan (parking to learn
@@ -11,6 +13,9 @@
 //! in-thread fault path) builds on this.
 
 mod arena;
+mod fault;
+mod sigbus;
 pub mod uffd;
 
 pub use arena::{Applied, Arena, Command, Counters, Error, Op, PageView, get};
+pub use fault::FaultMode;

@@ -1,4 +1,5 @@
-//! The kernel interface, and this crate's only unsafe code: anonymous mappings, the
+//! The kernel interface, and (with `sigbus.rs`, the in-thread fault handler) this crate's
+//! only unsafe code: anonymous mappings, the
 //! userfaultfd descriptor and its ioctls (API, REGISTER, COPY, MOVE, WAKE), and atomic views
 //! of mapped memory.
 //!
@@ -45,6 +46,7 @@ fn last_error(call: &'static str) -> UffdError {
 }
 
 const UFFD_API: u64 = 0xAA;
+const FEATURE_SIGBUS: u64 = 1 << 7;
 const FEATURE_MOVE: u64 = 1 << 16;
 const REGISTER_MODE_MISSING: u64 = 1;
 
@@ -129,6 +131,12 @@ impl Mapping {
         self.base.as_ptr() as u64 + (index * PAGE) as u64
     }
 
+    /// The page `address` falls in, if it is in this mapping.
+    pub fn page_index(&self, address: u64) -> Option<usize> {
+        let offset = address.checked_sub(self.base.as_ptr() as u64)?;
+        usize::try_from(offset).ok().filter(|&o| o < self.len).map(|o| o / PAGE)
+    }
+
     /// Pages in the mapping.
     pub fn pages(&self) -> usize {
         self.len / PAGE
@@ -170,8 +178,10 @@ pub struct Uffd {
 }
 
 impl Uffd {
-    /// Opens a userfaultfd (non-blocking reads) and negotiates the API with MOVE.
-    pub fn open() -> Result<Uffd, UffdError> {
+    /// Opens a userfaultfd (non-blocking reads) and negotiates the API with MOVE, and with
+    /// SIGBUS if `sigbus` (faults then raise SIGBUS in the faulting thread instead of being
+    /// queued here).
+    pub fn open(sigbus: bool) -> Result<Uffd, UffdError> {
         // SAFETY: a plain system call with integer flags; it returns a new descriptor or -1.
         let raw =
             unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) };
@@ -182,10 +192,14 @@ impl Uffd {
         // SAFETY: `raw` is a descriptor the kernel just gave us, owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let uffd = Uffd { fd };
-        let mut arg = ApiArg { api: UFFD_API, features: FEATURE_MOVE, ioctls: 0 };
+        let wanted = FEATURE_MOVE | if sigbus { FEATURE_SIGBUS } else { 0 };
+        let mut arg = ApiArg { api: UFFD_API, features: wanted, ioctls: 0 };
         uffd.ioctl(UFFDIO_API, (&raw mut arg).cast(), "UFFDIO_API")?;
         if arg.features & FEATURE_MOVE == 0 {
             return Err(UffdError::Missing("UFFDIO_MOVE"));
+        }
+        if arg.features & wanted != wanted {
+            return Err(UffdError::Missing("UFFD_FEATURE_SIGBUS"));
         }
         Ok(uffd)
     }

@@ -1,12 +1,13 @@
 //! No data loss, ever: threads hammer random pages with checksummed writes and verified reads
-//! while a demoter moves random pages to the compressed tier and faults bring them back.
+//! while a demoter moves random pages to the compressed tier and faults bring them back, with
+//! faults resolved by the handler thread and in the faulting thread (SIGBUS).
 //! Needs root (userfaultfd), which CI has.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use memmgr::{Arena, get};
+use memmgr::{Arena, FaultMode, get};
 
 const WORDS_PER_PAGE: usize = 512;
 
@@ -46,11 +47,10 @@ fn check_page(arena: &Arena, page: usize, version: u64) {
     }
 }
 
-#[test]
-fn concurrent_readers_and_writers_lose_nothing_while_pages_move() {
+fn concurrent_readers_and_writers_lose_nothing_while_pages_move(mode: FaultMode) {
     const PAGES: usize = 512;
     const THREADS: usize = 3;
-    let arena = Arc::new(Arena::new(PAGES).expect("userfaultfd (run as root)"));
+    let arena = Arc::new(Arena::with_faults(PAGES, mode).expect("userfaultfd (run as root)"));
     // Thread t owns pages p with p % THREADS == t (it alone writes them, so it knows their
     // versions); untouched pages read as zeros.
     let stop = Arc::new(AtomicBool::new(false));
@@ -114,9 +114,8 @@ fn concurrent_readers_and_writers_lose_nothing_while_pages_move() {
     assert!(get(&c.unparks) > 50, "parked pages must have been touched and come back");
 }
 
-#[test]
-fn parking_tells_touched_pages_from_untouched_ones() {
-    let arena = Arena::new(8).expect("userfaultfd (run as root)");
+fn parking_tells_touched_pages_from_untouched_ones(mode: FaultMode) {
+    let arena = Arena::with_faults(8, mode).expect("userfaultfd (run as root)");
     for page in 0..8 {
         write_page(&arena, page, 1);
         assert!(arena.park(page).unwrap());
@@ -142,9 +141,8 @@ fn parking_tells_touched_pages_from_untouched_ones() {
     assert_eq!((get(&c.parks), get(&c.unparks), get(&c.promotions)), (8, 4, 4));
 }
 
-#[test]
-fn a_cold_page_stays_compressed_and_reads_back_exactly() {
-    let arena = Arena::new(16).expect("userfaultfd (run as root)");
+fn a_cold_page_stays_compressed_and_reads_back_exactly(mode: FaultMode) {
+    let arena = Arena::with_faults(16, mode).expect("userfaultfd (run as root)");
     for page in 0..16 {
         write_page(&arena, page, 7);
     }
@@ -160,13 +158,15 @@ fn a_cold_page_stays_compressed_and_reads_back_exactly() {
         assert!(!arena.is_compressed(page));
     }
     assert_eq!(get(&arena.counters().promotions), 16);
+    // The fault path freed nothing; the mechanism frees the promoted pages' copies.
+    assert_eq!(arena.reclaim(), held);
+    assert_eq!(get(&arena.counters().compressed_bytes), 0);
     assert!(!arena.demote(3).unwrap() || arena.is_compressed(3), "resident pages demote again");
 }
 
-#[test]
-fn commands_on_a_changed_page_are_refused_as_stale() {
+fn commands_on_a_changed_page_are_refused_as_stale(mode: FaultMode) {
     use memmgr::{Command, Op};
-    let arena = Arena::new(4).expect("userfaultfd (run as root)");
+    let arena = Arena::with_faults(4, mode).expect("userfaultfd (run as root)");
     write_page(&arena, 0, 3);
     let v0 = arena.view(0).version;
     let park = Command { page: 0, version: v0, op: Op::Park };
@@ -187,4 +187,49 @@ fn commands_on_a_changed_page_are_refused_as_stale() {
     let applied = arena.apply(&[demote, outside]).unwrap();
     assert_eq!((applied.stale, applied.invalid, applied.done), (1, 1, 0));
     check_page(&arena, 0, 3);
+}
+
+/// Each test, with faults resolved by the handler thread and in the faulting thread.
+mod modes {
+    use super::*;
+
+    #[test]
+    fn concurrent_readers_and_writers_lose_nothing_while_pages_move_handler_thread() {
+        concurrent_readers_and_writers_lose_nothing_while_pages_move(FaultMode::Handler);
+    }
+
+    #[test]
+    fn concurrent_readers_and_writers_lose_nothing_while_pages_move_in_thread() {
+        concurrent_readers_and_writers_lose_nothing_while_pages_move(FaultMode::InThread);
+    }
+
+    #[test]
+    fn parking_tells_touched_pages_from_untouched_ones_handler_thread() {
+        parking_tells_touched_pages_from_untouched_ones(FaultMode::Handler);
+    }
+
+    #[test]
+    fn parking_tells_touched_pages_from_untouched_ones_in_thread() {
+        parking_tells_touched_pages_from_untouched_ones(FaultMode::InThread);
+    }
+
+    #[test]
+    fn a_cold_page_stays_compressed_and_reads_back_exactly_handler_thread() {
+        a_cold_page_stays_compressed_and_reads_back_exactly(FaultMode::Handler);
+    }
+
+    #[test]
+    fn a_cold_page_stays_compressed_and_reads_back_exactly_in_thread() {
+        a_cold_page_stays_compressed_and_reads_back_exactly(FaultMode::InThread);
+    }
+
+    #[test]
+    fn commands_on_a_changed_page_are_refused_as_stale_handler_thread() {
+        commands_on_a_changed_page_are_refused_as_stale(FaultMode::Handler);
+    }
+
+    #[test]
+    fn commands_on_a_changed_page_are_refused_as_stale_in_thread() {
+        commands_on_a_changed_page_are_refused_as_stale(FaultMode::InThread);
+    }
 }

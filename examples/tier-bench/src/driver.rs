@@ -110,6 +110,7 @@ impl Driver {
                     })
                     .collect();
                 arena.apply(&batch)?;
+                arena.reclaim();
             }
             Driver::Link(linked) => linked.host.epoch(MonoNanos::now())?,
         }

@@ -43,12 +43,24 @@ struct Args {
     /// thread over link), offloaded (the ipu-cp process over link).
     #[arg(long, value_enum, default_value = "inline")]
     policy: driver::Placement,
+    /// Where faults are resolved: in the faulting thread (SIGBUS) or by a handler thread.
+    #[arg(long, value_enum, default_value = "in-thread")]
+    faults: Faults,
     /// Append the results to this markdown file.
     #[arg(long)]
     out: Option<std::path::PathBuf>,
 }
 
 const WORDS_PER_PAGE: usize = 512;
+
+/// `memmgr::FaultMode`, for the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Faults {
+    /// In the faulting thread.
+    InThread,
+    /// In a handler thread.
+    Handler,
+}
 
 /// A random index below `bound`.
 fn below(state: &mut u64, bound: usize) -> usize {
@@ -87,7 +99,11 @@ struct Run {
 
 fn run(args: &Args, placement: Option<driver::Placement>) -> anyhow::Result<Run> {
     let pages = args.arena_mb * 256;
-    let arena = Arc::new(Arena::new(pages).context("userfaultfd (run as root)")?);
+    let mode = match args.faults {
+        Faults::InThread => memmgr::FaultMode::InThread,
+        Faults::Handler => memmgr::FaultMode::Handler,
+    };
+    let arena = Arc::new(Arena::with_faults(pages, mode).context("userfaultfd (run as root)")?);
     for page in 0..pages {
         fill(&arena, page);
     }

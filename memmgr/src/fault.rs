@@ -1,0 +1,135 @@
+//! Resolving faults on arena pages, in one of two places:
+//!
+//! - **a handler thread** ([`FaultMode::Handler`]): the kernel queues the fault on the
+//!   userfaultfd and puts the faulting thread to sleep; the handler thread brings the page in
+//!   and wakes it. Works for every access, the kernel's own included (a `read(2)` into the
+//!   arena), but on this VM the wakeup across vCPUs costs 40–65 µs per fault.
+//! - **the faulting thread** ([`FaultMode::InThread`]): with `UFFD_FEATURE_SIGBUS` the kernel
+//!   raises SIGBUS instead, and the signal handler (`sigbus.rs`) brings the page in before the
+//!   access is retried: no other thread, no wakeup (about 3 µs for a parked page, 6 µs for a
+//!   compressed one, `memtier.md` §2.5). The price: a system call that writes into a page
+//!   that is not in gets `EFAULT`, so only user-mode accesses may touch the arena.
+//!
+//! The code below runs in a signal handler in the second mode, so it keeps to what is safe
+//! there: atomics, `ioctl`s, LZ4 decompression into a buffer on the stack, and a page's
+//! compressed-data lock, which nobody else can hold at that moment (it is taken only by whoever
+//! holds the page `BUSY`, and the handler does before it locks). It allocates and frees
+//! nothing: a promoted page's compressed copy is freed later by [`Arena::reclaim`].
+//!
+//! [`Arena::reclaim`]: crate::Arena::reclaim
+
+use std::sync::PoisonError;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::arena::{BUSY, Inner, PARKED, RESIDENT, UNTOUCHED, add};
+use crate::uffd::{PAGE, UffdError};
+
+/// Where faults on an arena's pages are resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FaultMode {
+    /// In a handler thread (works with system calls into the arena; a wakeup per fault).
+    #[default]
+    Handler,
+    /// In the faulting thread, from a SIGBUS handler (no wakeup; user-mode accesses only).
+    InThread,
+}
+
+/// Spins before yielding while another thread holds a page `BUSY`.
+const BUSY_SPINS: u32 = 1000;
+
+/// The handler thread of [`FaultMode::Handler`].
+pub(crate) fn handle_faults(inner: &Inner, stop: &AtomicBool) {
+    while !stop.load(Ordering::Relaxed) {
+        let Ok(Some(address)) = inner.uffd.next_fault(10) else { continue };
+        let Some(index) = inner.arena.page_index(address) else {
+            continue; // a staging page: never touched by Rust, so never faults
+        };
+        resolve(inner, index, true);
+        add(&inner.counters.faults, 1);
+    }
+}
+
+/// Brings page `index` in: zeros for a first touch, the page itself for a parked one, its
+/// data for a compressed one; waits out a transition in progress (it ends in bounded time:
+/// the mechanism never waits on a fault while a page is `BUSY`). `wake`: threads sleep on
+/// the page (handler mode). False if the page could not be brought in (its data is kept).
+pub(crate) fn resolve(inner: &Inner, index: usize, wake: bool) -> bool {
+    let state = &inner.states[index];
+    let page = inner.arena.page_addr(index);
+    let mut spins = 0u32;
+    loop {
+        let current = state.load(Ordering::Acquire);
+        if current == BUSY {
+            spins += 1;
+            if spins.is_multiple_of(BUSY_SPINS) {
+                add(&inner.counters.busy_waits, 1);
+                std::thread::yield_now(); // sched_yield: safe in a signal handler
+            }
+            std::hint::spin_loop();
+            continue;
+        }
+        if current == RESIDENT {
+            // A duplicate report of a fault resolved meanwhile.
+            if wake {
+                let _ = inner.uffd.wake(page);
+            }
+            return true;
+        }
+        if state.compare_exchange(current, BUSY, Ordering::AcqRel, Ordering::Acquire).is_err() {
+            continue;
+        }
+        let back = match current {
+            UNTOUCHED => {
+                fill(inner, page, &[0u8; PAGE]).then(|| add(&inner.counters.zero_fills, 1))
+            }
+            PARKED => {
+                let staged = inner.staging.page_addr(index);
+                inner.uffd.move_page_quietly(staged, page).is_ok().then(|| {
+                    inner.touched[index].store(true, Ordering::Release);
+                    add(&inner.counters.unparks, 1);
+                })
+            }
+            _ => promote(inner, index, page),
+        };
+        // The state first, then the wake: the access sees it (or faults again and retries).
+        if back.is_some() {
+            inner.finish(index, RESIDENT);
+        } else {
+            state.store(current, Ordering::Release);
+        }
+        if wake {
+            let _ = inner.uffd.wake(page);
+        }
+        return back.is_some();
+    }
+}
+
+/// Decompresses page `index` into place; `None` (data kept) if the copy failed. The
+/// compressed copy stays until [`crate::Arena::reclaim`] frees it (nothing is freed here).
+fn promote(inner: &Inner, index: usize, page: u64) -> Option<()> {
+    let slot = inner.compressed[index].lock().unwrap_or_else(PoisonError::into_inner);
+    let packed = slot.as_ref()?;
+    let mut bytes = [0u8; PAGE];
+    let filled = lz4_flex::block::decompress_into(packed, &mut bytes);
+    debug_assert_eq!(filled.ok(), Some(PAGE), "our own compressed page");
+    if !fill(inner, page, &bytes) {
+        return None;
+    }
+    add(&inner.counters.promotions, 1);
+    Some(())
+}
+
+/// `UFFDIO_COPY` of `bytes` into the missing page at `page` (no wake), retrying while the
+/// kernel says try again; true once the page is present (ours or already there).
+fn fill(inner: &Inner, page: u64, bytes: &[u8; PAGE]) -> bool {
+    for _ in 0..1000 {
+        match inner.uffd.copy(page, bytes) {
+            Ok(_) => return true,
+            Err(UffdError::Sys { source, .. }) if source.raw_os_error() == Some(libc::EAGAIN) => {
+                std::hint::spin_loop();
+            }
+            Err(_) => return false,
+        }
+    }
+    false
+}
