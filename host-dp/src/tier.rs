@@ -6,8 +6,8 @@
 //! decided on an epoch are applied at the next one, and a report that finds the ring full
 //! is carried to the next epoch rather than dropped.
 //!
-//! Between epochs the mechanism thread calls [`TierHost::tick`] every millisecond or so to
-//! keep its heartbeat.
+//! Between epochs the mechanism thread calls [`TierHost::tick`] every millisecond or so: it
+//! keeps the heartbeat, and takes the agent's commands off the ring into the epoch's batch.
 //!
 //! With no agent (never attached, or lost: heartbeat timeout or session hang-up) the arena
 //! is in local mode: nothing is parked or demoted, parked and compressed pages come back on
@@ -24,7 +24,7 @@ use memmgr::{Arena, Command, Op};
 
 use crate::runtime::AgentLink;
 
-/// Most decisions read per epoch (bounds an epoch's work against a flooding agent).
+/// Most commands held for an epoch (bounds an epoch's work against a flooding agent).
 const DECISIONS_PER_EPOCH_MAX: usize = 1 << 20;
 /// How long an epoch may wait, in all, for room in a full event ring before it carries the
 /// rest of its reports to the next epoch.
@@ -153,6 +153,7 @@ impl TierHost {
         if let Some(agent) = self.agent.as_mut() {
             agent.liveness.heartbeat.beat(now);
         }
+        self.take_decisions(now);
     }
 
     /// One epoch: frees promoted pages' compressed copies, notices a lost agent, applies the
@@ -167,6 +168,7 @@ impl TierHost {
         self.stats.reclaimed_bytes += self.arena.reclaim();
         if self.agent_lost(now) {
             self.agent = None;
+            self.batch.clear(); // local: no demotion
             self.stats.fallbacks += 1;
         }
         if self.agent.is_none() {
@@ -185,9 +187,10 @@ impl TierHost {
         agent.session.as_ref().is_some_and(link::transport::peer_hung_up)
     }
 
-    fn apply_decisions(&mut self, now: MonoNanos) -> Result<(), memmgr::Error> {
-        let Some(agent) = self.agent.as_mut() else { return Ok(()) };
-        self.batch.clear();
+    /// Moves the agent's commands off the ring into the epoch's batch (so the ring keeps
+    /// flowing between epochs); beyond the batch's bound, commands are refused and counted.
+    fn take_decisions(&mut self, now: MonoNanos) {
+        let Some(agent) = self.agent.as_mut() else { return };
         for _ in 0..DECISIONS_PER_EPOCH_MAX {
             let Some(record) = agent.lane.decisions.try_pop(now) else { break };
             let (page, version, op) = match Message::parse_in(&record, Direction::Decision) {
@@ -200,9 +203,19 @@ impl TierHost {
                     continue;
                 }
             };
+            if self.batch.len() >= DECISIONS_PER_EPOCH_MAX {
+                self.stats.rejected += 1;
+                continue;
+            }
             self.batch.push(Command { page, version, op });
         }
-        let applied = self.arena.apply(&self.batch)?;
+    }
+
+    fn apply_decisions(&mut self, now: MonoNanos) -> Result<(), memmgr::Error> {
+        self.take_decisions(now);
+        let applied = self.arena.apply(&self.batch);
+        self.batch.clear();
+        let applied = applied?;
         self.stats.applied += applied.done;
         self.stats.stale += applied.stale;
         self.stats.skipped += applied.skipped;

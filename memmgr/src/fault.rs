@@ -44,9 +44,18 @@ pub(crate) fn handle_faults(inner: &Inner, stop: &AtomicBool) {
         let Some(index) = inner.arena.page_index(address) else {
             continue; // a staging page: never touched by Rust, so never faults
         };
-        resolve(inner, index, true);
-        add(&inner.counters.faults, 1);
+        resolve_timed(inner, index, true);
     }
+}
+
+/// [`resolve`], counted and timed.
+pub(crate) fn resolve_timed(inner: &Inner, index: usize, wake: bool) -> bool {
+    let began = std::time::Instant::now(); // clock_gettime: safe in a signal handler
+    let done = resolve(inner, index, wake);
+    let ns = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    add(&inner.counters.fault_ns, ns);
+    add(&inner.counters.faults, 1);
+    done
 }
 
 /// Brings page `index` in: zeros for a first touch, the page itself for a parked one, its

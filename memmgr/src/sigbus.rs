@@ -82,7 +82,7 @@ extern "C" fn on_sigbus(
         // SAFETY: non-null entries point to live arenas' `Inner`s (module invariants).
         let Some(inner) = (unsafe { pointer.as_ref() }) else { continue };
         if let Some(index) = inner.arena.page_index(address) {
-            if !crate::fault::resolve(inner, index, false) {
+            if !crate::fault::resolve_timed(inner, index, false) {
                 // The page cannot come in (a failed ioctl): its data is kept, but retrying the
                 // access would fault forever. Say so and stop, as a fault on bad memory would.
                 let message = b"memmgr: an arena page could not be brought in; aborting\n";
@@ -91,7 +91,6 @@ extern "C" fn on_sigbus(
                 // SAFETY: abort(3) is async-signal-safe.
                 unsafe { libc::abort() };
             }
-            crate::arena::add(&inner.counters.faults, 1);
             return;
         }
     }

@@ -94,6 +94,8 @@ struct TransferArg {
 pub struct Mapping {
     base: NonNull<u8>,
     len: usize,
+    /// A pidfd of this process, for `process_madvise` (opened on first use; `None`: none).
+    pidfd: std::sync::OnceLock<Option<OwnedFd>>,
 }
 
 // SAFETY: the mapping is plain memory owned by this value; all access from Rust goes through
@@ -122,7 +124,7 @@ impl Mapping {
             return Err(last_error("mmap"));
         }
         let base = NonNull::new(ptr.cast::<u8>()).ok_or(UffdError::Missing("a mapping"))?;
-        Ok(Mapping { base, len })
+        Ok(Mapping { base, len, pidfd: std::sync::OnceLock::new() })
     }
 
     /// Address of page `index`.
@@ -150,6 +152,62 @@ impl Mapping {
         // Accessing a page that is not present blocks in the fault handler, which is the
         // mechanism's business, not a safety concern.
         unsafe { std::slice::from_raw_parts(self.base.as_ptr().cast::<AtomicU64>(), self.len / 8) }
+    }
+
+    /// Releases the memory of every page in `indices` (sorted) with one system call where
+    /// the kernel allows (`process_madvise`, contiguous pages merged into one range), else
+    /// one `madvise` per range.
+    pub fn discard_pages(&self, indices: &[usize]) -> Result<(), UffdError> {
+        let mut ranges: Vec<libc::iovec> = Vec::with_capacity(indices.len());
+        for &index in indices {
+            let addr = self.page_addr(index);
+            match ranges.last_mut() {
+                Some(last) if last.iov_base as u64 + last.iov_len as u64 == addr => {
+                    last.iov_len += PAGE;
+                }
+                _ => {
+                    ranges.push(libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: PAGE })
+                }
+            }
+        }
+        if ranges.is_empty() {
+            return Ok(());
+        }
+        let pidfd = self.pidfd.get_or_init(|| {
+            // SAFETY: a plain system call on our own pid; it returns a new descriptor or -1.
+            let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, std::process::id(), 0) };
+            // SAFETY: a descriptor the kernel just gave us, owned by nobody else.
+            i32::try_from(raw)
+                .ok()
+                .filter(|&fd| fd >= 0)
+                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+        });
+        if let Some(pidfd) = pidfd {
+            // SAFETY: the iovecs describe whole pages of this mapping (built above from
+            // `page_addr`); MADV_DONTNEED only drops their contents.
+            let done = unsafe {
+                libc::syscall(
+                    libc::SYS_process_madvise,
+                    pidfd.as_raw_fd(),
+                    ranges.as_ptr(),
+                    ranges.len(),
+                    libc::MADV_DONTNEED,
+                    0,
+                )
+            };
+            let total: usize = ranges.iter().map(|r| r.iov_len).sum();
+            if usize::try_from(done).is_ok_and(|d| d == total) {
+                return Ok(());
+            }
+        }
+        // Not allowed here (or partial): range by range (dropping twice is harmless).
+        for range in &ranges {
+            // SAFETY: as above.
+            if unsafe { libc::madvise(range.iov_base, range.iov_len, libc::MADV_DONTNEED) } != 0 {
+                return Err(last_error("madvise"));
+            }
+        }
+        Ok(())
     }
 
     /// Releases page `index`'s memory (it reads as zero, or faults if registered, next time).
@@ -247,6 +305,19 @@ impl Uffd {
     pub fn move_page(&self, src: u64, dst: u64) -> Result<(), UffdError> {
         let mut arg = TransferArg { dst, src, len: PAGE as u64, mode: 0, result: 0 };
         self.ioctl(UFFDIO_MOVE, (&raw mut arg).cast(), "UFFDIO_MOVE")
+    }
+
+    /// Moves `pages` pages from `src` to `dst` with one ioctl (one TLB flush); returns how
+    /// many moved (the kernel stops at the first page it cannot move, e.g. a destination
+    /// that is not empty; the caller moves the rest one by one and sees why).
+    pub fn move_pages(&self, src: u64, dst: u64, pages: usize) -> usize {
+        let len = (pages * PAGE) as u64;
+        let mut arg = TransferArg { dst, src, len, mode: 0, result: 0 };
+        match self.ioctl(UFFDIO_MOVE, (&raw mut arg).cast(), "UFFDIO_MOVE") {
+            Ok(()) => pages,
+            // On a partial move the kernel reports the bytes moved in `result`.
+            Err(_) => usize::try_from(arg.result.max(0)).unwrap_or(0) / PAGE,
+        }
     }
 
     /// [`Uffd::move_page`] without waking `dst`'s waiters (call [`Uffd::wake`] once the

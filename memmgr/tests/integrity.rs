@@ -47,7 +47,7 @@ fn check_page(arena: &Arena, page: usize, version: u64) {
     }
 }
 
-fn concurrent_readers_and_writers_lose_nothing_while_pages_move(mode: FaultMode) {
+fn concurrent_readers_and_writers_lose_nothing_while_pages_move(mode: FaultMode, batched: bool) {
     const PAGES: usize = 512;
     const THREADS: usize = 3;
     let arena = Arc::new(Arena::with_faults(PAGES, mode).expect("userfaultfd (run as root)"));
@@ -90,7 +90,18 @@ fn concurrent_readers_and_writers_lose_nothing_while_pages_move(mode: FaultMode)
     let mut demoted = 0;
     while start.elapsed() < Duration::from_secs(3) {
         let page = below(&mut rng, PAGES);
-        if next(&mut rng).is_multiple_of(2) {
+        if batched {
+            // A policy's batch: park a run of pages at their versions, then demote them.
+            let run = (page..PAGES.min(page + 40)).collect::<Vec<_>>();
+            let command = |index: usize, op| {
+                let page = u32::try_from(index).unwrap();
+                memmgr::Command { page, version: arena.view(index).version, op }
+            };
+            let parks: Vec<_> = run.iter().map(|&i| command(i, memmgr::Op::Park)).collect();
+            arena.apply(&parks).expect("parks");
+            let demotes: Vec<_> = run.iter().map(|&i| command(i, memmgr::Op::Demote)).collect();
+            demoted += arena.apply(&demotes).expect("demotes").done;
+        } else if next(&mut rng).is_multiple_of(2) {
             arena.park(page).expect("park");
         } else if arena.demote(page).expect("demote") {
             demoted += 1;
@@ -195,12 +206,17 @@ mod modes {
 
     #[test]
     fn concurrent_readers_and_writers_lose_nothing_while_pages_move_handler_thread() {
-        concurrent_readers_and_writers_lose_nothing_while_pages_move(FaultMode::Handler);
+        concurrent_readers_and_writers_lose_nothing_while_pages_move(FaultMode::Handler, false);
     }
 
     #[test]
     fn concurrent_readers_and_writers_lose_nothing_while_pages_move_in_thread() {
-        concurrent_readers_and_writers_lose_nothing_while_pages_move(FaultMode::InThread);
+        concurrent_readers_and_writers_lose_nothing_while_pages_move(FaultMode::InThread, false);
+    }
+
+    #[test]
+    fn concurrent_readers_and_writers_lose_nothing_while_runs_move_in_batches() {
+        concurrent_readers_and_writers_lose_nothing_while_pages_move(FaultMode::InThread, true);
     }
 
     #[test]

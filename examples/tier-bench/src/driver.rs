@@ -1,4 +1,5 @@
-//! Where the tier policy runs: called inline by the driver thread, or behind `link`'s tier
+//! What manages the arena: nothing, random demotion, or the tier policy. Where the policy
+//! runs: called inline by the driver thread, or behind `link`'s tier
 //! service, in an agent thread (on-host) or in the `ipu-cp` process (offloaded). Either way the
 //! host reports each page that changed and the end of each epoch, and applies the commands it
 //! got, checked against page versions. Over `link` the commands of an epoch are applied at the
@@ -11,28 +12,45 @@ use host_dp::runtime::AgentLink;
 use host_dp::tier::TierHost;
 
 use ipu_cp::on_host::{OnHostAgent, OnHostOptions};
-use ipu_cp::process::ControlPlane;
+use ipu_cp::process::{ControlPlane, stat_cpu_ns};
 use ipu_cp::tier::adapter::TierAgent;
 use ipu_cp::tier::{PageSample, PageState, TierCommand, TierConfig, TierPolicy};
 use link::proto::{Epoch, Service};
 use link::{ChannelConfig, LivenessConfig, MonoNanos};
 use memmgr::{Arena, Command, Op, get};
 
-/// Where the policy runs.
+use crate::workload::next;
+
+/// What manages the arena.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Placement {
-    /// Called by the driver thread.
+pub(crate) enum Setup {
+    /// Nothing: every page stays resident (the baseline; also the kernel baseline, when the
+    /// script runs it in a memory-limited cgroup with zram swap).
+    Resident,
+    /// The tier policy, called by the driver thread.
     Inline,
-    /// In an agent thread, over the heap transport.
+    /// The tier policy in an agent thread, over `link`'s heap transport.
     OnHost,
-    /// In the `ipu-cp` process, over memfd.
+    /// The tier policy in the `ipu-cp` process, over memfd.
     Offloaded,
+    /// No policy: random pages demoted to keep `--random-percent` of the arena compressed
+    /// (the lower bound a policy must beat).
+    Random,
 }
 
 /// The driver's side of the policy.
 pub(crate) enum Driver {
-    /// The policy itself.
-    Inline(Box<TierPolicy>),
+    /// The policy itself, the CPU time spent in it, and the promotions it was told of.
+    Inline(Box<TierPolicy>, u64, u64),
+    /// Random demotion to a target share of the arena.
+    Random {
+        /// The target, pages.
+        target: u64,
+        /// Most demotions per epoch.
+        per_epoch: u64,
+        /// Generator state.
+        rng: u64,
+    },
     /// The arena's tier host, attached to an agent.
     Link(Box<Linked>),
 }
@@ -41,29 +59,41 @@ pub(crate) enum Driver {
 pub(crate) struct Linked {
     /// The mechanism's side of the link.
     pub(crate) host: TierHost,
-    _agent: Option<OnHostAgent>,
+    agent: Option<OnHostAgent>,
     cp: Option<ControlPlane>,
 }
 
 impl Driver {
-    /// Sets the policy up where `placement` says, for `arena`.
+    /// Sets `setup` up for `arena` (`None`: all resident).
     pub(crate) fn new(
-        placement: Placement,
+        setup: Setup,
         arena: &Arc<Arena>,
         config: TierConfig,
-    ) -> anyhow::Result<Driver> {
+        random_percent: u64,
+        cpu: Option<usize>,
+    ) -> anyhow::Result<Option<Driver>> {
         let pages = u32::try_from(arena.pages())?;
-        if placement == Placement::Inline {
-            return Ok(Driver::Inline(Box::new(TierPolicy::new(pages, config))));
+        match setup {
+            Setup::Resident => return Ok(None),
+            Setup::Inline => {
+                let policy = Box::new(TierPolicy::new(pages, config));
+                return Ok(Some(Driver::Inline(policy, 0, 0)));
+            }
+            Setup::Random => {
+                let target = u64::from(pages) * random_percent.min(100) / 100;
+                let per_epoch = u64::from(config.demote_max_per_epoch);
+                return Ok(Some(Driver::Random { target, per_epoch, rng: 0x5eed }));
+            }
+            Setup::OnHost | Setup::Offloaded => {}
         }
         let shape =
-            ChannelConfig { workers: 1, ring_capacity: 4096, prestage_slots: 1, delay_ns: 0 };
+            ChannelConfig { workers: 1, ring_capacity: 16384, prestage_slots: 1, delay_ns: 0 };
         let liveness =
             LivenessConfig { heartbeat_interval_ns: 100_000, peer_timeout_ns: 5_000_000_000 };
-        let (link, agent, cp) = if placement == Placement::OnHost {
+        let (link, agent, cp) = if setup == Setup::OnHost {
             let now = MonoNanos::now();
             let (end, cp_end) = link::channel::heap_pair(shape, liveness, Epoch(1), Epoch(2), now)?;
-            let options = OnHostOptions::default();
+            let options = OnHostOptions { cpu, ..OnHostOptions::default() };
             let agent = OnHostAgent::start(Box::new(TierAgent::new(config)), cp_end, options)?;
             (AgentLink { end, session: None }, Some(agent), None)
         } else {
@@ -71,8 +101,30 @@ impl Driver {
                 .ok_or_else(|| anyhow::anyhow!("no ipu-cp next to this binary"))?;
             let epoch_ms = (config.epoch_ns / 1_000_000).max(1).to_string();
             let target = config.promotion_target_per_min.to_string();
-            let args = ["--tier-epoch-ms", &epoch_ms, "--tier-promotion-target", &target];
-            let cp = ControlPlane::start(&exe, "tier", &args.map(String::from), false)?;
+            let (start, parks, demotes, skip) = (
+                config.threshold_start.to_string(),
+                config.park_max_per_epoch.to_string(),
+                config.demote_max_per_epoch.to_string(),
+                config.hot_skip_epochs.to_string(),
+            );
+            let cpu_arg = cpu.map(|c| ["--cpu".to_string(), c.to_string()]);
+            let args = [
+                "--tier-epoch-ms",
+                &epoch_ms,
+                "--tier-promotion-target",
+                &target,
+                "--tier-threshold-start",
+                &start,
+                "--tier-park-max",
+                &parks,
+                "--tier-demote-max",
+                &demotes,
+                "--tier-hot-skip-epochs",
+                &skip,
+            ];
+            let mut args: Vec<String> = args.map(String::from).to_vec();
+            args.extend(cpu_arg.into_iter().flatten());
+            let cp = ControlPlane::start(&exe, "tier", &args, false)?;
             let timeout = Duration::from_secs(5);
             let conn = link::transport::connect(
                 &cp.socket,
@@ -86,18 +138,22 @@ impl Driver {
         };
         let mut host = TierHost::new(arena.clone());
         host.attach(link, MonoNanos::now()).map_err(anyhow::Error::msg)?;
-        Ok(Driver::Link(Box::new(Linked { host, _agent: agent, cp })))
+        Ok(Some(Driver::Link(Box::new(Linked { host, agent, cp }))))
     }
 
     /// One epoch: decide (inline) or report and apply (over `link`).
-    pub(crate) fn epoch(&mut self, arena: &Arena, promotions: u64) -> anyhow::Result<()> {
+    pub(crate) fn epoch(&mut self, arena: &Arena) -> anyhow::Result<()> {
         match self {
-            Driver::Inline(policy) => {
+            Driver::Inline(policy, policy_ns, told) => {
+                let total = get(&arena.counters().promotions);
+                let promotions = total - std::mem::replace(told, total);
                 let samples: Vec<PageSample> = (0..arena.pages())
                     .map(|page| sample(arena, page))
                     .collect::<anyhow::Result<_>>()?;
                 let mut commands = Vec::new();
+                let began = crate::workload::thread_cpu_ns();
                 policy.on_epoch(&samples, promotions, &mut commands);
+                *policy_ns += crate::workload::thread_cpu_ns().saturating_sub(began);
                 let batch: Vec<Command> = commands
                     .iter()
                     .map(|c| match *c {
@@ -113,8 +169,36 @@ impl Driver {
                 arena.reclaim();
             }
             Driver::Link(linked) => linked.host.epoch(MonoNanos::now())?,
+            Driver::Random { target, per_epoch, rng } => {
+                arena.reclaim();
+                let counters = arena.counters();
+                let compressed = get(&counters.demotions) - get(&counters.promotions);
+                let wanted = target.saturating_sub(compressed).min(*per_epoch);
+                let (mut done, mut tries) = (0, 0);
+                while done < wanted && tries < 4 * wanted {
+                    tries += 1;
+                    let page = usize::try_from(next(rng) % arena.pages() as u64)?;
+                    if arena.demote(page)? {
+                        done += 1;
+                    }
+                }
+            }
         }
         Ok(())
+    }
+
+    /// CPU time of the policy so far, ns: the inline calls, the agent thread, or the
+    /// `ipu-cp` process (`None`: no policy).
+    pub(crate) fn policy_cpu_ns(&self) -> Option<u64> {
+        match self {
+            Driver::Inline(_, ns, _) => Some(*ns),
+            Driver::Random { .. } => None,
+            Driver::Link(linked) => match (&linked.agent, &linked.cp) {
+                (Some(agent), _) => stat_cpu_ns(&format!("/proc/self/task/{}/stat", agent.tid())),
+                (None, Some(cp)) => Some(cp.cpu_ns()),
+                (None, None) => None,
+            },
+        }
     }
 
     /// Keeps the link's heartbeat (every millisecond).
@@ -127,24 +211,16 @@ impl Driver {
     /// The tier host's counters, over `link`.
     pub(crate) fn host_stats(&self) -> Option<host_dp::tier::TierHostStats> {
         match self {
-            Driver::Inline(_) => None,
             Driver::Link(linked) => Some(linked.host.stats()),
-        }
-    }
-
-    /// CPU time of the `ipu-cp` process (offloaded only).
-    pub(crate) fn control_plane_cpu_ns(&self) -> Option<u64> {
-        match self {
-            Driver::Link(linked) => linked.cp.as_ref().map(ControlPlane::cpu_ns),
-            Driver::Inline(_) => None,
+            _ => None,
         }
     }
 
     /// The threshold, where the policy is ours to ask.
     pub(crate) fn threshold(&self) -> Option<u16> {
         match self {
-            Driver::Inline(policy) => Some(policy.threshold()),
-            Driver::Link(_) => None,
+            Driver::Inline(policy, ..) => Some(policy.threshold()),
+            _ => None,
         }
     }
 }
@@ -160,9 +236,4 @@ fn sample(arena: &Arena, page: usize) -> anyhow::Result<PageSample> {
     };
     let touched = arena.take_touched(page);
     Ok(PageSample { page: u32::try_from(page)?, version: view.version, state, touched })
-}
-
-/// Promotions so far, for the epoch deltas.
-pub(crate) fn promotions(arena: &Arena) -> u64 {
-    get(&arena.counters().promotions)
 }

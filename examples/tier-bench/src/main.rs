@@ -1,10 +1,17 @@
-//! `tier-bench`: a skewed workload over a `memmgr` arena, first with every page resident,
-//! then tiered by `ipu-cp`'s tier policy: called inline by the driver thread, or over `link`
-//! in an agent thread (on-host) or in the `ipu-cp` process (offloaded). Prints both runs and
-//! their ratios; `--out` appends them as a markdown section. Needs root (userfaultfd).
+//! `tier-bench`: one run of the memory-tiering experiment. A skewed workload (`workload.rs`)
+//! over a `memmgr` arena, managed by one setup (`driver.rs`): all resident, the tier policy
+//! (inline, on-host agent thread, or offloaded in `ipu-cp`), or random demotion. After a
+//! warm-up it measures a window: throughput (also per second of app CPU), operation latency,
+//! the share of the arena in the slow tier and the DRAM it saves, promotions against the
+//! target, and the CPU of the fault path, the mechanism thread and the policy. Prints a
+//! summary and appends a CSV row (`--csv`) and a per-second series (`--series`);
+//! `scripts/tier-experiment.sh` runs the setups interleaved, with the kernel baseline, and
+//! `scripts/tier-report.py` writes the report. Needs root (userfaultfd).
 
+use std::io::Write;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -13,45 +20,70 @@ use ipu_cp::tier::TierConfig;
 use memmgr::{Arena, get};
 
 mod driver;
+mod workload;
 
-/// The memory-tiering experiment.
+use driver::{Driver, Setup};
+use workload::{STOP, Shared, WINDOW, Workload};
+
+/// One run of the memory-tiering experiment.
 #[derive(Debug, Parser)]
 #[command(about)]
 struct Args {
+    /// What manages the arena.
+    #[arg(long, value_enum, default_value = "offloaded")]
+    setup: Setup,
     /// Arena size, MiB.
-    #[arg(long, default_value_t = 256)]
-    arena_mb: usize,
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=16_384))]
+    arena_mb: u64,
     /// Percentage of the pages that is hot.
     #[arg(long, default_value_t = 25, value_parser = clap::value_parser!(u64).range(1..=99))]
     hot_percent: u64,
-    /// Accesses per million that go to the cold pages (the rest go to the hot ones).
+    /// Operations per million that go to the cold pages (the rest go to the hot ones).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=1_000_000))]
     cold_per_million: u64,
     /// Worker threads.
-    #[arg(long, default_value_t = 1)]
-    threads: usize,
-    /// Seconds per run.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    threads: u64,
+    /// Seconds of warm-up before the window.
+    #[arg(long, default_value_t = 20.0)]
+    warmup_seconds: f64,
+    /// Seconds of the measurement window.
+    #[arg(long, default_value_t = 20.0)]
     seconds: f64,
     /// Policy epoch, ms.
-    #[arg(long, default_value_t = 250)]
+    #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     epoch_ms: u64,
     /// Promotions per minute the policy aims under, as a fraction of the working set.
     #[arg(long, default_value_t = 0.02)]
     promotion_target: f64,
-    /// Where the tier policy runs: inline (called by the driver thread), on-host (an agent
-    /// thread over link), offloaded (the ipu-cp process over link).
-    #[arg(long, value_enum, default_value = "inline")]
-    policy: driver::Placement,
-    /// Where faults are resolved: in the faulting thread (SIGBUS) or by a handler thread.
+    /// With `--setup random`: the percentage of the arena kept compressed.
+    #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u64).range(0..=100))]
+    random_percent: u64,
+    /// Where faults are resolved.
     #[arg(long, value_enum, default_value = "in-thread")]
     faults: Faults,
-    /// Append the results to this markdown file.
+    /// Pin worker i to the i-th of these CPUs (round robin); none: not pinned.
+    #[arg(long, value_delimiter = ',')]
+    worker_cpus: Vec<usize>,
+    /// Pin the mechanism thread and the policy (agent thread or `ipu-cp`) to this CPU.
     #[arg(long)]
-    out: Option<std::path::PathBuf>,
+    control_cpu: Option<usize>,
+    /// The name of this setup in the outputs (default: the setup's).
+    #[arg(long)]
+    label: Option<String>,
+    /// The run's number, for the outputs.
+    #[arg(long, default_value_t = 1)]
+    run: u32,
+    /// A zram device whose `mm_stat` tells the DRAM the kernel baseline saves.
+    #[arg(long)]
+    zram: Option<PathBuf>,
+    /// Append the run's row to this CSV (with a header if new).
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    /// Append the run's per-second series to this CSV.
+    #[arg(long)]
+    series: Option<PathBuf>,
 }
-
-const WORDS_PER_PAGE: usize = 512;
 
 /// `memmgr::FaultMode`, for the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -62,85 +94,88 @@ enum Faults {
     Handler,
 }
 
-/// A random index below `bound`.
-fn below(state: &mut u64, bound: usize) -> usize {
-    usize::try_from(next(state) % bound.max(1) as u64).expect("below a usize")
+/// Counters at one instant.
+#[derive(Debug, Clone, Copy, Default)]
+struct Snapshot {
+    at: Option<Instant>,
+    promotions: u64,
+    unparks: u64,
+    parks: u64,
+    faults: u64,
+    fault_ns: u64,
+    driver_cpu_ns: u64,
+    policy_cpu_ns: u64,
 }
 
-fn next(state: &mut u64) -> u64 {
-    *state ^= *state >> 12;
-    *state ^= *state << 25;
-    *state ^= *state >> 27;
-    state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+/// One per-second sample.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    t_s: f64,
+    ops_per_s: f64,
+    slow_fraction: f64,
+    saved_bytes: f64,
+    in_window: bool,
 }
 
-/// A page: word 0 counts its writes, the rest is a compressible, checkable pattern.
-fn fill(arena: &Arena, page: usize) {
-    let words = &arena.words()[page * WORDS_PER_PAGE..(page + 1) * WORDS_PER_PAGE];
-    for (i, word) in words.iter().enumerate().skip(1) {
-        word.store((page as u64) << 16 | (i as u64 % 8), Ordering::Relaxed);
+/// The kernel's swap: pages of this process swapped out (`VmSwap`), and what zram saves.
+fn kernel_tier(zram: Option<&Path>) -> (u64, Option<f64>) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let swap_kib = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmSwap:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0);
+    let saved = zram.and_then(|dir| {
+        let stat = std::fs::read_to_string(dir.join("mm_stat")).ok()?;
+        let fields: Vec<f64> = stat.split_whitespace().filter_map(|f| f.parse().ok()).collect();
+        Some(fields.first()? - fields.get(2)?) // orig_data_size - mem_used_total
+    });
+    (swap_kib / 4, saved)
+}
+
+fn snapshot(arena: &Arena, driver: Option<&Driver>) -> Snapshot {
+    let c = arena.counters();
+    Snapshot {
+        at: Some(Instant::now()),
+        promotions: get(&c.promotions),
+        unparks: get(&c.unparks),
+        parks: get(&c.parks),
+        faults: get(&c.faults),
+        fault_ns: get(&c.fault_ns),
+        driver_cpu_ns: workload::thread_cpu_ns(),
+        policy_cpu_ns: driver.and_then(Driver::policy_cpu_ns).unwrap_or(0),
     }
 }
 
-struct Run {
-    ops: u64,
-    elapsed: Duration,
-    compressed_pages_end: usize,
-    compressed_bytes_end: u64,
-    promotions: u64,
-    demotions: u64,
-    parks: u64,
-    unparks: u64,
-    policy_ns: u64,
-    threshold_end: Option<u16>,
-    host: Option<host_dp::tier::TierHostStats>,
-    cp_cpu_ns: Option<u64>,
-}
-
-fn run(args: &Args, placement: Option<driver::Placement>) -> anyhow::Result<Run> {
-    let pages = args.arena_mb * 256;
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    anyhow::ensure!(args.seconds > 0.0 && args.warmup_seconds >= 0.0, "positive durations");
+    let label = args.label.clone().unwrap_or_else(|| format!("{:?}", args.setup).to_lowercase());
+    let pages = usize::try_from(args.arena_mb * 256)?;
     let mode = match args.faults {
         Faults::InThread => memmgr::FaultMode::InThread,
         Faults::Handler => memmgr::FaultMode::Handler,
     };
     let arena = Arc::new(Arena::with_faults(pages, mode).context("userfaultfd (run as root)")?);
     for page in 0..pages {
-        fill(&arena, page);
+        workload::fill(arena.words(), page);
     }
-    let hot = (pages * usize::try_from(args.hot_percent)? / 100).max(1);
-    let stop = Arc::new(AtomicBool::new(false));
-    let ops = Arc::new(AtomicU64::new(0));
+    let load = Arc::new(Workload::new(pages, args.hot_percent, args.cold_per_million));
+    let shared = Arc::new(Shared::default());
     let workers: Vec<_> = (0..args.threads)
         .map(|t| {
-            let (arena, stop, ops) = (arena.clone(), stop.clone(), ops.clone());
-            let cold_per_million = args.cold_per_million;
+            let (arena, load, shared) = (arena.clone(), load.clone(), shared.clone());
+            let cpu = (!args.worker_cpus.is_empty()).then(|| {
+                args.worker_cpus[usize::try_from(t).unwrap_or(0) % args.worker_cpus.len()]
+            });
             std::thread::spawn(move || {
-                let mut rng = 0x9e37 + t as u64;
-                let mut done = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    for _ in 0..1024 {
-                        let pick = next(&mut rng);
-                        let page = if pick % 1_000_000 >= cold_per_million {
-                            below(&mut rng, hot)
-                        } else {
-                            hot + below(&mut rng, pages - hot)
-                        };
-                        let word = &arena.words()[page * WORDS_PER_PAGE];
-                        if pick.is_multiple_of(10) {
-                            word.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            std::hint::black_box(word.load(Ordering::Relaxed));
-                        }
-                    }
-                    done += 1024;
-                    ops.fetch_add(1024, Ordering::Relaxed);
+                if let Some(cpu) = cpu {
+                    ipu_cp::pin_current_thread(cpu).expect("pinning a worker");
                 }
-                done
+                workload::work(arena.words(), &load, &shared, t)
             })
         })
         .collect();
-    let start = Instant::now();
-    let duration = Duration::from_secs_f64(args.seconds);
     let config = TierConfig {
         epoch_ns: args.epoch_ms * 1_000_000,
         promotion_target_per_min: args.promotion_target,
@@ -148,105 +183,159 @@ fn run(args: &Args, placement: Option<driver::Placement>) -> anyhow::Result<Run>
         threshold_min: 2,
         park_max_per_epoch: u32::try_from(pages / 8).unwrap_or(u32::MAX),
         demote_max_per_epoch: u32::try_from(pages / 8).unwrap_or(u32::MAX),
+        hot_skip_epochs: u32::try_from(60_000 / args.epoch_ms).unwrap_or(1).max(1),
         ..TierConfig::default()
     };
-    let mut driver = placement.map(|p| driver::Driver::new(p, &arena, config)).transpose()?;
-    let (mut policy_ns, mut last_promotions) = (0u64, 0u64);
-    let epoch = Duration::from_millis(args.epoch_ms);
-    let mut next_epoch = start + epoch;
-    while start.elapsed() < duration {
-        std::thread::sleep(Duration::from_millis(1));
-        let Some(driver) = driver.as_mut() else { continue };
-        driver.tick();
-        if Instant::now() < next_epoch {
-            continue;
-        }
-        next_epoch += epoch;
-        let began = Instant::now();
-        let promotions = driver::promotions(&arena);
-        driver.epoch(&arena, promotions - last_promotions)?;
-        last_promotions = promotions;
-        policy_ns += u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    if let Some(cpu) = args.control_cpu {
+        ipu_cp::pin_current_thread(cpu).context("pinning the mechanism thread")?;
     }
-    stop.store(true, Ordering::Relaxed);
-    let total: u64 = workers.into_iter().map(|w| w.join().unwrap_or(0)).sum();
-    let elapsed = start.elapsed();
-    let compressed_pages_end = (0..pages).filter(|&p| arena.is_compressed(p)).count();
+    let mut driver =
+        Driver::new(args.setup, &arena, config, args.random_percent, args.control_cpu)?;
+    eprintln!(
+        "tier-bench: {label}, run {}: {} MiB, warm-up {} s ...",
+        args.run, args.arena_mb, args.warmup_seconds
+    );
+    let start = Instant::now();
+    let window_at = start + Duration::from_secs_f64(args.warmup_seconds);
+    let end_at = window_at + Duration::from_secs_f64(args.seconds);
+    let epoch = Duration::from_millis(args.epoch_ms);
+    let (mut next_epoch, mut next_sample) = (start + epoch, start + Duration::from_secs(1));
+    let (mut first, mut samples) = (Snapshot::default(), Vec::new());
+    let mut last_ops = (start, 0u64);
+    loop {
+        std::thread::sleep(Duration::from_millis(1));
+        let now = Instant::now();
+        if let Some(driver) = driver.as_mut() {
+            driver.tick();
+            if now >= next_epoch {
+                next_epoch += epoch;
+                driver.epoch(&arena)?;
+            }
+        }
+        if first.at.is_none() && now >= window_at {
+            first = snapshot(&arena, driver.as_ref());
+            shared.phase.store(WINDOW, Ordering::Release);
+            eprintln!("tier-bench: {label}: window of {} s ...", args.seconds);
+        }
+        if now >= next_sample {
+            next_sample += Duration::from_secs(1);
+            let ops = shared.ops.load(Ordering::Relaxed);
+            let ops_per_s = (ops - last_ops.1) as f64 / (now - last_ops.0).as_secs_f64();
+            last_ops = (now, ops);
+            let c = arena.counters();
+            let compressed = get(&c.demotions).saturating_sub(get(&c.promotions));
+            let (swapped, zram_saved) = kernel_tier(args.zram.as_deref());
+            let slow = compressed.max(swapped) as f64 / pages as f64;
+            let ours = (compressed * 4096) as f64 - get(&c.compressed_bytes) as f64;
+            let saved_bytes = zram_saved.unwrap_or(ours);
+            let t_s = (now - start).as_secs_f64();
+            let in_window = first.at.is_some();
+            samples.push(Sample { t_s, ops_per_s, slow_fraction: slow, saved_bytes, in_window });
+        }
+        if now >= end_at {
+            break;
+        }
+    }
+    let last = snapshot(&arena, driver.as_ref());
+    shared.phase.store(STOP, Ordering::Release);
+    let mut results = Vec::new();
+    for worker in workers {
+        results.push(worker.join().map_err(|_| anyhow::anyhow!("a worker panicked"))?);
+    }
+    let mut latency = results[0].latency.clone();
+    for r in &results[1..] {
+        latency.add(&r.latency)?;
+    }
+    let ops: u64 = results.iter().map(|r| r.ops).sum();
+    let app_cpu_ns: u64 = results.iter().map(|r| r.cpu_ns).sum();
+    let wall = (last.at.expect("set") - first.at.context("no window")?).as_secs_f64();
+    let window: Vec<&Sample> = samples.iter().filter(|s| s.in_window).collect();
+    let mean = |f: &dyn Fn(&Sample) -> f64| {
+        window.iter().map(|s| f(s)).sum::<f64>() / window.len().max(1) as f64
+    };
     let c = arena.counters();
-    Ok(Run {
-        ops: total,
-        elapsed,
-        compressed_pages_end,
-        compressed_bytes_end: get(&c.compressed_bytes),
-        promotions: get(&c.promotions),
-        demotions: get(&c.demotions),
-        parks: get(&c.parks),
-        unparks: get(&c.unparks),
-        policy_ns,
-        threshold_end: driver.as_ref().and_then(driver::Driver::threshold),
-        host: driver.as_ref().and_then(driver::Driver::host_stats),
-        cp_cpu_ns: driver.as_ref().and_then(driver::Driver::control_plane_cpu_ns),
-    })
+    let compressed_end = get(&c.demotions).saturating_sub(get(&c.promotions));
+    let ratio = (compressed_end * 4096) as f64 / get(&c.compressed_bytes).max(1) as f64;
+    let policy_ns = last.policy_cpu_ns.saturating_sub(first.policy_cpu_ns);
+    let mut mechanism_ns = last.driver_cpu_ns.saturating_sub(first.driver_cpu_ns);
+    if args.setup == Setup::Inline {
+        mechanism_ns = mechanism_ns.saturating_sub(policy_ns); // the driver thread ran both
+    }
+    let pct_of_wall = |ns: u64| ns as f64 / 1e9 / wall * 100.0;
+    let hot = load.hot_pages() as f64;
+    let promotions = (last.promotions - first.promotions) as f64;
+    let row = [
+        label.clone(),
+        args.run.to_string(),
+        args.arena_mb.to_string(),
+        format!("{wall:.2}"),
+        format!("{:.0}", ops as f64 / wall),
+        format!("{:.0}", ops as f64 / (app_cpu_ns.max(1) as f64 / 1e9)),
+        latency.value_at_quantile(0.5).to_string(),
+        latency.value_at_quantile(0.99).to_string(),
+        latency.value_at_quantile(0.999).to_string(),
+        format!("{:.4}", mean(&|s| s.slow_fraction)),
+        format!("{:.1}", mean(&|s| s.saved_bytes) / f64::from(1 << 20)),
+        format!("{:.3}", promotions / hot / (wall / 60.0) * 100.0),
+        format!("{:.3}", args.promotion_target * 100.0),
+        format!("{:.1}", (last.unparks - first.unparks) as f64 / wall),
+        format!("{:.1}", (last.faults - first.faults) as f64 / wall),
+        format!(
+            "{:.2}",
+            (last.fault_ns - first.fault_ns) as f64 / app_cpu_ns.max(1) as f64 * 100.0
+        ),
+        format!("{:.1}", pct_of_wall(app_cpu_ns)),
+        format!("{:.2}", pct_of_wall(mechanism_ns)),
+        format!("{:.2}", pct_of_wall(policy_ns)),
+        format!("{ratio:.2}"),
+        format!(
+            "{:.2}",
+            (last.fault_ns - first.fault_ns) as f64
+                / 1e3
+                / (last.faults - first.faults).max(1) as f64
+        ),
+        format!("{:.1}", (last.parks - first.parks) as f64 / wall),
+    ];
+    const HEADER: &str = "setup,run,arena_mb,window_s,ops_per_s,ops_per_cpu_s,p50_ns,p99_ns,\
+        p999_ns,slow_fraction,saved_mib,promotions_per_min_pct,target_pct,probes_per_s,\
+        faults_per_s,fault_cpu_pct,app_cpu_pct,mechanism_cpu_pct,policy_cpu_pct,\
+        compression_ratio,fault_us,parks_per_s";
+    for (name, value) in HEADER.split(',').zip(&row) {
+        println!("{name:>24}: {value}");
+    }
+    if let Some(host) = driver.as_ref().and_then(Driver::host_stats) {
+        println!("{:>24}: {host:?}", "tier host");
+    }
+    if let Some(t) = driver.as_ref().and_then(Driver::threshold) {
+        println!("{:>24}: {t} epochs", "threshold at the end");
+    }
+    if let Some(path) = &args.csv {
+        append(path, HEADER, &[row.join(",")])?;
+    }
+    if let Some(path) = &args.series {
+        let lines: Vec<String> = samples
+            .iter()
+            .map(|s| {
+                format!(
+                    "{label},{},{:.1},{:.0},{:.4}",
+                    args.run, s.t_s, s.ops_per_s, s.slow_fraction
+                )
+            })
+            .collect();
+        append(path, "setup,run,t_s,ops_per_s,slow_fraction", &lines)?;
+    }
+    Ok(())
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    anyhow::ensure!(args.arena_mb > 0 && args.threads > 0 && args.seconds > 0.0, "positive sizes");
-    let pages = args.arena_mb * 256;
-    eprintln!("tier-bench: all-resident run ({} MiB, {} s) ...", args.arena_mb, args.seconds);
-    let base = run(&args, None)?;
-    eprintln!("tier-bench: tiered run (policy {:?}, epoch {} ms) ...", args.policy, args.epoch_ms);
-    let tiered = run(&args, Some(args.policy))?;
-    let rate = |r: &Run| r.ops as f64 / r.elapsed.as_secs_f64();
-    let slow = tiered.compressed_pages_end as f64 / pages as f64;
-    let saved = (tiered.compressed_pages_end * 4096) as f64 - tiered.compressed_bytes_end as f64;
-    let minutes = tiered.elapsed.as_secs_f64() / 60.0;
-    let working_set = (pages * usize::try_from(args.hot_percent)? / 100) as f64;
-    let text = format!(
-        "| run | ops/s | pages compressed at the end | DRAM saved | promotions | demotions \
-         | parks / touched back | policy CPU |\n\
-         |---|---|---|---|---|---|---|---|\n\
-         | all resident | {:.0} | 0 | 0 | 0 | 0 | 0 / 0 | – |\n\
-         | tiered | {:.0} ({:.3} of all-resident) | {} ({:.1} %) | {:.1} MiB of {} MiB \
-         | {} ({:.2} % of the hot set per minute) | {} | {} / {} | {:.1} ms per s |\n\n\
-         Policy: {:?}; threshold at the end: {} (epochs of {} ms).\n",
-        rate(&base),
-        rate(&tiered),
-        rate(&tiered) / rate(&base),
-        tiered.compressed_pages_end,
-        slow * 100.0,
-        saved / (1 << 20) as f64,
-        args.arena_mb,
-        tiered.promotions,
-        tiered.promotions as f64 / working_set / minutes * 100.0,
-        tiered.demotions,
-        tiered.parks,
-        tiered.unparks,
-        tiered.policy_ns as f64 / 1e6 / tiered.elapsed.as_secs_f64(),
-        args.policy,
-        tiered.threshold_end.map_or("not visible (over link)".into(), |t| t.to_string()),
-        args.epoch_ms,
-    );
-    let mut text = text;
-    if let Some(h) = tiered.host {
-        text.push_str(&format!(
-            "Tier host: {} reports ({} deferred), {} commands applied, {} stale, {} skipped, \
-             {} rejected, {} fallbacks.\n",
-            h.reports, h.deferred, h.applied, h.stale, h.skipped, h.rejected, h.fallbacks
-        ));
+/// Appends `lines` to the CSV at `path`, writing `header` first if the file is new.
+fn append(path: &Path, header: &str, lines: &[String]) -> anyhow::Result<()> {
+    let new = !path.exists();
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
+    if new {
+        writeln!(file, "{header}")?;
     }
-    if let Some(ns) = tiered.cp_cpu_ns {
-        let share = ns as f64 / tiered.elapsed.as_nanos() as f64;
-        text.push_str(&format!("ipu-cp process CPU: {:.1} % of a core.\n", share * 100.0));
-    }
-    print!("{text}");
-    let _ = base.compressed_pages_end;
-    if let Some(path) = &args.out {
-        let command: Vec<String> = std::env::args().skip(1).collect();
-        let section = format!("\n### `tier-bench {}`\n\n{text}", command.join(" "));
-        let mut existing = std::fs::read_to_string(path).unwrap_or_default();
-        existing.push_str(&section);
-        std::fs::write(path, existing)?;
+    for line in lines {
+        writeln!(file, "{line}")?;
     }
     Ok(())
 }

@@ -100,6 +100,18 @@ struct Args {
     /// Page tiering: promotions per minute to stay under, as a fraction of the working set.
     #[arg(long, default_value_t = 0.002)]
     tier_promotion_target: f64,
+    /// Page tiering: the cold-age threshold to start from, epochs.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    tier_threshold_start: u16,
+    /// Page tiering: most pages parked per epoch (a quarter of it when not over budget).
+    #[arg(long, default_value_t = 4096)]
+    tier_park_max: u32,
+    /// Page tiering: most pages demoted per epoch.
+    #[arg(long, default_value_t = 4096)]
+    tier_demote_max: u32,
+    /// Page tiering: epochs a page found hot is left alone before it is probed again.
+    #[arg(long, default_value_t = 60)]
+    tier_hot_skip_epochs: u32,
     /// Connection control: a route pushed to every app, `PREFIX/LEN=GATEWAY` (repeatable).
     #[arg(long = "route", value_name = "PREFIX/LEN=GW", value_parser = parse_route)]
     routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
@@ -202,6 +214,10 @@ fn run(args: Args) -> anyhow::Result<()> {
     let tier = ipu_cp::tier::adapter::TierAgent::new(ipu_cp::tier::TierConfig {
         epoch_ns: args.tier_epoch_ms * 1_000_000,
         promotion_target_per_min: args.tier_promotion_target,
+        threshold_start: args.tier_threshold_start,
+        park_max_per_epoch: args.tier_park_max,
+        demote_max_per_epoch: args.tier_demote_max,
+        hot_skip_epochs: args.tier_hot_skip_epochs,
         ..ipu_cp::tier::TierConfig::default()
     });
     server.run(Policies { sched: policy, net: Box::new(net), tier: Box::new(tier) }, &stop);

@@ -76,6 +76,10 @@ pub struct TierConfig {
     pub demote_max_per_epoch: u32,
     /// Most pages resident (DRAM budget), if any.
     pub resident_budget: Option<u32>,
+    /// Epochs a page found hot (touched while parked) is left alone before it is probed
+    /// again; doubled at each further touch, up to 16 times as long. Every probe of a hot
+    /// page costs a fault, so this is most of the tracking cost (AutoNUMA's hint-fault skip).
+    pub hot_skip_epochs: u32,
 }
 
 impl Default for TierConfig {
@@ -89,6 +93,7 @@ impl Default for TierConfig {
             park_max_per_epoch: 4096,
             demote_max_per_epoch: 4096,
             resident_budget: None,
+            hot_skip_epochs: 60,
         }
     }
 }
@@ -120,8 +125,8 @@ pub struct TierPolicy {
     /// Epochs seen.
     epoch: u32,
     /// Per page: how many times in a row it was found hot when parked (probing backs off
-    /// exponentially: a page it already knows is hot is parked again only after 2^n epochs,
-    /// since each probe of a hot page costs a fault).
+    /// exponentially: a page it already knows is hot is parked again only after
+    /// `hot_skip_epochs << n` epochs, since each probe of a hot page costs a fault).
     backoff: Vec<u8>,
     /// Per page: the first epoch it may be parked again.
     next_probe: Vec<u32>,
@@ -177,8 +182,9 @@ impl TierPolicy {
             let Some(age) = self.age.get_mut(index) else { continue };
             if sample.touched {
                 let backoff = &mut self.backoff[index];
-                *backoff = (*backoff + 1).min(8);
-                self.next_probe[index] = self.epoch + (1 << *backoff);
+                let wait = self.config.hot_skip_epochs.max(1) << *backoff;
+                *backoff = (*backoff + 1).min(4);
+                self.next_probe[index] = self.epoch.saturating_add(wait);
             } else if sample.state == PageState::Parked && *age >= 1 {
                 // A full epoch parked and untouched: not hot after all. (A page parked just
                 // before the report shows age 0 here and says nothing yet.)
@@ -342,13 +348,14 @@ mod tests {
 
     #[test]
     fn pages_found_hot_are_probed_again_only_after_a_growing_wait() {
-        let config = TierConfig { park_max_per_epoch: 4, ..TierConfig::default() };
+        let config =
+            TierConfig { park_max_per_epoch: 4, hot_skip_epochs: 2, ..TierConfig::default() };
         let mut policy = TierPolicy::new(1, config);
         let mut out = Vec::new();
         let mut parked_at = Vec::new();
         // Page 0 is resident and, whenever parked, touched right away (it is hot).
         let mut touched = false;
-        for epoch in 1..=20 {
+        for epoch in 1..=40 {
             out.clear();
             let s = sample(0, PageState::Resident, touched);
             policy.on_epoch(&[s], 0, &mut out);
@@ -357,8 +364,8 @@ mod tests {
                 parked_at.push(epoch);
             }
         }
-        // The touch is seen the epoch after parking; the next probe waits 2, 4, 8 epochs from
-        // there: parked at 1, 4, 9, 18. Each probe of a hot page costs a fault.
-        assert_eq!(parked_at, [1, 4, 9, 18]);
+        // The touch is seen the epoch after parking; the next probe waits 2, 4, 8, 16 epochs
+        // from there: parked at 1, 4, 9, 18, 35. Each probe of a hot page costs a fault.
+        assert_eq!(parked_at, [1, 4, 9, 18, 35]);
     }
 }

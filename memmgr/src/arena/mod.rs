@@ -19,6 +19,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
 use crate::fault::{FaultMode, handle_faults};
+
+mod batch;
 use crate::uffd::{Mapping, PAGE, Uffd, UffdError};
 
 pub(crate) const UNTOUCHED: u8 = 0;
@@ -51,6 +53,9 @@ pub struct Counters {
     pub compressed_bytes: AtomicU64,
     /// Times a fault found its page held by a transition for a while and yielded.
     pub busy_waits: AtomicU64,
+    /// Time spent resolving faults, ns (in-thread: in the signal handler, not counting the
+    /// trap and the signal's delivery; handler thread: in that thread).
+    pub fault_ns: AtomicU64,
 }
 
 /// A counter's value.
@@ -212,20 +217,41 @@ impl Arena {
         Ok(self.demote_at(index, None)? == Outcome::Done)
     }
 
-    fn demote_at(&self, index: usize, mut expected: Option<u32>) -> Result<Outcome, Error> {
-        let inner = &*self.inner;
-        let state = &inner.states[index];
-        if state.load(Ordering::Acquire) == RESIDENT {
+    fn demote_at(&self, index: usize, expected: Option<u32>) -> Result<Outcome, Error> {
+        let claimed = self.claim_for_demotion(index, expected)?;
+        if claimed != Outcome::Done {
+            return Ok(claimed);
+        }
+        if !self.compress_claimed(index)? {
+            return Ok(Outcome::Skipped);
+        }
+        self.inner.staging.discard(index)?;
+        self.seal(index);
+        Ok(Outcome::Done)
+    }
+
+    /// Takes page `index` to `BUSY` from `PARKED`, parking it first if it is resident.
+    fn claim_for_demotion(
+        &self,
+        index: usize,
+        mut expected: Option<u32>,
+    ) -> Result<Outcome, Error> {
+        if self.inner.states[index].load(Ordering::Acquire) == RESIDENT {
             let parked = self.park_at(index, expected)?;
             if parked != Outcome::Done {
                 return Ok(parked);
             }
             expected = expected.map(|v| v.wrapping_add(1)); // parking made a version
         }
-        let claimed = self.claim(index, PARKED, expected);
-        if claimed != Outcome::Done {
-            return Ok(claimed); // touched meanwhile, stale, or not ours to move
-        }
+        // Not parked (touched meanwhile), stale, or not ours to move: said so.
+        Ok(self.claim(index, PARKED, expected))
+    }
+
+    /// Compresses claimed, parked page `index` from its staging page and keeps the copy.
+    /// `Ok(false)`: it does not compress enough and is resident again (or parked, if moving it
+    /// back failed: the next touch brings it in).
+    fn compress_claimed(&self, index: usize) -> Result<bool, Error> {
+        let inner = &*self.inner;
         let (page, staged) = (inner.arena.page_addr(index), inner.staging.page_addr(index));
         let words = &inner.staging.words()[index * PAGE / 8..(index + 1) * PAGE / 8];
         let mut bytes = [0u8; PAGE];
@@ -235,10 +261,13 @@ impl Arena {
         let packed = lz4_flex::block::compress(&bytes);
         if packed.len() > KEEP_IF_LARGER_THAN {
             // Not worth it: back where it was (this wakes anyone who faulted meanwhile).
-            inner.uffd.move_page(staged, page)?;
+            if let Err(error) = inner.uffd.move_page(staged, page) {
+                inner.states[index].store(PARKED, Ordering::Release);
+                return Err(error);
+            }
             inner.finish(index, RESIDENT);
             add(&inner.counters.incompressible, 1);
-            return Ok(Outcome::Skipped);
+            return Ok(false);
         }
         add(&inner.counters.compressed_bytes, packed.len() as u64);
         let mut slot = inner.compressed[index].lock().unwrap_or_else(PoisonError::into_inner);
@@ -247,11 +276,14 @@ impl Arena {
         }
         drop(slot);
         inner.has_copy[index].store(true, Ordering::Release);
-        inner.staging.discard(index)?;
-        // Release: a handler that sees COMPRESSED finds the data stored.
-        inner.finish(index, COMPRESSED);
-        add(&inner.counters.demotions, 1);
-        Ok(Outcome::Done)
+        Ok(true)
+    }
+
+    /// Ends the demotion of claimed page `index`, whose staging page is gone.
+    fn seal(&self, index: usize) {
+        // Release: a fault that sees COMPRESSED finds the data stored.
+        self.inner.finish(index, COMPRESSED);
+        add(&self.inner.counters.demotions, 1);
     }
 }
 
@@ -309,46 +341,6 @@ pub struct PageView {
     pub compressed: bool,
     /// Touched while parked since the mark was last taken.
     pub touched: bool,
-}
-
-impl Arena {
-    /// Page `index` as the policy sees it.
-    pub fn view(&self, index: usize) -> PageView {
-        let inner = &*self.inner;
-        let state = inner.states[index].load(Ordering::Acquire);
-        PageView {
-            version: inner.versions[index].load(Ordering::Relaxed),
-            parked: state == PARKED,
-            compressed: state == COMPRESSED,
-            touched: inner.touched[index].load(Ordering::Acquire),
-        }
-    }
-
-    /// Carries out a batch of commands, each only if its page is still at the version it
-    /// names: the host never trusts a decision made on a page that has changed since.
-    pub fn apply(&self, commands: &[Command]) -> Result<Applied, Error> {
-        let mut applied = Applied::default();
-        for command in commands {
-            let Ok(index) = usize::try_from(command.page) else {
-                applied.invalid += 1;
-                continue;
-            };
-            if index >= self.pages() {
-                applied.invalid += 1;
-                continue;
-            }
-            let outcome = match command.op {
-                Op::Park => self.park_at(index, Some(command.version))?,
-                Op::Demote => self.demote_at(index, Some(command.version))?,
-            };
-            match outcome {
-                Outcome::Done => applied.done += 1,
-                Outcome::Stale => applied.stale += 1,
-                Outcome::Skipped => applied.skipped += 1,
-            }
-        }
-        Ok(applied)
-    }
 }
 
 impl Arena {
