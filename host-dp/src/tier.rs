@@ -16,13 +16,16 @@
 
 use std::os::unix::net::UnixStream;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use link::liveness::Liveness;
 use link::proto::{Direction, Epoch, Message, TierMessage, TierPlace};
 use link::{HostWorker, MonoNanos, PeerStatus};
 use memmgr::{Arena, Command, Op};
 
-use crate::runtime::AgentLink;
+use crate::runtime::{AgentLink, Reattach};
 
 /// Most commands held for an epoch (bounds an epoch's work against a flooding agent).
 const DECISIONS_PER_EPOCH_MAX: usize = 1 << 20;
@@ -88,7 +91,9 @@ impl std::fmt::Debug for TierHost {
 /// Where a page is, as the policy is told.
 fn place_of(arena: &Arena, page: usize) -> (u32, TierPlace) {
     let view = arena.view(page);
-    let place = if view.compressed {
+    let place = if view.free {
+        TierPlace::Free
+    } else if view.compressed {
         TierPlace::Compressed
     } else if view.parked {
         TierPlace::Parked
@@ -267,5 +272,62 @@ fn push(agent: &mut Agent, message: TierMessage, waited_ns: &mut u64) -> bool {
         }
         std::hint::spin_loop();
         *waited_ns += MonoNanos::now().since(began).max(100);
+    }
+}
+
+/// A tier host on its own mechanism thread: an epoch every `epoch`, a tick every millisecond
+/// between them, and, while no agent is attached, one try per epoch to attach one through
+/// `reattach` (e.g. connecting to `ipu-cp` again). Stops when dropped.
+#[derive(Debug)]
+pub struct TierThread {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<TierHostStats>>,
+}
+
+impl TierThread {
+    /// Starts the thread.
+    pub fn spawn(
+        mut host: TierHost,
+        epoch: Duration,
+        mut reattach: Option<Reattach>,
+    ) -> std::io::Result<TierThread> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::Builder::new().name("wave-tier".into()).spawn(move || {
+            let mut next_epoch = Instant::now() + epoch;
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_millis(1));
+                host.tick(MonoNanos::now());
+                if Instant::now() < next_epoch {
+                    continue;
+                }
+                next_epoch += epoch;
+                if !host.is_attached()
+                    && let Some(link) = reattach.as_mut().and_then(|r| r())
+                {
+                    let _ = host.attach(link, MonoNanos::now());
+                }
+                // A failed userfaultfd call leaves the arena as it was; the next epoch retries.
+                let _ = host.epoch(MonoNanos::now());
+            }
+            host.stats()
+        })?;
+        Ok(TierThread { stop, handle: Some(handle) })
+    }
+
+    /// Stops the thread; returns what its host did.
+    pub fn stop(mut self) -> TierHostStats {
+        self.halt()
+    }
+
+    fn halt(&mut self) -> TierHostStats {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.take().and_then(|h| h.join().ok()).unwrap_or_default()
+    }
+}
+
+impl Drop for TierThread {
+    fn drop(&mut self) {
+        self.halt();
     }
 }

@@ -3,19 +3,24 @@
 //!
 //! - [`Arena`]: anonymous memory registered with userfaultfd. Cold pages move to an LZ4
 //!   compressed tier (`Arena::demote`, atomic by `UFFDIO_MOVE`), and come back when touched.
+//! - [`ArenaAlloc`]: an allocator over an arena, and [`capi`], its C interface
+//!   (`include/wave_arena.h`) for C and C++ code in the process.
 //! - [`FaultMode`]: faults resolved by a handler thread, or in the faulting thread (SIGBUS).
-//! - [`uffd`]: the kernel interface; with `sigbus.rs` (the in-thread fault handler), the
-//!   crate's only unsafe code.
+//! - [`uffd`]: the kernel interface; with `sigbus.rs` (the in-thread fault handler) and
+//!   `capi.rs` (exported symbol names), the crate's only unsafe code.
 //!
 //! Needs root here (or `/dev/userfaultfd` access): `Arena::new` says so clearly otherwise.
 //! Design and measurements: `../shared/docs/memtier.md`; the plan (parking to learn
 //! which pages are touched, write tracking, epoch-batched commands from the policy, the
 //! in-thread fault path) builds on this.
 
+mod alloc;
 mod arena;
+pub mod capi;
 mod fault;
 mod sigbus;
 pub mod uffd;
 
+pub use alloc::{ArenaAlloc, FreeError};
 pub use arena::{Applied, Arena, Command, Counters, Error, Op, PageView, get};
 pub use fault::FaultMode;

@@ -133,6 +133,11 @@ impl Mapping {
         self.base.as_ptr() as u64 + (index * PAGE) as u64
     }
 
+    /// A pointer to byte `offset` of the mapping (dangling past its end: check first).
+    pub fn ptr_at(&self, offset: usize) -> *mut u8 {
+        self.base.as_ptr().wrapping_add(offset)
+    }
+
     /// The page `address` falls in, if it is in this mapping.
     pub fn page_index(&self, address: u64) -> Option<usize> {
         let offset = address.checked_sub(self.base.as_ptr() as u64)?;

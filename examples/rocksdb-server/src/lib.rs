@@ -12,6 +12,26 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use rocksdb::{DB, IteratorMode, Options};
+
+pub mod arena_cache;
+
+/// How the database is opened.
+#[derive(Default)]
+pub struct StoreOptions {
+    /// The block cache (e.g. from [`arena_cache::block_cache`]); `None`: RocksDB's own.
+    pub block_cache: Option<rocksdb::Cache>,
+    /// Memtable size, bytes; `None`: RocksDB's default (64 MiB).
+    pub write_buffer_bytes: Option<usize>,
+}
+
+impl std::fmt::Debug for StoreOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreOptions")
+            .field("block_cache", &self.block_cache.is_some())
+            .field("write_buffer_bytes", &self.write_buffer_bytes)
+            .finish()
+    }
+}
 use rpc_server::backend::{Backend, ScanItems};
 use rpc_server::protocol::{StoreOp, expires_at};
 use rpc_server::store::{Arith, Counters, Stored, key_hash};
@@ -65,10 +85,23 @@ fn decode(raw: &[u8]) -> Option<(Item, &[u8])> {
 }
 
 impl RocksStore {
-    /// Opens (creating if needed) the database at `path`.
+    /// Opens (creating if needed) the database at `path`, with RocksDB's defaults.
     pub fn open(path: &Path) -> Result<RocksStore, rocksdb::Error> {
+        RocksStore::open_with(path, &StoreOptions::default())
+    }
+
+    /// Opens (creating if needed) the database at `path` with `store`'s settings.
+    pub fn open_with(path: &Path, store: &StoreOptions) -> Result<RocksStore, rocksdb::Error> {
         let mut options = Options::default();
         options.create_if_missing(true);
+        if let Some(cache) = &store.block_cache {
+            let mut table = rocksdb::BlockBasedOptions::default();
+            table.set_block_cache(cache);
+            options.set_block_based_table_factory(&table);
+        }
+        if let Some(bytes) = store.write_buffer_bytes {
+            options.set_write_buffer_size(bytes);
+        }
         let db = DB::open(&options, path)?;
         Ok(RocksStore {
             db,

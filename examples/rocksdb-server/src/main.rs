@@ -3,9 +3,18 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
+use anyhow::Context;
 use clap::Parser;
-use rocksdb_server::RocksStore;
+use host_dp::runtime::{AgentLink, Reattach};
+use host_dp::tier::{TierHost, TierThread};
+use ipu_cp::on_host::{OnHostAgent, OnHostOptions};
+use ipu_cp::tier::{TierConfig, adapter::TierAgent};
+use link::proto::{Epoch, Service};
+use link::{ChannelConfig, LivenessConfig, MonoNanos};
+use memmgr::{Arena, FaultMode};
+use rocksdb_server::{RocksStore, StoreOptions, arena_cache};
 
 /// A RocksDB server speaking the memcached protocol on Wave's stack and runtime.
 #[derive(Debug, Parser)]
@@ -16,18 +25,106 @@ struct Cli {
     /// The database directory (created if missing).
     #[arg(long)]
     db: PathBuf,
+    /// RocksDB's block cache, MiB.
+    #[arg(long, default_value_t = 8)]
+    block_cache_mb: usize,
+    /// RocksDB's memtable, KiB (default: RocksDB's 64 MiB).
+    #[arg(long)]
+    write_buffer_kb: Option<usize>,
+    /// Put the block cache in a tiered `memmgr` arena of this many MiB (0: the heap). Its
+    /// faults are resolved by a handler thread: RocksDB reads files into cache blocks.
+    #[arg(long, default_value_t = 0)]
+    tier_arena_mb: usize,
+    /// Who decides the arena's tiering: nobody (local: no demotion), an agent thread
+    /// (on-host), or `ipu-cp` (offloaded, with --ipu-cp).
+    #[arg(long, value_enum, default_value = "on-host")]
+    tier_policy: ipu_cp::Mode,
+    /// The tier policy's epoch, ms.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    tier_epoch_ms: u64,
+}
+
+/// The tiered arena and what runs it.
+struct Tier {
+    arena: Arc<Arena>,
+    thread: TierThread,
+    _agent: Option<OnHostAgent>,
+}
+
+fn start_tier(cli: &Cli) -> anyhow::Result<Option<Tier>> {
+    if cli.tier_arena_mb == 0 {
+        return Ok(None);
+    }
+    let arena = Arc::new(
+        Arena::with_faults(cli.tier_arena_mb * 256, FaultMode::Handler)
+            .context("the tiered arena (userfaultfd: run as root)")?,
+    );
+    let shape = ChannelConfig { workers: 1, ring_capacity: 4096, prestage_slots: 1, delay_ns: 0 };
+    let liveness =
+        LivenessConfig { heartbeat_interval_ns: 1_000_000, peer_timeout_ns: 1_000_000_000 };
+    let config = TierConfig { epoch_ns: cli.tier_epoch_ms * 1_000_000, ..TierConfig::default() };
+    let mut host = TierHost::new(arena.clone());
+    let (mut agent, mut reattach): (Option<OnHostAgent>, Option<Reattach>) = (None, None);
+    match cli.tier_policy {
+        ipu_cp::Mode::Local => {}
+        ipu_cp::Mode::OnHost => {
+            let now = MonoNanos::now();
+            let (end, cp) = link::channel::heap_pair(shape, liveness, Epoch(1), Epoch(2), now)?;
+            let policy = Box::new(TierAgent::new(config));
+            agent = Some(OnHostAgent::start(policy, cp, OnHostOptions::default())?);
+            host.attach(AgentLink { end, session: None }, now).map_err(anyhow::Error::msg)?;
+        }
+        ipu_cp::Mode::Offloaded => {
+            let socket =
+                cli.server.ipu_cp.clone().context("--tier-policy offloaded needs --ipu-cp")?;
+            let connect = move || {
+                let timeout = Duration::from_secs(1);
+                link::transport::connect(&socket, Service::Tier, shape, Epoch(1), liveness, timeout)
+                    .ok()
+                    .map(|conn| AgentLink { end: conn.end, session: Some(conn.stream) })
+            };
+            let mut connect: Reattach = Box::new(connect);
+            let link = connect().context("attaching the tier service to ipu-cp")?;
+            host.attach(link, MonoNanos::now()).map_err(anyhow::Error::msg)?;
+            reattach = Some(connect);
+        }
+    }
+    let thread = TierThread::spawn(host, Duration::from_millis(cli.tier_epoch_ms), reattach)?;
+    Ok(Some(Tier { arena, thread, _agent: agent }))
+}
+
+fn open(cli: &Cli, tier: Option<&Tier>) -> anyhow::Result<RocksStore> {
+    let capacity = cli.block_cache_mb << 20;
+    let options = StoreOptions {
+        block_cache: Some(arena_cache::block_cache(capacity, tier.map(|t| &t.arena))?),
+        write_buffer_bytes: cli.write_buffer_kb.map(|kb| kb << 10),
+    };
+    RocksStore::open_with(&cli.db, &options)
+        .with_context(|| format!("opening {}", cli.db.display()))
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let store = match RocksStore::open(&cli.db) {
-        Ok(store) => Arc::new(store),
-        Err(error) => {
-            eprintln!("rocksdb-server: error: opening {}: {error}", cli.db.display());
-            return std::process::ExitCode::FAILURE;
+    let result = start_tier(&cli).and_then(|tier| {
+        let store = Arc::new(open(&cli, tier.as_ref())?);
+        let served = rpc_server::app::run(cli.server, "rocksdb-server", store);
+        if let Some(Tier { arena, thread, .. }) = tier {
+            let stats = thread.stop();
+            let c = arena.counters();
+            let in_use = memmgr::capi::installed().map_or(0, memmgr::ArenaAlloc::in_use);
+            eprintln!(
+                "rocksdb-server: block cache arena: {} KiB in use, {} heap fallbacks; tier: \
+                 {} demotions, {} promotions, {} faults; host {stats:?}",
+                in_use >> 10,
+                arena_cache::heap_fallbacks(),
+                memmgr::get(&c.demotions),
+                memmgr::get(&c.promotions),
+                memmgr::get(&c.faults),
+            );
         }
-    };
-    match rpc_server::app::run(cli.server, "rocksdb-server", store) {
+        served
+    });
+    match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("rocksdb-server: error: {error:#}");

@@ -227,7 +227,9 @@ impl Driver {
 
 fn sample(arena: &Arena, page: usize) -> anyhow::Result<PageSample> {
     let view = arena.view(page);
-    let state = if view.compressed {
+    let state = if view.free {
+        PageState::Free
+    } else if view.compressed {
         PageState::Compressed
     } else if view.parked {
         PageState::Parked

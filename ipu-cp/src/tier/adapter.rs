@@ -108,6 +108,7 @@ impl Policy for TierAgent {
                     TierPlace::Resident => PageState::Resident,
                     TierPlace::Parked => PageState::Parked,
                     TierPlace::Compressed => PageState::Compressed,
+                    TierPlace::Free => PageState::Free,
                 };
                 sample.touched |= touched;
             }

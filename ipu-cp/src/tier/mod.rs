@@ -36,6 +36,8 @@ pub enum PageState {
     Parked,
     /// In the compressed tier.
     Compressed,
+    /// Holding nothing (never touched, or freed): not part of the working set, never parked.
+    Free,
 }
 
 /// A command for the host.
@@ -205,7 +207,7 @@ impl TierPolicy {
                         resident.push(*sample);
                     }
                 }
-                PageState::Compressed => *age = 0,
+                PageState::Compressed | PageState::Free => *age = 0,
             }
         }
         self.adapt_threshold(promotions, report.working_set);

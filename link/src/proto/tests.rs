@@ -396,7 +396,8 @@ fn any_tier_message() -> impl Strategy<Value = Message> {
     let place = prop_oneof![
         Just(TierPlace::Resident),
         Just(TierPlace::Parked),
-        Just(TierPlace::Compressed)
+        Just(TierPlace::Compressed),
+        Just(TierPlace::Free)
     ];
     prop_oneof![
         any::<u32>().prop_map(|pages| TierMessage::Attach { pages }),
@@ -423,7 +424,7 @@ fn tier_page_golden_bytes_and_bad_fields() {
     assert_eq!(&b[16..26], &[7, 0, 0, 0, 9, 0, 0, 0, 2, 1]);
     assert!(b[26..].iter().all(|&x| x == 0));
     let mut bad = record;
-    bad.bytes_mut()[PAYLOAD_OFFSET + 8] = 4;
+    bad.bytes_mut()[PAYLOAD_OFFSET + 8] = 5;
     assert_eq!(bad.parse(), Err(ParseError::Field("place")));
     let demote = Message::Tier(TierMessage::Demote { page: 1, version: 2 }).to_record(Epoch(1));
     assert_eq!(

@@ -14,6 +14,8 @@ pub enum TierPlace {
     Parked = 2,
     /// In the compressed tier.
     Compressed = 3,
+    /// Holding nothing: never touched, or given back (by an allocator's free).
+    Free = 4,
 }
 
 /// Every page-tiering message (the `Message::Tier` variant).
@@ -93,6 +95,7 @@ impl TierMessage {
                     1 => TierPlace::Resident,
                     2 => TierPlace::Parked,
                     3 => TierPlace::Compressed,
+                    4 => TierPlace::Free,
                     _ => return Err(ParseError::Field("place")),
                 };
                 let touched = match p[9] {

@@ -84,8 +84,18 @@ impl Listener {
             }
         }
         let bind_error = |source| BindError::Bind { path: path.to_path_buf(), source };
-        let listener = UnixListener::bind(path).map_err(bind_error)?;
+        // Bound and listening under a private name first, then renamed into place: whoever
+        // sees the path can connect (no window between bind and listen).
+        let mut staged = path.as_os_str().to_owned();
+        staged.push(format!(".{}.tmp", std::process::id()));
+        let staged = PathBuf::from(staged);
+        let _ = std::fs::remove_file(&staged);
+        let listener = UnixListener::bind(&staged).map_err(bind_error)?;
         listener.set_nonblocking(true).map_err(bind_error)?;
+        if let Err(source) = std::fs::rename(&staged, path) {
+            let _ = std::fs::remove_file(&staged);
+            return Err(bind_error(source));
+        }
         Ok(Listener { listener, path: path.to_path_buf() })
     }
 

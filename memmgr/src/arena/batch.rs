@@ -7,7 +7,7 @@
 use std::sync::atomic::Ordering;
 
 use super::{Applied, Arena, Command, Error, Op, Outcome, PageView};
-use super::{BUSY, COMPRESSED, PARKED, RESIDENT, add};
+use super::{COMPRESSED, PARKED, RESIDENT, UNTOUCHED, add};
 use crate::uffd::PAGE;
 
 /// Pages parked by one `UFFDIO_MOVE`, at most (2 MiB).
@@ -26,6 +26,7 @@ impl Arena {
             parked: state == PARKED,
             compressed: state == COMPRESSED,
             touched: inner.touched[index].load(Ordering::Acquire),
+            free: state == UNTOUCHED,
         }
     }
 
@@ -125,7 +126,6 @@ impl Arena {
                 self.inner.states[index].store(PARKED, Ordering::Release);
             }
         }
-        debug_assert!(stored.iter().all(|&i| self.inner.states[i].load(Ordering::Relaxed) != BUSY));
         dropped?;
         failure.map_or(Ok(()), Err)
     }
