@@ -41,6 +41,13 @@ pub enum UffdError {
     },
 }
 
+impl UffdError {
+    /// The kernel said EEXIST (a destination page is there already).
+    pub fn is_exists(&self) -> bool {
+        matches!(self, UffdError::Sys { source, .. } if source.raw_os_error() == Some(libc::EEXIST))
+    }
+}
+
 fn last_error(call: &'static str) -> UffdError {
     UffdError::Sys { call, source: std::io::Error::last_os_error() }
 }

@@ -39,6 +39,10 @@ enum Command {
         /// database in a temporary folder; it answers SCANs).
         #[arg(long, default_value = "rpc-server", value_parser = ["rpc-server", "rocksdb-server"])]
         wire_server: String,
+        /// An extra flag for the server started with --server wire (repeatable), e.g.
+        /// `--server-arg=--sched --server-arg=on-host`.
+        #[arg(long = "server-arg", value_name = "ARG", allow_hyphen_values = true)]
+        server_args: Vec<String>,
         /// Where to write the CSV rows.
         #[arg(long)]
         csv: Option<PathBuf>,
@@ -128,7 +132,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Run { load, server, control, wire_server, csv, label } => {
+        Command::Run { load, server, control, wire_server, server_args: extra, csv, label } => {
             let mix = load.mix()?;
             let points = if server == "wire" {
                 let mut args = server_args(control, None, load.workers, false);
@@ -138,6 +142,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     let _ = std::fs::remove_dir_all(&db);
                     args.extend(["--db".to_string(), db.display().to_string()]);
                 }
+                args.extend(extra);
                 let mut wire = WireServer::start(&next_to_exe(&wire_server)?, &args)?;
                 let port = wire.take_port().context("wire port")?;
                 let points = sweep(

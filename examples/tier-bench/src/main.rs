@@ -306,6 +306,10 @@ fn main() -> anyhow::Result<()> {
     if let Some(host) = driver.as_ref().and_then(Driver::host_stats) {
         println!("{:>24}: {host:?}", "tier host");
     }
+    let conflicts = get(&c.staging_conflicts);
+    if conflicts > 0 {
+        println!("{:>24}: {conflicts}", "staging conflicts");
+    }
     if let Some(t) = driver.as_ref().and_then(Driver::threshold) {
         println!("{:>24}: {t} epochs", "threshold at the end");
     }

@@ -1,0 +1,80 @@
+//! Giving memory back: the compressed copies of promoted pages (freed here, never on the
+//! fault path), and whole pages an allocator no longer uses.
+
+use std::sync::PoisonError;
+use std::sync::atomic::Ordering;
+
+use super::{Arena, BUSY, Error, Outcome, PARKED, RESIDENT, UNTOUCHED};
+
+impl Arena {
+    /// Frees the compressed copies of pages that were promoted and are resident now; returns
+    /// the bytes freed. The mechanism thread calls it (the fault path frees nothing).
+    pub fn reclaim(&self) -> u64 {
+        let inner = &*self.inner;
+        let mut freed = 0;
+        for index in 0..self.pages() {
+            if !inner.has_copy[index].load(Ordering::Acquire)
+                || self.claim(index, RESIDENT, None) != Outcome::Done
+            {
+                continue;
+            }
+            let copy =
+                inner.compressed[index].lock().unwrap_or_else(PoisonError::into_inner).take();
+            inner.has_copy[index].store(false, Ordering::Release);
+            // Resident again, same version: nothing about the page changed.
+            inner.states[index].store(RESIDENT, Ordering::Release);
+            let bytes = copy.map_or(0, |c| c.len() as u64);
+            inner.counters.compressed_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            freed += bytes;
+        }
+        freed
+    }
+}
+
+impl Arena {
+    /// Gives pages `first .. first + n` back: whatever they hold (resident, parked or
+    /// compressed) is dropped, and they read as zeros next time (an allocator's free).
+    /// Waits out transitions in progress on them.
+    pub fn release(&self, first: usize, n: usize) -> Result<(), Error> {
+        let inner = &*self.inner;
+        let (mut resident, mut parked) = (Vec::new(), Vec::new());
+        let end = (first + n).min(self.pages());
+        for index in first..end {
+            let state = loop {
+                let state = inner.states[index].load(Ordering::Acquire);
+                if state != BUSY && self.claim(index, state, None) == Outcome::Done {
+                    break state;
+                }
+                std::thread::yield_now();
+            };
+            match state {
+                RESIDENT => resident.push(index),
+                PARKED => parked.push(index),
+                _ => {}
+            }
+        }
+        let dropped =
+            inner.arena.discard_pages(&resident).and(inner.staging.discard_pages(&parked));
+        for index in first..end {
+            if inner.has_copy[index].swap(false, Ordering::AcqRel) {
+                let copy =
+                    inner.compressed[index].lock().unwrap_or_else(PoisonError::into_inner).take();
+                let bytes = copy.map_or(0, |c| c.len() as u64);
+                inner.counters.compressed_bytes.fetch_sub(bytes, Ordering::Relaxed);
+            }
+            inner.touched[index].store(false, Ordering::Release);
+            inner.finish(index, UNTOUCHED);
+        }
+        dropped
+    }
+
+    /// Address of byte `offset` of the arena (for allocators; the arena must outlive its use).
+    pub fn ptr_at(&self, offset: usize) -> *mut u8 {
+        self.inner.arena.ptr_at(offset)
+    }
+
+    /// The arena's page holding `address`, if it is in the arena.
+    pub fn page_of(&self, address: usize) -> Option<usize> {
+        self.inner.arena.page_index(address as u64)
+    }
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# The RocksDB GET/SCAN experiment behind docs/results/rocksdb.md: loadgen's open-loop GET/SCAN
+# mix (SCAN latency kept apart) against rocksdb-server on a shared-memory wire, one worker,
+# its tasks scheduled by an on-host agent running FIFO (no preemption) or Shinjuku (a 30 µs
+# slice, honoured at the preempt points between a scan's chunks of 64 items), and by ipu-cp
+# running Shinjuku (offloaded). The policies alternate point by point and run by run. No root.
+# On the 2-vCPU VM the client, the worker and the agent share two cores: expect the absolute
+# latencies to carry that (the report says so); the ratio FIFO / Shinjuku is the measure.
+#   RUNS=3 RATES=2000,5000,10000 SECONDS_PER_RATE=3 SCAN_RATIO=0.02 SCAN_COUNT=1000 OUT=...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release -q -p loadgen -p rocksdb-server -p ipu-cp
+out=${OUT:-docs/results}
+runs=${RUNS:-3}
+rates=${RATES:-2000,5000,10000}
+seconds=${SECONDS_PER_RATE:-3}
+scan_ratio=${SCAN_RATIO:-0.02}
+scan_count=${SCAN_COUNT:-1000}
+work=$(mktemp -d)
+socket="$work/ipu-cp.sock"
+cleanup() {
+    if [[ -n "${cp_pid:-}" ]]; then kill "$cp_pid" 2>/dev/null || true; fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
+./target/release/ipu-cp --socket "$socket" --policy shinjuku 2>"$work/ipu-cp.log" &
+cp_pid=$!
+for _ in $(seq 100); do [[ -S $socket ]] && break; sleep 0.05; done
+csv="$out/rocksdb.csv"
+echo "policy,run,offered_per_s,achieved_per_s,p50_us,p99_us,p999_us,late,unanswered,errors,planned,scan_p50_us,scan_p99_us" >"$csv"
+IFS=, read -ra rate_list <<<"$rates"
+for run in $(seq "$runs"); do
+    for rate in "${rate_list[@]}"; do
+        for policy in fifo shinjuku offloaded; do
+            if [[ $policy == offloaded ]]; then
+                sched=(--server-arg=--sched --server-arg=offloaded --server-arg=--ipu-cp
+                    "--server-arg=$socket")
+            else
+                sched=(--server-arg=--sched --server-arg=on-host --server-arg=--sched-policy
+                    "--server-arg=$policy")
+            fi
+            ./target/release/loadgen run --server wire --wire-server rocksdb-server \
+                --workers 1 --conns 32 --keys 20000 --value-bytes 100 --get-ratio 1 \
+                --scan-ratio "$scan_ratio" --scan-count "$scan_count" --rates "$rate" \
+                --seconds "$seconds" --label "$policy" --csv "$work/point.csv" "${sched[@]}" \
+                >/dev/null 2>"$work/loadgen.log" || { cat "$work/loadgen.log" >&2; exit 1; }
+            tail -n +2 "$work/point.csv" | sed "s/^$policy,/$policy,$run,/" >>"$csv"
+            echo "run $run/$runs, $rate req/s, $policy: $(tail -n 1 "$work/point.csv")"
+        done
+    done
+done
+python3 scripts/rocksdb-report.py "$out"

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""Writes docs/results/rocksdb.md (and rocksdb.png, with gnuplot) from the rocksdb.csv that
+scripts/rocksdb-experiment.sh wrote: rocksdb-server's GET latency under a GET/SCAN mix with its
+tasks scheduled FIFO (on-host agent), Shinjuku (on-host agent) and Shinjuku in ipu-cp.
+
+Per policy and offered rate: the median over runs (and the best run) of the GET p50/p99 and
+the SCAN p99. The measure of the goal: GET p99 under FIFO over GET p99 under Shinjuku, per
+rate, as the median of the per-run ratios and as the ratio of the best runs.
+Usage: rocksdb-report.py RESULTS_DIR
+"""
+
+import csv
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+
+POLICIES = ["fifo", "shinjuku", "offloaded"]
+DESCRIBE = {
+    "fifo": "on-host agent, FIFO: a task runs until it yields or ends",
+    "shinjuku": "on-host agent, Shinjuku: 30 µs slices, preempted at the next preempt point",
+    "offloaded": "Shinjuku in `ipu-cp` (a separate process, memfd link)",
+}
+
+
+def main():
+    out = Path(sys.argv[1])
+    rows = list(csv.DictReader(open(out / "rocksdb.csv")))
+    points = defaultdict(dict)  # (policy, rate) -> run -> row
+    for row in rows:
+        points[(row["policy"], float(row["offered_per_s"]))][row["run"]] = row
+    policies = [p for p in POLICIES if any(k[0] == p for k in points)]
+    rates = sorted({r for _, r in points})
+
+    def col(policy, rate, key):
+        return [float(r[key]) for r in points.get((policy, rate), {}).values()]
+
+    lines = [
+        "# RocksDB under a GET/SCAN mix: FIFO vs Shinjuku",
+        "",
+        "Produced by `./scripts/rocksdb-experiment.sh` (no root), which runs `loadgen` against",
+        "`rocksdb-server` on a shared-memory wire and then `scripts/rocksdb-report.py`. Raw",
+        "data: `rocksdb.csv`.",
+        "",
+        "- Load: open-loop Poisson, 32 connections, 20 000 keys of 100 bytes; 2 % of requests",
+        "  are `scan <key> 1000`, the rest GETs. Latency from each request's planned send time.",
+        "- Server: one worker; a scan runs in chunks of 64 items with a preempt point between",
+        "  them. Policies, interleaved point by point:",
+        "",
+    ]
+    lines += [f"  - `{p}`: {DESCRIBE.get(p, p)}" for p in policies] + [""]
+    lines += [
+        "| offered/s | policy | achieved/s | GET p50 µs | GET p99 µs (best run) | SCAN p99 µs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for rate in rates:
+        for p in policies:
+            if (p, rate) not in points:
+                continue
+            p99 = col(p, rate, "p99_us")
+            lines.append(
+                f"| {rate:.0f} | {p} | {statistics.median(col(p, rate, 'achieved_per_s')):.0f} "
+                f"| {statistics.median(col(p, rate, 'p50_us')):.0f} "
+                f"| {statistics.median(p99):.0f} ({min(p99):.0f}) "
+                f"| {statistics.median(col(p, rate, 'scan_p99_us')):.0f} |"
+            )
+    lines += ["", "## FIFO / Shinjuku, GET p99 (the goal: ≥ 5×)", ""]
+    for other in [p for p in policies if p != "fifo"]:
+        for rate in rates:
+            fifo, shin = points.get(("fifo", rate), {}), points.get((other, rate), {})
+            pairs = [
+                float(fifo[run]["p99_us"]) / max(float(shin[run]["p99_us"]), 1.0)
+                for run in fifo
+                if run in shin
+            ]
+            if not pairs:
+                continue
+            best = min(col("fifo", rate, "p99_us")) / max(min(col(other, rate, "p99_us")), 1.0)
+            lines.append(
+                f"- {other}, {rate:.0f}/s: {statistics.median(pairs):.2f}× (median of runs), "
+                f"{best:.2f}× (best runs)"
+            )
+    lines += [
+        "",
+        "## Caveats",
+        "",
+        "- On this 2-vCPU VM the load generator, the worker and the agent share two cores, so",
+        "  absolute latencies include time-sharing (milliseconds); the ratio between policies",
+        "  under the same conditions is the measure. Where cores are free, pin them apart.",
+        "- A GET behind a SCAN on the same connection waits for it whatever the policy",
+        "  (replies keep their order); 32 connections make that rare but not impossible.",
+        "",
+    ]
+    (out / "rocksdb.md").write_text("\n".join(lines))
+    print("\n".join(lines))
+    plot(out, points, policies, rates)
+
+
+def plot(out, points, policies, rates):
+    if not shutil.which("gnuplot"):
+        print("(gnuplot missing: no plot; scripts/setup.sh --plots installs it)")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        files = []
+        for p in policies:
+            path = Path(tmp) / f"{p}.dat"
+            with open(path, "w") as f:
+                for rate in rates:
+                    runs = points.get((p, rate), {})
+                    if runs:
+                        p99 = statistics.median(float(r["p99_us"]) for r in runs.values())
+                        f.write(f"{rate} {p99}\n")
+            files.append((p, path))
+        series = ", ".join(f"'{path}' using 1:2 with linespoints title '{p}'" for p, path in files)
+        script = (
+            f"set terminal pngcairo size 900,500; set output '{out / 'rocksdb.png'}';"
+            "set title 'rocksdb-server GET p99 under a GET/SCAN mix (median of runs)';"
+            "set xlabel 'offered load, requests/s'; set ylabel 'GET p99, µs'; set logscale y;"
+            f"set grid; plot {series}"
+        )
+        subprocess.run(["gnuplot", "-e", script], check=True)
+    print(f"wrote {out / 'rocksdb.png'}")
+
+
+if __name__ == "__main__":
+    main()
