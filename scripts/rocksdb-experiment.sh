@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # The RocksDB GET/SCAN experiment behind docs/results/rocksdb.md: loadgen's open-loop GET/SCAN
 # mix (SCAN latency kept apart) against rocksdb-server on a shared-memory wire, one worker,
-# its tasks scheduled by an on-host agent running FIFO (no preemption) or Shinjuku (a 30 µs
-# slice, honoured at the preempt points between a scan's chunks of 64 items), and by ipu-cp
-# running Shinjuku (offloaded). The policies alternate point by point and run by run. No root.
-# On the 2-vCPU VM the client, the worker and the agent share two cores: expect the absolute
-# latencies to carry that (the report says so); the ratio FIFO / Shinjuku is the measure.
+# its tasks scheduled FIFO (no preemption) or Shinjuku (a 30 µs slice, honoured at the preempt
+# points between a scan's chunks of 64 items) by the runtime's own queue (local), by an agent
+# thread (on-host), and Shinjuku by ipu-cp (offloaded). The setups alternate point by point and
+# run by run. No root. On the 2-vCPU VM the client, the worker and an agent share two cores:
+# the report says what that does; the ratio FIFO / Shinjuku within a mode is the measure.
 #   RUNS=3 RATES=2000,5000,10000 SECONDS_PER_RATE=3 SCAN_RATIO=0.02 SCAN_COUNT=1000 OUT=...
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,13 +31,13 @@ echo "policy,run,offered_per_s,achieved_per_s,p50_us,p99_us,p999_us,late,unanswe
 IFS=, read -ra rate_list <<<"$rates"
 for run in $(seq "$runs"); do
     for rate in "${rate_list[@]}"; do
-        for policy in fifo shinjuku offloaded; do
-            if [[ $policy == offloaded ]]; then
-                sched=(--server-arg=--sched --server-arg=offloaded --server-arg=--ipu-cp
-                    "--server-arg=$socket")
+        for policy in local-fifo local-shinjuku on-host-fifo on-host-shinjuku offloaded-shinjuku; do
+            mode=${policy%-*}
+            sched=(--server-arg=--sched "--server-arg=$mode")
+            if [[ $mode == offloaded ]]; then
+                sched+=(--server-arg=--ipu-cp "--server-arg=$socket")
             else
-                sched=(--server-arg=--sched --server-arg=on-host --server-arg=--sched-policy
-                    "--server-arg=$policy")
+                sched+=(--server-arg=--sched-policy "--server-arg=${policy##*-}")
             fi
             ./target/release/loadgen run --server wire --wire-server rocksdb-server \
                 --workers 1 --conns 32 --keys 20000 --value-bytes 100 --get-ratio 1 \

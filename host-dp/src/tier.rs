@@ -161,15 +161,18 @@ impl TierHost {
         self.take_decisions(now);
     }
 
-    /// One epoch: frees promoted pages' compressed copies, notices a lost agent, applies the
-    /// commands that came down, reports what changed and ends the epoch. Errors are the
-    /// arena's own (a failed `userfaultfd` call).
+    /// One epoch: finds written pages (write tracking), frees the compressed copies of
+    /// promoted pages that were written, notices a lost agent, applies the commands that
+    /// came down, reports what changed and ends the epoch. Errors are the arena's own (a
+    /// failed `userfaultfd` or `PAGEMAP_SCAN` call).
     pub fn epoch(&mut self, now: MonoNanos) -> Result<(), memmgr::Error> {
         self.stats.epochs += 1;
         let promotions = memmgr::get(&self.arena.counters().promotions);
         let delta = promotions.saturating_sub(self.last_promotions);
         self.last_promotions = promotions;
-        // Promoted pages' compressed copies are freed here, off the fault path.
+        // Promoted pages' compressed copies are freed here, off the fault path, once written
+        // (a clean one is kept: demoting the page again reuses it).
+        self.arena.track_writes()?;
         self.stats.reclaimed_bytes += self.arena.reclaim();
         if self.agent_lost(now) {
             self.agent = None;

@@ -19,7 +19,7 @@
 //! [`Arena::reclaim`]: crate::Arena::reclaim
 
 use std::sync::PoisonError;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 
 use crate::arena::{BUSY, Inner, PARKED, RESIDENT, UNTOUCHED, add};
 use crate::uffd::{PAGE, UffdError};
@@ -89,14 +89,21 @@ pub(crate) fn resolve(inner: &Inner, index: usize, wake: bool) -> bool {
         }
         let back = match current {
             UNTOUCHED => {
-                fill(inner, page, &[0u8; PAGE]).then(|| add(&inner.counters.zero_fills, 1))
+                fill(inner, page, &[0u8; PAGE], false).then(|| add(&inner.counters.zero_fills, 1))
             }
             PARKED => {
                 let staged = inner.staging.page_addr(index);
-                inner.uffd.move_page_quietly(staged, page).is_ok().then(|| {
-                    inner.touched[index].store(true, Ordering::Release);
-                    add(&inner.counters.unparks, 1);
-                })
+                match inner.uffd.move_page_quietly(staged, page) {
+                    Ok(()) => {
+                        inner.touched[index].store(true, Ordering::Release);
+                        add(&inner.counters.unparks, 1);
+                        Some(())
+                    }
+                    Err(error) => {
+                        failed(&error);
+                        None
+                    }
+                }
             }
             _ => promote(inner, index, page),
         };
@@ -117,28 +124,53 @@ pub(crate) fn resolve(inner: &Inner, index: usize, wake: bool) -> bool {
 /// compressed copy stays until [`crate::Arena::reclaim`] frees it (nothing is freed here).
 fn promote(inner: &Inner, index: usize, page: u64) -> Option<()> {
     let slot = inner.compressed[index].lock().unwrap_or_else(PoisonError::into_inner);
-    let packed = slot.as_ref()?;
+    let Some(packed) = slot.as_ref() else {
+        LAST_FAILURE.store(-2, Ordering::Relaxed); // compressed, with no copy: a bug
+        return None;
+    };
     let mut bytes = [0u8; PAGE];
     let filled = lz4_flex::block::decompress_into(packed, &mut bytes);
     debug_assert_eq!(filled.ok(), Some(PAGE), "our own compressed page");
-    if !fill(inner, page, &bytes) {
+    if !fill(inner, page, &bytes, true) {
         return None;
     }
+    // Installed write-protected: until tracking reports a write, the copy is the page.
+    inner.clean[index].store(inner.uffd.tracks_writes(), Ordering::Release);
     add(&inner.counters.promotions, 1);
     Some(())
 }
 
-/// `UFFDIO_COPY` of `bytes` into the missing page at `page` (no wake), retrying while the
-/// kernel says try again; true once the page is present (ours or already there).
-fn fill(inner: &Inner, page: u64, bytes: &[u8; PAGE]) -> bool {
-    for _ in 0..1000 {
-        match inner.uffd.copy(page, bytes) {
+/// `UFFDIO_COPY` of `bytes` into the missing page at `page` (no wake; write-protected if
+/// `protect`), retrying while the kernel says try again; true once the page is present.
+fn fill(inner: &Inner, page: u64, bytes: &[u8; PAGE], protect: bool) -> bool {
+    for attempt in 0..10_000u32 {
+        match inner.uffd.copy(page, bytes, protect) {
             Ok(_) => return true,
             Err(UffdError::Sys { source, .. }) if source.raw_os_error() == Some(libc::EAGAIN) => {
+                if attempt % 64 == 63 {
+                    std::thread::yield_now();
+                }
                 std::hint::spin_loop();
             }
-            Err(_) => return false,
+            Err(error) => return failed(&error),
         }
     }
+    failed(&UffdError::Sys {
+        call: "UFFDIO_COPY",
+        source: std::io::Error::from_raw_os_error(libc::EAGAIN),
+    })
+}
+
+/// The errno of the last failed call on the fault path (0: none), for the message of a
+/// fault that cannot be resolved.
+pub(crate) static LAST_FAILURE: AtomicI32 = AtomicI32::new(0);
+
+/// Records `error` as the fault path's last failure; false.
+fn failed(error: &UffdError) -> bool {
+    let errno = match error {
+        UffdError::Sys { source, .. } => source.raw_os_error().unwrap_or(-1),
+        _ => -1,
+    };
+    LAST_FAILURE.store(errno, Ordering::Relaxed);
     false
 }

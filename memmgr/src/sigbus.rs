@@ -85,9 +85,17 @@ extern "C" fn on_sigbus(
             if !crate::fault::resolve_timed(inner, index, false) {
                 // The page cannot come in (a failed ioctl): its data is kept, but retrying the
                 // access would fault forever. Say so and stop, as a fault on bad memory would.
-                let message = b"memmgr: an arena page could not be brought in; aborting\n";
-                // SAFETY: write(2) is async-signal-safe; the buffer is static.
-                unsafe { libc::write(2, message.as_ptr().cast(), message.len()) };
+                let mut errno = *b"    ";
+                put_decimal(&mut errno, crate::fault::LAST_FAILURE.load(Ordering::Relaxed));
+                let parts: [&[u8]; 3] = [
+                    b"memmgr: an arena page could not be brought in (errno ",
+                    &errno,
+                    b"); aborting\n",
+                ];
+                for part in parts {
+                    // SAFETY: write(2) is async-signal-safe; the buffers are ours.
+                    unsafe { libc::write(2, part.as_ptr().cast(), part.len()) };
+                }
                 // SAFETY: abort(3) is async-signal-safe.
                 unsafe { libc::abort() };
             }
@@ -115,5 +123,31 @@ extern "C" fn on_sigbus(
             // the access, which now ends the process with SIGBUS as if we were not here.
             unsafe { libc::sigaction(libc::SIGBUS, &raw const default, std::ptr::null_mut()) };
         }
+    }
+}
+
+/// Writes `value` right-aligned into `field` in decimal (no allocation: signal-safe); `-`
+/// for a negative value, `#`s if it does not fit.
+fn put_decimal(field: &mut [u8], value: i32) {
+    let mut magnitude = value.unsigned_abs();
+    let mut at = field.len();
+    loop {
+        if at == 0 {
+            field.fill(b'#');
+            return;
+        }
+        at -= 1;
+        field[at] = b'0' + (magnitude % 10) as u8;
+        magnitude /= 10;
+        if magnitude == 0 {
+            break;
+        }
+    }
+    if value < 0 {
+        if at == 0 {
+            field.fill(b'#');
+            return;
+        }
+        field[at - 1] = b'-';
     }
 }

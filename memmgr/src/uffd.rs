@@ -1,10 +1,11 @@
 //! The kernel interface, and (with `sigbus.rs`, the in-thread fault handler) this crate's
-//! only unsafe code: anonymous mappings, the
-//! userfaultfd descriptor and its ioctls (API, REGISTER, COPY, MOVE, WAKE), and atomic views
-//! of mapped memory.
+//! only unsafe code: anonymous mappings, the userfaultfd descriptor and its ioctls (API,
+//! REGISTER, COPY, MOVE, WAKE), `PAGEMAP_SCAN` on `/proc/self/pagemap`, and atomic views of
+//! mapped memory.
 //!
 //! The ioctl structures and numbers are written out here because the installed headers (Linux
-//! 6.1) predate `UFFDIO_MOVE` (6.8); they follow `include/uapi/linux/userfaultfd.h`.
+//! 6.1) predate `UFFDIO_MOVE` (6.8), `UFFD_FEATURE_WP_ASYNC` and `PAGEMAP_SCAN` (6.7); they
+//! follow `include/uapi/linux/userfaultfd.h` and `include/uapi/linux/fs.h`.
 //!
 //! Invariants: a [`Mapping`] owns its pages from `mmap` to `munmap` (in `Drop`); Rust touches
 //! mapped memory only through `AtomicU64`s, so a page the kernel moves away and back (its
@@ -54,8 +55,12 @@ fn last_error(call: &'static str) -> UffdError {
 
 const UFFD_API: u64 = 0xAA;
 const FEATURE_SIGBUS: u64 = 1 << 7;
+const FEATURE_WP_ASYNC: u64 = 1 << 15;
 const FEATURE_MOVE: u64 = 1 << 16;
 const REGISTER_MODE_MISSING: u64 = 1;
+const REGISTER_MODE_WP: u64 = 2;
+const COPY_MODE_DONTWAKE: u64 = 1;
+const COPY_MODE_WP: u64 = 2;
 
 const fn iowr(nr: u64, size: u64) -> u64 {
     (3 << 30) | (size << 16) | (0xAA << 8) | nr
@@ -65,6 +70,11 @@ const UFFDIO_REGISTER: u64 = iowr(0x00, 32);
 const UFFDIO_WAKE: u64 = (2 << 30) | (16 << 16) | (0xAA << 8) | 0x02;
 const UFFDIO_COPY: u64 = iowr(0x03, 40);
 const UFFDIO_MOVE: u64 = iowr(0x05, 40);
+const UFFDIO_WRITEPROTECT: u64 = iowr(0x06, 24);
+/// `_IOWR('f', 16, struct pm_scan_arg)`, on a `/proc/<pid>/pagemap` descriptor.
+const PAGEMAP_SCAN: u64 = (3 << 30) | (96 << 16) | ((b'f' as u64) << 8) | 16;
+const PAGE_IS_WRITTEN: u64 = 1 << 1;
+const PAGE_IS_PRESENT: u64 = 1 << 3;
 
 #[repr(C)]
 struct ApiArg {
@@ -94,6 +104,30 @@ struct TransferArg {
     len: u64,
     mode: u64,
     result: i64,
+}
+
+#[repr(C)]
+struct ScanArg {
+    size: u64,
+    flags: u64,
+    start: u64,
+    end: u64,
+    walk_end: u64,
+    vec: u64,
+    vec_len: u64,
+    max_pages: u64,
+    category_inverted: u64,
+    category_mask: u64,
+    category_anyof_mask: u64,
+    return_mask: u64,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct PageRegion {
+    start: u64,
+    end: u64,
+    categories: u64,
 }
 
 /// An anonymous private mapping of whole pages.
@@ -222,6 +256,19 @@ impl Mapping {
         Ok(())
     }
 
+    /// Whether page `index` is mapped now (`mincore`).
+    pub fn is_present(&self, index: usize) -> Result<bool, UffdError> {
+        let mut resident = 0u8;
+        // SAFETY: one page of our own mapping, and one byte of output on our stack.
+        let done = unsafe {
+            libc::mincore(self.page_addr(index) as *mut libc::c_void, PAGE, &raw mut resident)
+        };
+        if done != 0 {
+            return Err(last_error("mincore"));
+        }
+        Ok(resident & 1 != 0)
+    }
+
     /// Releases page `index`'s memory (it reads as zero, or faults if registered, next time).
     pub fn discard(&self, index: usize) -> Result<(), UffdError> {
         let addr = self.page_addr(index) as *mut libc::c_void;
@@ -241,16 +288,20 @@ impl Drop for Mapping {
     }
 }
 
-/// A userfaultfd with the MOVE feature.
+/// A userfaultfd with the MOVE feature, and asynchronous write protection where the kernel
+/// has it.
 #[derive(Debug)]
 pub struct Uffd {
     fd: OwnedFd,
+    /// `/proc/self/pagemap`, for `PAGEMAP_SCAN`, when write tracking is on.
+    pagemap: Option<std::fs::File>,
 }
 
 impl Uffd {
-    /// Opens a userfaultfd (non-blocking reads) and negotiates the API with MOVE, and with
+    /// Opens a userfaultfd (non-blocking reads) and negotiates the API with MOVE, with
     /// SIGBUS if `sigbus` (faults then raise SIGBUS in the faulting thread instead of being
-    /// queued here).
+    /// queued here), and with WP_ASYNC when the kernel offers it and `/proc/self/pagemap`
+    /// opens (write tracking; see [`Uffd::tracks_writes`]).
     pub fn open(sigbus: bool) -> Result<Uffd, UffdError> {
         // SAFETY: a plain system call with integer flags; it returns a new descriptor or -1.
         let raw =
@@ -261,17 +312,48 @@ impl Uffd {
         let raw = i32::try_from(raw).map_err(|_| UffdError::Missing("a descriptor"))?;
         // SAFETY: `raw` is a descriptor the kernel just gave us, owned by nobody else.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let uffd = Uffd { fd };
-        let wanted = FEATURE_MOVE | if sigbus { FEATURE_SIGBUS } else { 0 };
-        let mut arg = ApiArg { api: UFFD_API, features: wanted, ioctls: 0 };
-        uffd.ioctl(UFFDIO_API, (&raw mut arg).cast(), "UFFDIO_API")?;
-        if arg.features & FEATURE_MOVE == 0 {
+        let mut uffd = Uffd { fd, pagemap: None };
+        // The API handshake happens once per descriptor, so ask what the kernel offers first
+        // (a zero-feature handshake would spend it): a probe descriptor, dropped.
+        let offered = Uffd::offered_features()?;
+        let required = FEATURE_MOVE | if sigbus { FEATURE_SIGBUS } else { 0 };
+        if offered & FEATURE_MOVE == 0 {
             return Err(UffdError::Missing("UFFDIO_MOVE"));
         }
-        if arg.features & wanted != wanted {
+        if offered & required != required {
             return Err(UffdError::Missing("UFFD_FEATURE_SIGBUS"));
         }
+        let pagemap = std::fs::File::open("/proc/self/pagemap").ok();
+        let track = offered & FEATURE_WP_ASYNC != 0 && pagemap.is_some();
+        let wanted = required | if track { FEATURE_WP_ASYNC } else { 0 };
+        let mut arg = ApiArg { api: UFFD_API, features: wanted, ioctls: 0 };
+        uffd.ioctl(UFFDIO_API, (&raw mut arg).cast(), "UFFDIO_API")?;
+        if track {
+            uffd.pagemap = pagemap;
+        }
         Ok(uffd)
+    }
+
+    /// The features this kernel's userfaultfd offers.
+    fn offered_features() -> Result<u64, UffdError> {
+        // SAFETY: as in `open`.
+        let raw = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC) };
+        if raw < 0 {
+            return Err(UffdError::Unavailable(std::io::Error::last_os_error()));
+        }
+        let raw = i32::try_from(raw).map_err(|_| UffdError::Missing("a descriptor"))?;
+        // SAFETY: `raw` is a descriptor the kernel just gave us, owned by nobody else.
+        let probe = Uffd { fd: unsafe { OwnedFd::from_raw_fd(raw) }, pagemap: None };
+        let mut arg = ApiArg { api: UFFD_API, features: 0, ioctls: 0 };
+        probe.ioctl(UFFDIO_API, (&raw mut arg).cast(), "UFFDIO_API")?;
+        Ok(arg.features)
+    }
+
+    /// Whether writes are tracked: pages installed with `protect` are write-protected
+    /// (asynchronously: a write only clears the mark, in the kernel, with no fault to us),
+    /// and [`Uffd::take_written`] finds the ones written since.
+    pub fn tracks_writes(&self) -> bool {
+        self.pagemap.is_some()
     }
 
     fn ioctl(
@@ -288,21 +370,24 @@ impl Uffd {
         Ok(())
     }
 
-    /// Reports missing-page faults in all of `mapping` to this descriptor.
-    pub fn register(&self, mapping: &Mapping) -> Result<(), UffdError> {
+    /// Reports missing-page faults in all of `mapping` to this descriptor; with `track`
+    /// (and write tracking on), its writes are tracked too.
+    pub fn register(&self, mapping: &Mapping, track: bool) -> Result<(), UffdError> {
         let range = Range { start: mapping.page_addr(0), len: mapping.len as u64 };
-        let mut arg = RegisterArg { range, mode: REGISTER_MODE_MISSING, ioctls: 0 };
+        let wp = if track && self.tracks_writes() { REGISTER_MODE_WP } else { 0 };
+        let mut arg = RegisterArg { range, mode: REGISTER_MODE_MISSING | wp, ioctls: 0 };
         self.ioctl(UFFDIO_REGISTER, (&raw mut arg).cast(), "UFFDIO_REGISTER")
     }
 
     /// Fills the missing page at `dst` with `data` (one page), without waking its waiters
-    /// (call [`Uffd::wake`] once the caller's own state says the page is back). `Ok(false)`:
-    /// the page was present already.
-    pub fn copy(&self, dst: u64, data: &[u8; PAGE]) -> Result<bool, UffdError> {
-        const COPY_MODE_DONTWAKE: u64 = 1;
+    /// (call [`Uffd::wake`] once the caller's own state says the page is back); with
+    /// `protect`, write-protected when writes are tracked (it reads as unwritten until
+    /// written). `Ok(false)`: the page was present already.
+    pub fn copy(&self, dst: u64, data: &[u8; PAGE], protect: bool) -> Result<bool, UffdError> {
         let src = data.as_ptr() as u64;
-        let mut arg =
-            TransferArg { dst, src, len: PAGE as u64, mode: COPY_MODE_DONTWAKE, result: 0 };
+        let wp = if protect && self.tracks_writes() { COPY_MODE_WP } else { 0 };
+        let mode = COPY_MODE_DONTWAKE | wp;
+        let mut arg = TransferArg { dst, src, len: PAGE as u64, mode, result: 0 };
         match self.ioctl(UFFDIO_COPY, (&raw mut arg).cast(), "UFFDIO_COPY") {
             Ok(()) => Ok(true),
             Err(UffdError::Sys { source, .. }) if source.raw_os_error() == Some(libc::EEXIST) => {
@@ -315,8 +400,31 @@ impl Uffd {
     /// Moves the page at `src` to the missing page `dst` (both in registered mappings),
     /// atomically: afterwards `src` is missing. Wakes waiters on `dst`.
     pub fn move_page(&self, src: u64, dst: u64) -> Result<(), UffdError> {
-        let mut arg = TransferArg { dst, src, len: PAGE as u64, mode: 0, result: 0 };
-        self.ioctl(UFFDIO_MOVE, (&raw mut arg).cast(), "UFFDIO_MOVE")
+        self.move_one(src, dst, 0)
+    }
+
+    /// One page moved with `mode`, retried while the kernel says try again (`EAGAIN`: the
+    /// page tables changed under it, or the page is locked for a moment by the kernel's own
+    /// reclaim or compaction; seen under memory pressure from other processes).
+    fn move_one(&self, src: u64, dst: u64, mode: u64) -> Result<(), UffdError> {
+        const TRIES: u32 = 10_000;
+        let mut last = None;
+        for attempt in 0..TRIES {
+            let mut arg = TransferArg { dst, src, len: PAGE as u64, mode, result: 0 };
+            match self.ioctl(UFFDIO_MOVE, (&raw mut arg).cast(), "UFFDIO_MOVE") {
+                Err(UffdError::Sys { source, call })
+                    if source.raw_os_error() == Some(libc::EAGAIN) =>
+                {
+                    last = Some(UffdError::Sys { source, call });
+                    if attempt % 64 == 63 {
+                        std::thread::yield_now(); // sched_yield: safe in a signal handler
+                    }
+                    std::hint::spin_loop();
+                }
+                other => return other,
+            }
+        }
+        Err(last.unwrap_or(UffdError::Missing("a move")))
     }
 
     /// Moves `pages` pages from `src` to `dst` with one ioctl (one TLB flush); returns how
@@ -336,15 +444,91 @@ impl Uffd {
     /// caller's own state says the page is back).
     pub fn move_page_quietly(&self, src: u64, dst: u64) -> Result<(), UffdError> {
         const MOVE_MODE_DONTWAKE: u64 = 1;
-        let mode = MOVE_MODE_DONTWAKE;
-        let mut arg = TransferArg { dst, src, len: PAGE as u64, mode, result: 0 };
-        self.ioctl(UFFDIO_MOVE, (&raw mut arg).cast(), "UFFDIO_MOVE")
+        self.move_one(src, dst, MOVE_MODE_DONTWAKE)
+    }
+
+    /// Lifts write protection from `pages` pages at `start` (nothing when writes are not
+    /// tracked). Done before a page leaves the arena by `UFFDIO_MOVE`: on Linux 6.18, moving
+    /// protected pages while other threads wrote to the arena left pages missing that our
+    /// states said were back in (the integrity tests caught it within seconds, as `ENOENT`
+    /// and `EEXIST` on later moves); unprotected pages never did. A page reads as written
+    /// once it returns either way (a move drops the mark), so tracking loses nothing.
+    pub fn unprotect(&self, start: u64, pages: usize) -> Result<(), UffdError> {
+        const WRITEPROTECT_MODE_DONTWAKE: u64 = 2;
+        if !self.tracks_writes() {
+            return Ok(());
+        }
+        #[repr(C)]
+        struct WriteProtectArg {
+            range: Range,
+            mode: u64,
+        }
+        let range = Range { start, len: (pages * PAGE) as u64 };
+        let mut arg = WriteProtectArg { range, mode: WRITEPROTECT_MODE_DONTWAKE };
+        self.ioctl(UFFDIO_WRITEPROTECT, (&raw mut arg).cast(), "UFFDIO_WRITEPROTECT")
     }
 
     /// Wakes threads waiting on the page at `addr`.
     pub fn wake(&self, addr: u64) -> Result<(), UffdError> {
         let mut arg = Range { start: addr, len: PAGE as u64 };
         self.ioctl(UFFDIO_WAKE, (&raw mut arg).cast(), "UFFDIO_WAKE")
+    }
+
+    /// Appends to `written` the pages `first..end` of `mapping` (indices) that are present
+    /// and not write-protected: those installed protected ([`Uffd::copy`] with `protect`)
+    /// and written since, and any page never protected. A query only (nothing is protected
+    /// again, so a page costs at most one write fault, in the kernel, about 1 µs): a few ns
+    /// per page of the span, in as few `PAGEMAP_SCAN` calls as the output allows. Nothing
+    /// when writes are not tracked.
+    pub fn take_written(
+        &self,
+        mapping: &Mapping,
+        first: usize,
+        end: usize,
+        written: &mut Vec<usize>,
+    ) -> Result<(), UffdError> {
+        const REGIONS: usize = 512;
+        let Some(pagemap) = &self.pagemap else { return Ok(()) };
+        if first >= end {
+            return Ok(());
+        }
+        let (mut start, stop) =
+            (mapping.page_addr(first), mapping.page_addr(end - 1) + PAGE as u64);
+        let mut regions = [PageRegion::default(); REGIONS];
+        // Each call walks on from where the last stopped; bounded by the span's pages.
+        for _ in 0..=end - first {
+            let mut arg = ScanArg {
+                size: std::mem::size_of::<ScanArg>() as u64,
+                flags: 0,
+                start,
+                end: stop,
+                walk_end: 0,
+                vec: regions.as_mut_ptr() as u64,
+                vec_len: REGIONS as u64,
+                max_pages: 0,
+                category_inverted: 0,
+                category_mask: PAGE_IS_WRITTEN | PAGE_IS_PRESENT,
+                category_anyof_mask: 0,
+                return_mask: PAGE_IS_WRITTEN,
+            };
+            // SAFETY: `arg` is an initialised `pm_scan_arg` on our stack whose `vec` points to
+            // `REGIONS` writable `page_region`s (also ours, alive across the call); the range
+            // is inside this mapping, and the descriptor is our own pagemap.
+            let found = unsafe { libc::ioctl(pagemap.as_raw_fd(), PAGEMAP_SCAN, &raw mut arg) };
+            let found = usize::try_from(found).map_err(|_| last_error("PAGEMAP_SCAN"))?;
+            for region in &regions[..found.min(REGIONS)] {
+                let from = mapping.page_index(region.start);
+                let last = mapping.page_index(region.end.saturating_sub(PAGE as u64));
+                if let (Some(from), Some(last)) = (from, last) {
+                    written.extend(from..=last);
+                }
+            }
+            if arg.walk_end >= stop || arg.walk_end <= start {
+                break;
+            }
+            start = arg.walk_end;
+        }
+        Ok(())
     }
 
     /// Waits up to `timeout_ms` for a fault; returns the faulting address, if one came.

@@ -33,15 +33,65 @@ pub struct Mix {
     pub scan_ratio: f64,
     /// Items per SCAN.
     pub scan_count: u32,
-    /// Keys, `key:0` .. `key:{keys-1}`, chosen uniformly.
+    /// Keys, `key:0` .. `key:{keys-1}`, chosen uniformly (or as `hot` says).
     pub keys: u32,
     /// Bytes per value.
     pub value_bytes: usize,
+    /// A skew: `(fraction, share)` sends `share` of the requests to the first `fraction` of
+    /// the keys (uniformly within each part); none: uniform.
+    pub hot: Option<(f64, f64)>,
+    /// Values made of words (compressible about 2× by LZ4, like text) instead of one
+    /// repeated byte.
+    pub text_values: bool,
 }
 
 impl Default for Mix {
     fn default() -> Self {
-        Mix { get_ratio: 0.9, scan_ratio: 0.0, scan_count: 100, keys: 10_000, value_bytes: 64 }
+        Mix {
+            get_ratio: 0.9,
+            scan_ratio: 0.0,
+            scan_count: 100,
+            keys: 10_000,
+            value_bytes: 64,
+            hot: None,
+            text_values: false,
+        }
+    }
+}
+
+impl Mix {
+    /// A key index, as the skew says.
+    fn key(&self, rng: &mut SmallRng) -> u32 {
+        let Some((fraction, share)) = self.hot else { return rng.random_range(0..self.keys) };
+        // In 0..=keys: `fraction` is checked to lie in (0, 1).
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let hot = ((f64::from(self.keys) * fraction) as u32).clamp(1, self.keys);
+        if hot == self.keys || rng.random_bool(share) {
+            rng.random_range(0..hot)
+        } else {
+            rng.random_range(hot..self.keys)
+        }
+    }
+
+    /// The value stored under `key`.
+    fn value(&self, key: u32) -> Vec<u8> {
+        if !self.text_values {
+            return vec![b'v'; self.value_bytes];
+        }
+        const WORDS: [&str; 32] = [
+            "alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel", "india",
+            "juliet", "kilo", "lima", "mike", "november", "oscar", "papa", "quebec", "romeo",
+            "sierra", "tango", "uniform", "victor", "whiskey", "xray", "yankee", "zulu", "one",
+            "two", "three", "four", "five", "six",
+        ];
+        let mut rng = SmallRng::seed_from_u64(u64::from(key));
+        let mut value = Vec::with_capacity(self.value_bytes + 16);
+        while value.len() < self.value_bytes {
+            value.extend_from_slice(WORDS[rng.random_range(0..WORDS.len())].as_bytes());
+            value.push(b' ');
+        }
+        value.truncate(self.value_bytes);
+        value
     }
 }
 
@@ -98,12 +148,11 @@ const LATE: Duration = Duration::from_millis(1);
 
 /// Stores every key once (pipelined, closed loop), so GETs hit.
 pub fn preload(transport: &mut impl Transport, mix: &Mix, timeout: Duration) -> anyhow::Result<()> {
-    let value = vec![b'v'; mix.value_bytes];
     let mut conns: Vec<Conn> = (0..transport.conns()).map(|_| Conn::default()).collect();
     let start = Instant::now();
     for key in 0..mix.keys {
         let c = usize::try_from(key).unwrap_or(0) % conns.len();
-        set_request(&mut conns[c].out, key, &value);
+        set_request(&mut conns[c].out, key, &mix.value(key));
         conns[c].waiting.push_back((start, false));
     }
     let mut errors = 0;
@@ -128,7 +177,6 @@ pub fn run(
     anyhow::ensure!(rate_per_s > 0.0 && transport.conns() > 0, "need a rate and connections");
     let mut rng = SmallRng::seed_from_u64(seed);
     let gaps = Exp::new(rate_per_s)?;
-    let value = vec![b'v'; mix.value_bytes];
     let mut conns: Vec<Conn> = (0..transport.conns()).map(|_| Conn::default()).collect();
     let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut scan_latency_us = latency_us.clone();
@@ -144,7 +192,7 @@ pub fn run(
             let count = conns.len();
             let conn = &mut conns[next_conn];
             next_conn = (next_conn + 1) % count;
-            let key = rng.random_range(0..mix.keys);
+            let key = mix.key(&mut rng);
             let scan = mix.scan_ratio > 0.0 && rng.random_bool(mix.scan_ratio);
             if scan {
                 let line = format!("scan key:{key} {}\r\n", mix.scan_count);
@@ -152,7 +200,7 @@ pub fn run(
             } else if rng.random_bool(mix.get_ratio) {
                 get_request(&mut conn.out, key);
             } else {
-                set_request(&mut conn.out, key, &value);
+                set_request(&mut conn.out, key, &mix.value(key));
             }
             conn.waiting.push_back((next, scan));
             late += u64::from(now.duration_since(next) > LATE);

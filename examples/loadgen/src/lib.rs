@@ -24,11 +24,14 @@ pub const SERVER: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::new(198, 18, 0, 2),
 /// Ours.
 pub const CLIENT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 
-/// An `rpc-server` child on side A of a fresh shared-memory wire; side B is ours.
+/// An `rpc-server` child on side A of a fresh shared-memory wire; side B is ours. What the
+/// server writes to stderr after it starts serving (its warnings, its closing statistics)
+/// comes out on ours.
 #[derive(Debug)]
 pub struct WireServer {
     child: Child,
     port: Option<ShmPort>,
+    log: Option<std::thread::JoinHandle<()>>,
 }
 
 impl WireServer {
@@ -49,25 +52,36 @@ impl WireServer {
         drop(inherited);
         let stderr = child.stderr.take().context("piped stderr")?;
         let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
+        let log = std::thread::spawn(move || {
+            let mut serving = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
+                if serving {
+                    eprintln!("{line}");
+                } else {
+                    serving = line.contains("serving memcached protocol");
+                    let _ = tx.send(line);
+                }
             }
         });
         let deadline = Instant::now() + Duration::from_secs(10);
+        let mut said = Vec::new();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) if line.contains("serving memcached protocol") => break,
-                Ok(_) => {}
+                Ok(line) => said.push(line),
                 Err(_) => {
                     let _ = child.kill();
-                    anyhow::bail!("rpc-server did not start serving");
+                    anyhow::bail!(
+                        "{} did not start serving: {}",
+                        binary.display(),
+                        said.join("; ")
+                    );
                 }
             }
         }
         let port = ShmPort::attach(region, Side::B)?;
-        Ok(WireServer { child, port: Some(port) })
+        Ok(WireServer { child, port: Some(port), log: Some(log) })
     }
 
     /// Our side of the wire (once).
@@ -81,6 +95,10 @@ impl Drop for WireServer {
         let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id()).unwrap_or(0));
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let _ = self.child.wait();
+        // The child is gone, so its stderr ends: the last lines are out before we return.
+        if let Some(log) = self.log.take() {
+            let _ = log.join();
+        }
     }
 }
 

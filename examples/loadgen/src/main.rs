@@ -89,6 +89,15 @@ struct Load {
     /// Bytes per value.
     #[arg(long, default_value_t = 64)]
     value_bytes: usize,
+    /// Skew: the first FRACTION of the keys get --hot-share of the requests (0 < f < 1).
+    #[arg(long, value_name = "FRACTION", requires = "hot_share")]
+    hot_keys: Option<f64>,
+    /// The share of requests that go to the --hot-keys (0..=1).
+    #[arg(long, value_name = "SHARE", requires = "hot_keys")]
+    hot_share: Option<f64>,
+    /// Values of words (LZ4 compresses them about 2×, like text) instead of one byte repeated.
+    #[arg(long)]
+    text_values: bool,
     /// rpc-server workers (with a wire server).
     #[arg(long, default_value_t = 1)]
     workers: u16,
@@ -105,12 +114,19 @@ impl Load {
         anyhow::ensure!(self.keys > 0 && self.value_bytes > 0, "--keys, --value-bytes: > 0");
         anyhow::ensure!(self.seconds > 0.0 && self.seconds <= 600.0, "--seconds: 0 < s ≤ 600");
         anyhow::ensure!(self.rates.iter().all(|&r| r > 0.0), "--rates: positive");
+        let hot = self.hot_keys.zip(self.hot_share);
+        if let Some((fraction, share)) = hot {
+            anyhow::ensure!(fraction > 0.0 && fraction < 1.0, "--hot-keys: 0 < fraction < 1");
+            anyhow::ensure!((0.0..=1.0).contains(&share), "--hot-share: 0..=1");
+        }
         Ok(Mix {
             get_ratio: self.get_ratio,
             scan_ratio: self.scan_ratio,
             scan_count: self.scan_count,
             keys: self.keys,
             value_bytes: self.value_bytes,
+            hot,
+            text_values: self.text_values,
         })
     }
 }

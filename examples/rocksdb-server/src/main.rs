@@ -103,25 +103,44 @@ fn open(cli: &Cli, tier: Option<&Tier>) -> anyhow::Result<RocksStore> {
         .with_context(|| format!("opening {}", cli.db.display()))
 }
 
+/// This process's resident memory (`VmRSS`), KiB; 0 if unreadable.
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = start_tier(&cli).and_then(|tier| {
         let store = Arc::new(open(&cli, tier.as_ref())?);
         let served = rpc_server::app::run(cli.server, "rocksdb-server", store);
+        // Measured before anything is torn down: what the process holds in DRAM now.
+        let mut last = format!("rocksdb-server: final: rss_kib={}", rss_kib());
         if let Some(Tier { arena, thread, .. }) = tier {
             let stats = thread.stop();
             let c = arena.counters();
             let in_use = memmgr::capi::installed().map_or(0, memmgr::ArenaAlloc::in_use);
-            eprintln!(
-                "rocksdb-server: block cache arena: {} KiB in use, {} heap fallbacks; tier: \
-                 {} demotions, {} promotions, {} faults; host {stats:?}",
+            let compressed = (0..arena.pages()).filter(|&p| arena.is_compressed(p)).count();
+            let held = memmgr::get(&c.compressed_bytes);
+            let saved = (compressed as u64 * 4096).saturating_sub(held);
+            last += &format!(
+                " arena_in_use_kib={} compressed_pages={compressed} compressed_kib={} \
+                 saved_kib={} demotions={} promotions={} faults={} heap_fallbacks={}",
                 in_use >> 10,
-                arena_cache::heap_fallbacks(),
+                held >> 10,
+                saved >> 10,
                 memmgr::get(&c.demotions),
                 memmgr::get(&c.promotions),
                 memmgr::get(&c.faults),
+                arena_cache::heap_fallbacks(),
             );
+            eprintln!("rocksdb-server: tier host {stats:?}");
         }
+        eprintln!("{last}");
         served
     });
     match result {

@@ -129,13 +129,14 @@ fn the_block_cache_in_a_tiered_arena_serves_reads_through_demotion() {
     let _ = std::fs::remove_dir_all(&db);
     assert_eq!(got.trim(), "bad 0");
     // The server's last words: blocks were in the arena, some went cold and came back.
-    let line = report.lines().find(|l| l.contains("block cache arena")).expect(&report);
-    let number = |before: &str| -> u64 {
-        let at = line.find(before).expect(before);
-        line[..at].split_whitespace().last().unwrap().parse().unwrap()
+    let line = report.lines().find(|l| l.contains("rocksdb-server: final:")).expect(&report);
+    let number = |name: &str| -> u64 {
+        let field = line.split_whitespace().find_map(|f| f.strip_prefix(name)?.strip_prefix('='));
+        field.expect(name).parse().unwrap()
     };
     eprintln!("{line}");
-    assert!(number(" KiB in use") > 0, "{line}");
-    assert_eq!(number(" heap fallbacks"), 0, "{line}");
-    assert!(number(" demotions") > 0, "{line}");
+    assert!(number("arena_in_use_kib") > 0, "{line}");
+    assert_eq!(number("heap_fallbacks"), 0, "{line}");
+    assert!(number("demotions") > 0, "{line}");
+    assert!(number("rss_kib") > 0, "{line}");
 }

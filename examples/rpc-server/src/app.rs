@@ -16,7 +16,7 @@ use host_dp::io::QueueId;
 use host_dp::io::shm::{ShmPort, Side};
 use host_dp::io::uring::{UringConfig, UringPort};
 use host_dp::net::{ControlConfig, NetRuntime, Plane, PlaneConfig, PortLink};
-use host_dp::runtime::{AgentLink, AgentOptions, Runtime, RuntimeConfig};
+use host_dp::runtime::{AgentLink, AgentOptions, LocalPolicy, Runtime, RuntimeConfig};
 use ipu_cp::Mode;
 use ipu_cp::net::adapter::NetAgent;
 use ipu_cp::net::{Admission, AdmissionConfig};
@@ -54,9 +54,14 @@ pub struct Args {
     /// (on-host), or `ipu-cp` (offloaded, with --ipu-cp; it must run a scheduling policy).
     #[arg(long, value_enum, default_value = "local")]
     pub sched: Mode,
-    /// The scheduling policy of an on-host agent (fifo or shinjuku).
-    #[arg(long, default_value = "fifo")]
+    /// The scheduling policy: fifo (tasks run to completion) or shinjuku (a time slice,
+    /// honoured at preempt points, after which a task goes to the queue's tail). With
+    /// `--sched local` the runtime's own shared queue runs it; with on-host, an agent thread.
+    #[arg(long, default_value = "fifo", value_parser = ["fifo", "shinjuku"])]
     pub sched_policy: String,
+    /// Shinjuku's time slice in microseconds (local and on-host; offloaded, ipu-cp's own).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub slice_us: u64,
     /// The ipu-cp socket (with --control offloaded).
     #[arg(long, value_name = "PATH")]
     pub ipu_cp: Option<PathBuf>,
@@ -142,11 +147,12 @@ fn serve<P: host_dp::io::PacketIo + 'static, B: Backend>(
     })?;
     eprintln!(
         "{name}: serving memcached protocol on {ip}:{} ({} workers, connection control {}, \
-         scheduling {})",
+         scheduling {} {})",
         args.port,
         args.workers,
         args.control.name(),
-        args.sched.name()
+        args.sched.name(),
+        if args.sched == Mode::Offloaded { "by ipu-cp's policy" } else { &args.sched_policy }
     );
     let deadline = args.seconds.map(|s| Instant::now() + Duration::from_secs(s));
     while !stop.load(Ordering::Relaxed) && deadline.is_none_or(|d| Instant::now() < d) {
@@ -223,9 +229,17 @@ fn start_runtime(
         delay_ns: 0,
     };
     match args.sched {
-        Mode::Local => Ok((Runtime::start(config)?, None)),
+        Mode::Local => {
+            let slice_ns = if args.sched_policy == "shinjuku" { args.slice_us * 1000 } else { 0 };
+            let config =
+                RuntimeConfig { slice_ns, local_policy: LocalPolicy::SharedFifo, ..config };
+            Ok((Runtime::start(config)?, None))
+        }
         Mode::OnHost => {
-            let policy_config = ipu_cp::policy::PolicyConfig::default();
+            let policy_config = ipu_cp::policy::PolicyConfig {
+                slice_ns: args.slice_us * 1000,
+                ..ipu_cp::policy::PolicyConfig::default()
+            };
             let policy = ipu_cp::policy::by_name(&args.sched_policy, policy_config)
                 .with_context(|| format!("no scheduling policy `{}`", args.sched_policy))?;
             let (host, cp) = link::channel::heap_pair(

@@ -166,10 +166,12 @@ impl Driver {
                     })
                     .collect();
                 arena.apply(&batch)?;
+                arena.track_writes()?;
                 arena.reclaim();
             }
             Driver::Link(linked) => linked.host.epoch(MonoNanos::now())?,
             Driver::Random { target, per_epoch, rng } => {
+                arena.track_writes()?;
                 arena.reclaim();
                 let counters = arena.counters();
                 let compressed = get(&counters.demotions) - get(&counters.promotions);

@@ -103,6 +103,8 @@ struct Snapshot {
     parks: u64,
     faults: u64,
     fault_ns: u64,
+    tracking_ns: u64,
+    copies_reused: u64,
     driver_cpu_ns: u64,
     policy_cpu_ns: u64,
 }
@@ -142,6 +144,8 @@ fn snapshot(arena: &Arena, driver: Option<&Driver>) -> Snapshot {
         parks: get(&c.parks),
         faults: get(&c.faults),
         fault_ns: get(&c.fault_ns),
+        tracking_ns: get(&c.tracking_ns),
+        copies_reused: get(&c.copies_reused),
         driver_cpu_ns: workload::thread_cpu_ns(),
         policy_cpu_ns: driver.and_then(Driver::policy_cpu_ns).unwrap_or(0),
     }
@@ -295,11 +299,13 @@ fn main() -> anyhow::Result<()> {
                 / (last.faults - first.faults).max(1) as f64
         ),
         format!("{:.1}", (last.parks - first.parks) as f64 / wall),
+        format!("{:.3}", pct_of_wall(last.tracking_ns - first.tracking_ns)),
+        format!("{:.1}", (last.copies_reused - first.copies_reused) as f64 / wall),
     ];
     const HEADER: &str = "setup,run,arena_mb,window_s,ops_per_s,ops_per_cpu_s,p50_ns,p99_ns,\
         p999_ns,slow_fraction,saved_mib,promotions_per_min_pct,target_pct,probes_per_s,\
         faults_per_s,fault_cpu_pct,app_cpu_pct,mechanism_cpu_pct,policy_cpu_pct,\
-        compression_ratio,fault_us,parks_per_s";
+        compression_ratio,fault_us,parks_per_s,tracking_cpu_pct,copies_reused_per_s";
     for (name, value) in HEADER.split(',').zip(&row) {
         println!("{name:>24}: {value}");
     }

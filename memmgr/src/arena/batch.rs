@@ -72,14 +72,19 @@ impl Arena {
     fn park_run(&self, first: usize, n: usize) -> Result<(), Error> {
         let inner = &*self.inner;
         let (src, dst) = (inner.arena.page_addr(first), inner.staging.page_addr(first));
+        if let Err(error) = inner.uffd.unprotect(src, n) {
+            for index in first..first + n {
+                inner.states[index].store(RESIDENT, Ordering::Release);
+            }
+            return Err(error);
+        }
         let moved = inner.uffd.move_pages(src, dst, n).min(n);
         for index in first..first + moved {
             inner.finish(index, PARKED);
         }
         add(&inner.counters.parks, moved as u64);
         for index in first + moved..first + n {
-            let (page, staged) = (inner.arena.page_addr(index), inner.staging.page_addr(index));
-            if let Err(error) = inner.uffd.move_page(page, staged) {
+            if let Err(error) = self.move_out(index) {
                 for left in index..first + n {
                     inner.states[left].store(RESIDENT, Ordering::Release);
                 }

@@ -4,16 +4,50 @@
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
 
-use super::{Arena, BUSY, Error, Outcome, PARKED, RESIDENT, UNTOUCHED};
+use super::{Arena, BUSY, Error, Outcome, PARKED, RESIDENT, UNTOUCHED, add};
 
 impl Arena {
-    /// Frees the compressed copies of pages that were promoted and are resident now; returns
-    /// the bytes freed. The mechanism thread calls it (the fault path frees nothing).
+    /// Whether the arena tracks writes (the kernel has `UFFD_FEATURE_WP_ASYNC` and
+    /// `PAGEMAP_SCAN`, Linux 6.7+): then [`Arena::track_writes`] finds written pages, and a
+    /// promoted page that stays unwritten keeps its compressed copy, so demoting it again
+    /// costs a check instead of a compression (the kernel's swap cache, in user space).
+    pub fn tracks_writes(&self) -> bool {
+        self.inner.uffd.tracks_writes()
+    }
+
+    /// Finds the promoted pages that kept their compressed copies and were written since
+    /// they came in, and lets their copies go (marked stale, freed by [`Arena::reclaim`]);
+    /// returns them, in order (none when writes are not tracked). One query over the span of
+    /// such pages, a few ns per page; protection is not re-armed, so a page costs at most
+    /// one write fault (in the kernel, about 1 µs) per promotion (`memtier.md` §2.4). The
+    /// mechanism thread calls it once per epoch, before [`Arena::reclaim`].
+    pub fn track_writes(&self) -> Result<Vec<usize>, Error> {
+        let inner = &*self.inner;
+        let began = std::time::Instant::now();
+        let clean = |i: &usize| inner.clean[*i].load(Ordering::Acquire);
+        let first = (0..self.pages()).find(clean);
+        let mut written = Vec::new();
+        if let Some(first) = first {
+            let last = (first..self.pages()).rev().find(clean).unwrap_or(first);
+            inner.uffd.take_written(&inner.arena, first, last + 1, &mut written)?;
+        }
+        // Only pages holding a clean copy count (the others are not protected).
+        written.retain(|&index| inner.clean[index].swap(false, Ordering::AcqRel));
+        add(&inner.counters.written, written.len() as u64);
+        let ns = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        add(&inner.counters.tracking_ns, ns);
+        Ok(written)
+    }
+
+    /// Frees the compressed copies of pages that were promoted and are resident now, except
+    /// those write tracking still finds clean (kept for their next demotion); returns the
+    /// bytes freed. The mechanism thread calls it (the fault path frees nothing).
     pub fn reclaim(&self) -> u64 {
         let inner = &*self.inner;
         let mut freed = 0;
         for index in 0..self.pages() {
             if !inner.has_copy[index].load(Ordering::Acquire)
+                || inner.clean[index].load(Ordering::Acquire)
                 || self.claim(index, RESIDENT, None) != Outcome::Done
             {
                 continue;
@@ -56,6 +90,7 @@ impl Arena {
         let dropped =
             inner.arena.discard_pages(&resident).and(inner.staging.discard_pages(&parked));
         for index in first..end {
+            inner.clean[index].store(false, Ordering::Release);
             if inner.has_copy[index].swap(false, Ordering::AcqRel) {
                 let copy =
                     inner.compressed[index].lock().unwrap_or_else(PoisonError::into_inner).take();
