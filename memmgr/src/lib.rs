@@ -9,10 +9,11 @@
 //! - [`uffd`]: the kernel interface; with `sigbus.rs` (the in-thread fault handler) and
 //!   `capi.rs` (exported symbol names), the crate's only unsafe code.
 //!
+//! - Write tracking (`WP_ASYNC` + `PAGEMAP_SCAN`, `Arena::track_writes`): a promoted page
+//!   keeps its compressed copy while unwritten, so demoting it again costs a check.
+//!
 //! Needs root here (or `/dev/userfaultfd` access): `Arena::new` says so clearly otherwise.
-//! Design and measurements: `../shared/docs/memtier.md`; the plan (parking to learn
-//! which pages are touched, write tracking, epoch-batched commands from the policy, the
-//! in-thread fault path) builds on this.
+//! Design and measurements: `../shared/docs/memtier.md`.
 
 mod alloc;
 mod arena;

@@ -1,7 +1,8 @@
 //! Write tracking (`UFFD_FEATURE_WP_ASYNC` + `PAGEMAP_SCAN`): exactly the promoted pages
-//! written since are reported, once; a promoted page that stays clean keeps its compressed copy and is demoted
-//! again without compressing; a written one gets a fresh copy; and a write that lands after
-//! the last tracking pass is caught by the check at demotion, never lost. Both fault modes.
+//! written since are reported, once; a promoted page that stays clean keeps its compressed
+//! copy and is demoted again without compressing; a written one gets a fresh copy; and a
+//! write that lands after the last tracking pass is caught by the check at demotion, never
+//! lost. Both fault modes.
 //! Needs root (userfaultfd), which CI has.
 
 use std::sync::atomic::Ordering;

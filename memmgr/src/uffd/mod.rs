@@ -1,7 +1,7 @@
 //! The kernel interface, and (with `sigbus.rs`, the in-thread fault handler) this crate's
-//! only unsafe code: anonymous mappings, the userfaultfd descriptor and its ioctls (API,
-//! REGISTER, COPY, MOVE, WAKE), `PAGEMAP_SCAN` on `/proc/self/pagemap`, and atomic views of
-//! mapped memory.
+//! only unsafe code: the userfaultfd descriptor and its ioctls (API, REGISTER, COPY, MOVE,
+//! WRITEPROTECT, WAKE) here; anonymous mappings and atomic views of them (`mapping.rs`);
+//! `PAGEMAP_SCAN` on `/proc/self/pagemap` (`pagemap.rs`).
 //!
 //! The ioctl structures and numbers are written out here because the installed headers (Linux
 //! 6.1) predate `UFFDIO_MOVE` (6.8), `UFFD_FEATURE_WP_ASYNC` and `PAGEMAP_SCAN` (6.7); they
@@ -14,8 +14,10 @@
 //! `Mapping` of this crate.
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::ptr::NonNull;
-use std::sync::atomic::AtomicU64;
+
+mod mapping;
+mod pagemap;
+pub use mapping::Mapping;
 
 /// Bytes per page.
 pub const PAGE: usize = 4096;
@@ -71,10 +73,6 @@ const UFFDIO_WAKE: u64 = (2 << 30) | (16 << 16) | (0xAA << 8) | 0x02;
 const UFFDIO_COPY: u64 = iowr(0x03, 40);
 const UFFDIO_MOVE: u64 = iowr(0x05, 40);
 const UFFDIO_WRITEPROTECT: u64 = iowr(0x06, 24);
-/// `_IOWR('f', 16, struct pm_scan_arg)`, on a `/proc/<pid>/pagemap` descriptor.
-const PAGEMAP_SCAN: u64 = (3 << 30) | (96 << 16) | ((b'f' as u64) << 8) | 16;
-const PAGE_IS_WRITTEN: u64 = 1 << 1;
-const PAGE_IS_PRESENT: u64 = 1 << 3;
 
 #[repr(C)]
 struct ApiArg {
@@ -104,188 +102,6 @@ struct TransferArg {
     len: u64,
     mode: u64,
     result: i64,
-}
-
-#[repr(C)]
-struct ScanArg {
-    size: u64,
-    flags: u64,
-    start: u64,
-    end: u64,
-    walk_end: u64,
-    vec: u64,
-    vec_len: u64,
-    max_pages: u64,
-    category_inverted: u64,
-    category_mask: u64,
-    category_anyof_mask: u64,
-    return_mask: u64,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct PageRegion {
-    start: u64,
-    end: u64,
-    categories: u64,
-}
-
-/// An anonymous private mapping of whole pages.
-#[derive(Debug)]
-pub struct Mapping {
-    base: NonNull<u8>,
-    len: usize,
-    /// A pidfd of this process, for `process_madvise` (opened on first use; `None`: none).
-    pidfd: std::sync::OnceLock<Option<OwnedFd>>,
-}
-
-// SAFETY: the mapping is plain memory owned by this value; all access from Rust goes through
-// `AtomicU64`s (`words`), which are safe to share between threads.
-unsafe impl Send for Mapping {}
-// SAFETY: as above: shared access is atomic only.
-unsafe impl Sync for Mapping {}
-
-impl Mapping {
-    /// Maps `pages` zero pages (nothing is touched: the kernel backs them on first access).
-    pub fn new(pages: usize) -> Result<Mapping, UffdError> {
-        let len = pages.checked_mul(PAGE).filter(|&l| l > 0).ok_or(UffdError::Missing("a size"))?;
-        // SAFETY: a fresh anonymous mapping at an address of the kernel's choice; no existing
-        // memory is affected.
-        let ptr = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
-                -1,
-                0,
-            )
-        };
-        if ptr == libc::MAP_FAILED {
-            return Err(last_error("mmap"));
-        }
-        let base = NonNull::new(ptr.cast::<u8>()).ok_or(UffdError::Missing("a mapping"))?;
-        Ok(Mapping { base, len, pidfd: std::sync::OnceLock::new() })
-    }
-
-    /// Address of page `index`.
-    pub fn page_addr(&self, index: usize) -> u64 {
-        assert!(index * PAGE < self.len, "page {index} out of range");
-        self.base.as_ptr() as u64 + (index * PAGE) as u64
-    }
-
-    /// A pointer to byte `offset` of the mapping (dangling past its end: check first).
-    pub fn ptr_at(&self, offset: usize) -> *mut u8 {
-        self.base.as_ptr().wrapping_add(offset)
-    }
-
-    /// The page `address` falls in, if it is in this mapping.
-    pub fn page_index(&self, address: u64) -> Option<usize> {
-        let offset = address.checked_sub(self.base.as_ptr() as u64)?;
-        usize::try_from(offset).ok().filter(|&o| o < self.len).map(|o| o / PAGE)
-    }
-
-    /// Pages in the mapping.
-    pub fn pages(&self) -> usize {
-        self.len / PAGE
-    }
-
-    /// The mapping as 64-bit words (a page is 512 of them).
-    pub fn words(&self) -> &[AtomicU64] {
-        // SAFETY: `base..base+len` is a live mapping owned by `self` (unmapped only in Drop),
-        // page aligned, readable and writable; `AtomicU64` has u64's size and alignment and
-        // any bit pattern is valid; every Rust access to it is atomic (module invariants).
-        // Accessing a page that is not present blocks in the fault handler, which is the
-        // mechanism's business, not a safety concern.
-        unsafe { std::slice::from_raw_parts(self.base.as_ptr().cast::<AtomicU64>(), self.len / 8) }
-    }
-
-    /// Releases the memory of every page in `indices` (sorted) with one system call where
-    /// the kernel allows (`process_madvise`, contiguous pages merged into one range), else
-    /// one `madvise` per range.
-    pub fn discard_pages(&self, indices: &[usize]) -> Result<(), UffdError> {
-        let mut ranges: Vec<libc::iovec> = Vec::with_capacity(indices.len());
-        for &index in indices {
-            let addr = self.page_addr(index);
-            match ranges.last_mut() {
-                Some(last) if last.iov_base as u64 + last.iov_len as u64 == addr => {
-                    last.iov_len += PAGE;
-                }
-                _ => {
-                    ranges.push(libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: PAGE })
-                }
-            }
-        }
-        if ranges.is_empty() {
-            return Ok(());
-        }
-        let pidfd = self.pidfd.get_or_init(|| {
-            // SAFETY: a plain system call on our own pid; it returns a new descriptor or -1.
-            let raw = unsafe { libc::syscall(libc::SYS_pidfd_open, std::process::id(), 0) };
-            // SAFETY: a descriptor the kernel just gave us, owned by nobody else.
-            i32::try_from(raw)
-                .ok()
-                .filter(|&fd| fd >= 0)
-                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
-        });
-        if let Some(pidfd) = pidfd {
-            // SAFETY: the iovecs describe whole pages of this mapping (built above from
-            // `page_addr`); MADV_DONTNEED only drops their contents.
-            let done = unsafe {
-                libc::syscall(
-                    libc::SYS_process_madvise,
-                    pidfd.as_raw_fd(),
-                    ranges.as_ptr(),
-                    ranges.len(),
-                    libc::MADV_DONTNEED,
-                    0,
-                )
-            };
-            let total: usize = ranges.iter().map(|r| r.iov_len).sum();
-            if usize::try_from(done).is_ok_and(|d| d == total) {
-                return Ok(());
-            }
-        }
-        // Not allowed here (or partial): range by range (dropping twice is harmless).
-        for range in &ranges {
-            // SAFETY: as above.
-            if unsafe { libc::madvise(range.iov_base, range.iov_len, libc::MADV_DONTNEED) } != 0 {
-                return Err(last_error("madvise"));
-            }
-        }
-        Ok(())
-    }
-
-    /// Whether page `index` is mapped now (`mincore`).
-    pub fn is_present(&self, index: usize) -> Result<bool, UffdError> {
-        let mut resident = 0u8;
-        // SAFETY: one page of our own mapping, and one byte of output on our stack.
-        let done = unsafe {
-            libc::mincore(self.page_addr(index) as *mut libc::c_void, PAGE, &raw mut resident)
-        };
-        if done != 0 {
-            return Err(last_error("mincore"));
-        }
-        Ok(resident & 1 != 0)
-    }
-
-    /// Releases page `index`'s memory (it reads as zero, or faults if registered, next time).
-    pub fn discard(&self, index: usize) -> Result<(), UffdError> {
-        let addr = self.page_addr(index) as *mut libc::c_void;
-        // SAFETY: a page of our own mapping; MADV_DONTNEED only drops its contents.
-        if unsafe { libc::madvise(addr, PAGE, libc::MADV_DONTNEED) } != 0 {
-            return Err(last_error("madvise"));
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Mapping {
-    fn drop(&mut self) {
-        // SAFETY: the mapping we made in `new`, with its length; nothing refers to it after
-        // `self` goes (views borrow `self`).
-        unsafe { libc::munmap(self.base.as_ptr().cast(), self.len) };
-    }
 }
 
 /// A userfaultfd with the MOVE feature, and asynchronous write protection where the kernel
@@ -373,7 +189,7 @@ impl Uffd {
     /// Reports missing-page faults in all of `mapping` to this descriptor; with `track`
     /// (and write tracking on), its writes are tracked too.
     pub fn register(&self, mapping: &Mapping, track: bool) -> Result<(), UffdError> {
-        let range = Range { start: mapping.page_addr(0), len: mapping.len as u64 };
+        let range = Range { start: mapping.page_addr(0), len: (mapping.pages() * PAGE) as u64 };
         let wp = if track && self.tracks_writes() { REGISTER_MODE_WP } else { 0 };
         let mut arg = RegisterArg { range, mode: REGISTER_MODE_MISSING | wp, ioctls: 0 };
         self.ioctl(UFFDIO_REGISTER, (&raw mut arg).cast(), "UFFDIO_REGISTER")
@@ -472,63 +288,6 @@ impl Uffd {
     pub fn wake(&self, addr: u64) -> Result<(), UffdError> {
         let mut arg = Range { start: addr, len: PAGE as u64 };
         self.ioctl(UFFDIO_WAKE, (&raw mut arg).cast(), "UFFDIO_WAKE")
-    }
-
-    /// Appends to `written` the pages `first..end` of `mapping` (indices) that are present
-    /// and not write-protected: those installed protected ([`Uffd::copy`] with `protect`)
-    /// and written since, and any page never protected. A query only (nothing is protected
-    /// again, so a page costs at most one write fault, in the kernel, about 1 µs): a few ns
-    /// per page of the span, in as few `PAGEMAP_SCAN` calls as the output allows. Nothing
-    /// when writes are not tracked.
-    pub fn take_written(
-        &self,
-        mapping: &Mapping,
-        first: usize,
-        end: usize,
-        written: &mut Vec<usize>,
-    ) -> Result<(), UffdError> {
-        const REGIONS: usize = 512;
-        let Some(pagemap) = &self.pagemap else { return Ok(()) };
-        if first >= end {
-            return Ok(());
-        }
-        let (mut start, stop) =
-            (mapping.page_addr(first), mapping.page_addr(end - 1) + PAGE as u64);
-        let mut regions = [PageRegion::default(); REGIONS];
-        // Each call walks on from where the last stopped; bounded by the span's pages.
-        for _ in 0..=end - first {
-            let mut arg = ScanArg {
-                size: std::mem::size_of::<ScanArg>() as u64,
-                flags: 0,
-                start,
-                end: stop,
-                walk_end: 0,
-                vec: regions.as_mut_ptr() as u64,
-                vec_len: REGIONS as u64,
-                max_pages: 0,
-                category_inverted: 0,
-                category_mask: PAGE_IS_WRITTEN | PAGE_IS_PRESENT,
-                category_anyof_mask: 0,
-                return_mask: PAGE_IS_WRITTEN,
-            };
-            // SAFETY: `arg` is an initialised `pm_scan_arg` on our stack whose `vec` points to
-            // `REGIONS` writable `page_region`s (also ours, alive across the call); the range
-            // is inside this mapping, and the descriptor is our own pagemap.
-            let found = unsafe { libc::ioctl(pagemap.as_raw_fd(), PAGEMAP_SCAN, &raw mut arg) };
-            let found = usize::try_from(found).map_err(|_| last_error("PAGEMAP_SCAN"))?;
-            for region in &regions[..found.min(REGIONS)] {
-                let from = mapping.page_index(region.start);
-                let last = mapping.page_index(region.end.saturating_sub(PAGE as u64));
-                if let (Some(from), Some(last)) = (from, last) {
-                    written.extend(from..=last);
-                }
-            }
-            if arg.walk_end >= stop || arg.walk_end <= start {
-                break;
-            }
-            start = arg.walk_end;
-        }
-        Ok(())
     }
 
     /// Waits up to `timeout_ms` for a fault; returns the faulting address, if one came.
