@@ -62,9 +62,10 @@ def main():
         "`scripts/rocksdb-tier-report.py`. Raw data: `rocksdb-tier.csv`; conditions:",
         "`rocksdb-tier-env.txt`.",
         "",
-        "- Load: open-loop Poisson GETs over 16 connections; 90 % of them on the first 10 % of",
-        "  the keys, the rest uniform over the others; values of words (LZ4 halves them, like",
-        "  text). Each point is a warm-up and then the measured window, at the same rate.",
+        "- Load: open-loop Poisson GETs over 16 connections; most of them (share in the",
+        "  conditions) on the first 10 % of the keys, the rest uniform over the others; values",
+        "  of words (LZ4 halves them, like text). Each point is a warm-up and then the measured",
+        "  window, at the same rate.",
         "- Server: one worker; RocksDB's block cache of the size in the conditions, in the heap",
         "  or in a `memmgr` arena (faults resolved by its handler thread: RocksDB reads files",
         "  into cache blocks with system calls). Memory is the server's `VmRSS` as it stops.",
@@ -75,8 +76,9 @@ def main():
     lines += [f"- `{s}`: {DESCRIBE[s]}" for s in setups] + [""]
     lines += [
         "| setup | achieved GET/s | p50 µs | p99 µs | p99.9 µs | p99 vs heap | RSS MiB "
-        "| RSS vs heap, MiB | cache pages compressed | saved by the tier, MiB | promotions |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| RSS vs heap, MiB | cache pages compressed | saved by the tier, MiB | promotions "
+        "| arena faults |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in setups:
         rss = [v / 1024 for v in values(s, "rss_kib")]
@@ -90,7 +92,8 @@ def main():
             f"| {median_range(rss, '{:.0f}')} | {median_range(delta, '{:+.0f}')} "
             f"| {median_range(values(s, 'compressed_pages'), '{:.0f}') if s != 'heap' else '–'} "
             f"| {median_range([v / 1024 for v in values(s, 'saved_kib')], '{:.1f}') if s != 'heap' else '–'} "
-            f"| {median_range(values(s, 'promotions'), '{:.0f}') if s != 'heap' else '–'} |"
+            f"| {median_range(values(s, 'promotions'), '{:.0f}') if s != 'heap' else '–'} "
+            f"| {median_range(values(s, 'faults'), '{:.0f}') if s != 'heap' else '–'} |"
         )
     unanswered = sum(float(r["unanswered"]) + float(r["errors"]) for r in rows)
     lines += [
@@ -104,6 +107,10 @@ def main():
         "  read. The comparison is about the block cache's own DRAM.",
         "- The arena is sized at 1.5× the cache (its allocator rounds blocks to size classes);",
         "  its untouched pages cost nothing. RSS also counts the compressed copies (heap).",
+        "- Counters are for the whole run (preload, warm-up, window). Most arena faults are",
+        "  first touches: the allocator gives a freed run's memory back at once, so the next",
+        "  block allocated there faults in fresh zeroed pages (a handler-thread wakeup each);",
+        "  RocksDB's heap allocator reuses its memory without that.",
         "- One worker and the load generator share this 2-vCPU VM with the tier policy (on-host:",
         "  its agent thread; offloaded: `ipu-cp`) and the arena's fault handler thread, so a",
         "  fault resolved across vCPUs costs a 40–65 µs wakeup here; latency ratios carry that.",

@@ -178,11 +178,12 @@ impl ArenaAlloc {
                     state.pages[p] = Use::Free;
                 }
                 state.in_use -= n * PAGE;
-                give_back(&mut state, page, n);
-                drop(state);
-                // Dropping the memory can fail only on a broken mapping; the run is free in
-                // any case (its pages are reused, and read whatever is left).
+                // The memory goes before the run is free to take again, under the lock: a
+                // release after unlocking could drop the data of a block just allocated there
+                // (RocksDB's block cache hit that: corrupt blocks). Dropping can fail only on
+                // a broken mapping; the run is free in any case (its pages read what is left).
                 let _ = self.arena.release(page, n);
+                give_back(&mut state, page, n);
                 Ok(())
             }
             _ => Err(FreeError::NotLive(address)),

@@ -89,3 +89,42 @@ fn the_c_interface_allocates_from_the_installed_arena() {
     assert_eq!((capi::wave_arena_contains(foreign), capi::wave_arena_free(foreign)), (0, -1));
     assert!(capi::install(ArenaAlloc::new(arena)).is_err(), "one per process");
 }
+
+#[test]
+fn a_run_freed_by_one_thread_never_drops_another_threads_fresh_block() {
+    // Threads allocate page runs, fill them, check them and free them, racing each other for
+    // the same few pages: a freed run's memory must be gone before the run is handed out again
+    // (a release after that would zero the new owner's data).
+    const THREADS: usize = 3;
+    let arena = Arc::new(Arena::with_faults(64, FaultMode::InThread).expect("run as root"));
+    let alloc = Arc::new(ArenaAlloc::new(arena.clone()));
+    let workers: Vec<_> = (0..THREADS)
+        .map(|t| {
+            let (arena, alloc) = (arena.clone(), alloc.clone());
+            std::thread::spawn(move || {
+                let start = std::time::Instant::now();
+                let mut rounds = 0usize;
+                while start.elapsed() < std::time::Duration::from_millis(1500) {
+                    let len = 4096 * (2 + rounds % 3);
+                    let Some(ptr) = alloc.alloc(len, 16) else { continue };
+                    let id = t * 1_000_000 + rounds;
+                    let block = words(&arena, ptr.as_ptr(), len);
+                    for (w, word) in block.iter().enumerate() {
+                        word.store(pattern(id, w), Ordering::Relaxed);
+                    }
+                    std::thread::yield_now();
+                    for (w, word) in block.iter().enumerate() {
+                        let got = word.load(Ordering::Relaxed);
+                        assert_eq!(got, pattern(id, w), "thread {t} round {rounds} word {w}");
+                    }
+                    alloc.free(ptr.as_ptr()).expect("a live run");
+                    rounds += 1;
+                }
+                rounds
+            })
+        })
+        .collect();
+    let rounds: usize = workers.into_iter().map(|w| w.join().expect("data intact")).sum();
+    assert!(rounds > 1000, "the threads must have raced: {rounds} rounds");
+    assert_eq!(alloc.in_use(), 0);
+}
