@@ -55,8 +55,9 @@ def main():
         "`rocksdb-server` on a shared-memory wire and then `scripts/rocksdb-report.py`. Raw",
         "data: `rocksdb.csv`.",
         "",
-        "- Load: open-loop Poisson, 32 connections, 20 000 keys of 100 bytes; 2 % of requests",
-        "  are `scan <key> 1000`, the rest GETs. Latency from each request's planned send time.",
+        "- Load: open-loop Poisson, 128 connections, 20 000 keys of 100 bytes; a share of the",
+        "  requests are `scan <key> N` (share and N in the conditions below), the rest GETs.",
+        "  Latency from each request's planned send time.",
         "- Server: one worker; a scan runs in chunks of 64 items with a preempt point between",
         "  them. Policies, interleaved point by point:",
         "",
@@ -97,13 +98,26 @@ def main():
         "",
         "## Caveats",
         "",
-        "- On this 2-vCPU VM the load generator, the worker and the agent share two cores, so",
-        "  absolute latencies include time-sharing (milliseconds); the ratio between policies",
-        "  under the same conditions is the measure. Where cores are free, pin them apart.",
+        "- On this 2-vCPU VM the load generator, the worker and an agent thread (on-host) or",
+        "  `ipu-cp` (offloaded) are three busy threads on two cores. Under an agent, every task",
+        "  switch waits for the agent's decision, and the agent gets a core only when the",
+        "  kernel's scheduler gives it one (milliseconds): FIFO suffers that per request,",
+        "  Shinjuku per 30 µs slice, so here preemption through an agent makes GETs slower, by",
+        "  orders of magnitude. The policy itself is measured by the local pair (the runtime's",
+        "  own queue, no agent). The agent setups need cores of their own (the scheduling",
+        "  experiment, `sched.md`, runs the worker and the agent on CPUs of their own, with no",
+        "  client beside them).",
         "- A GET behind a SCAN on the same connection waits for it whatever the policy",
-        "  (replies keep their order); 32 connections make that rare but not impossible.",
+        "  (replies keep their order), and preemption stretches a scan: with 32 connections",
+        "  that alone put 1–2 % of GETs behind a scan, at the p99. 128 connections make it rare.",
+        "- `late` (requests the client sent over 1 ms behind plan) marks the points where this",
+        "  shared VM took the client's CPU away; such stalls reach the p99 of an 8 s point, so",
+        "  the median of the per-run ratios and the ratio of the best runs are both given.",
         "",
     ]
+    env = out / "rocksdb-env.txt"
+    if env.exists():
+        lines += ["## Conditions", "", "```", env.read_text().strip(), "```", ""]
     (out / "rocksdb.md").write_text("\n".join(lines))
     print("\n".join(lines))
     plot(out, points, policies, rates)

@@ -76,10 +76,15 @@ def main():
     lines += [f"- `{s}`: {DESCRIBE[s]}" for s in setups] + [""]
     lines += [
         "| setup | achieved GET/s | p50 µs | p99 µs | p99.9 µs | p99 vs heap | RSS MiB "
-        "| RSS vs heap, MiB | cache pages compressed | saved by the tier, MiB | promotions "
-        "| arena faults |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| RSS vs heap, MiB | block cache, MiB | arena in use, MiB | cache pages compressed "
+        "| saved by the tier, MiB | promotions | arena faults |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    def arena_mib(s):
+        if s == "heap":
+            return "–"
+        return median_range([v / 1024 for v in values(s, "arena_in_use_kib")], "{:.0f}")
+
     for s in setups:
         rss = [v / 1024 for v in values(s, "rss_kib")]
         delta = versus_heap(s, "rss_kib", lambda a, b: (a - b) / 1024)
@@ -90,6 +95,8 @@ def main():
             f"| {median_range(values(s, 'p999_us'), '{:.0f}')} "
             f"| {median_range(versus_heap(s, 'p99_us', lambda a, b: a / max(b, 1)), '{:.2f}')} "
             f"| {median_range(rss, '{:.0f}')} | {median_range(delta, '{:+.0f}')} "
+            f"| {median_range([v / 1024 for v in values(s, 'cache_kib')], '{:.0f}')} "
+            f"| {arena_mib(s)} "
             f"| {median_range(values(s, 'compressed_pages'), '{:.0f}') if s != 'heap' else '–'} "
             f"| {median_range([v / 1024 for v in values(s, 'saved_kib')], '{:.1f}') if s != 'heap' else '–'} "
             f"| {median_range(values(s, 'promotions'), '{:.0f}') if s != 'heap' else '–'} "

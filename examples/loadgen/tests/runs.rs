@@ -78,3 +78,45 @@ fn a_get_scan_mix_against_rocksdb_server_on_the_wire() {
         assert!(scan_p99.parse::<u64>().is_ok(), "SCANs were answered: {text}");
     }
 }
+
+#[test]
+fn skewed_text_values_against_rocksdb_server_under_local_shinjuku() {
+    // The flags the RocksDB experiments use: a hot set, values of words, Shinjuku in the
+    // runtime's own queue (scans preempted between chunks), and the server's last line
+    // forwarded.
+    let out = Command::new(BIN)
+        .args(["run", "--server", "wire", "--wire-server", "rocksdb-server"])
+        .args(["--rates", "500,1000", "--seconds", "0.5", "--keys", "500", "--conns", "4"])
+        .args(["--hot-keys", "0.1", "--hot-share", "0.9", "--text-values", "--value-bytes", "200"])
+        .args(["--scan-ratio", "0.05", "--scan-count", "200"])
+        .args(["--server-arg=--sched", "--server-arg=local", "--server-arg=--sched-policy"])
+        .args(["--server-arg=shinjuku", "--server-arg=--slice-us", "--server-arg=20"])
+        .output()
+        .expect("loadgen (and rocksdb-server next to it: cargo build -p rocksdb-server)");
+    check_table(&out);
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("rocksdb-server: final: rss_kib="), "{said}");
+}
+
+#[test]
+fn bad_flags_are_refused_with_a_reason() {
+    for (args, reason) in [
+        (&["--hot-keys", "0.1"][..], "--hot-share"),
+        (&["--hot-keys", "1.5", "--hot-share", "0.9"][..], "--hot-keys"),
+        (&["--hot-keys", "0.1", "--hot-share", "2"][..], "--hot-share"),
+        (&["--scan-ratio", "1.5"][..], "--scan-ratio"),
+        (&["--server-arg=--sched-policy", "--server-arg=lottery"][..], "lottery"),
+        (&["--server-arg=--slice-us", "--server-arg=0"][..], "slice-us"),
+        (&["--server-arg=--block-bytes", "--server-arg=10"][..], "block-bytes"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["run", "--server", "wire", "--rates", "1000", "--seconds", "0.2"])
+            .args(["--wire-server", "rocksdb-server"])
+            .args(args)
+            .output()
+            .expect("loadgen");
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} accepted");
+        assert!(said.contains(reason), "{args:?}: {said}");
+    }
+}

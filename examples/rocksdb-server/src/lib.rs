@@ -22,6 +22,9 @@ pub struct StoreOptions {
     pub block_cache: Option<rocksdb::Cache>,
     /// Memtable size, bytes; `None`: RocksDB's default (64 MiB).
     pub write_buffer_bytes: Option<usize>,
+    /// Target size of a table's data blocks, bytes; `None`: RocksDB's default (4 KiB). A
+    /// block ends past this size by up to one entry.
+    pub block_bytes: Option<usize>,
 }
 
 impl std::fmt::Debug for StoreOptions {
@@ -29,6 +32,7 @@ impl std::fmt::Debug for StoreOptions {
         f.debug_struct("StoreOptions")
             .field("block_cache", &self.block_cache.is_some())
             .field("write_buffer_bytes", &self.write_buffer_bytes)
+            .field("block_bytes", &self.block_bytes)
             .finish()
     }
 }
@@ -85,6 +89,11 @@ fn decode(raw: &[u8]) -> Option<(Item, &[u8])> {
 }
 
 impl RocksStore {
+    /// Bytes the block cache holds now, as RocksDB charges them (`rocksdb.block-cache-usage`).
+    pub fn block_cache_bytes(&self) -> Option<u64> {
+        self.db.property_int_value("rocksdb.block-cache-usage").ok().flatten()
+    }
+
     /// Opens (creating if needed) the database at `path`, with RocksDB's defaults.
     pub fn open(path: &Path) -> Result<RocksStore, rocksdb::Error> {
         RocksStore::open_with(path, &StoreOptions::default())
@@ -94,9 +103,14 @@ impl RocksStore {
     pub fn open_with(path: &Path, store: &StoreOptions) -> Result<RocksStore, rocksdb::Error> {
         let mut options = Options::default();
         options.create_if_missing(true);
-        if let Some(cache) = &store.block_cache {
+        if store.block_cache.is_some() || store.block_bytes.is_some() {
             let mut table = rocksdb::BlockBasedOptions::default();
-            table.set_block_cache(cache);
+            if let Some(cache) = &store.block_cache {
+                table.set_block_cache(cache);
+            }
+            if let Some(bytes) = store.block_bytes {
+                table.set_block_size(bytes);
+            }
             options.set_block_based_table_factory(&table);
         }
         if let Some(bytes) = store.write_buffer_bytes {

@@ -31,6 +31,10 @@ struct Cli {
     /// RocksDB's memtable, KiB (default: RocksDB's 64 MiB).
     #[arg(long)]
     write_buffer_kb: Option<usize>,
+    /// Target size of RocksDB's data blocks, bytes (default: RocksDB's 4096). A block ends
+    /// past it by up to one entry: in an arena, keep target + entry under a page.
+    #[arg(long, value_parser = clap::value_parser!(u64).range(256..=1 << 20))]
+    block_bytes: Option<u64>,
     /// Put the block cache in a tiered `memmgr` arena of this many MiB (0: the heap). Its
     /// faults are resolved by a handler thread: RocksDB reads files into cache blocks.
     #[arg(long, default_value_t = 0)]
@@ -98,6 +102,7 @@ fn open(cli: &Cli, tier: Option<&Tier>) -> anyhow::Result<RocksStore> {
     let options = StoreOptions {
         block_cache: Some(arena_cache::block_cache(capacity, tier.map(|t| &t.arena))?),
         write_buffer_bytes: cli.write_buffer_kb.map(|kb| kb << 10),
+        block_bytes: cli.block_bytes.and_then(|b| usize::try_from(b).ok()),
     };
     RocksStore::open_with(&cli.db, &options)
         .with_context(|| format!("opening {}", cli.db.display()))
@@ -117,9 +122,13 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = start_tier(&cli).and_then(|tier| {
         let store = Arc::new(open(&cli, tier.as_ref())?);
-        let served = rpc_server::app::run(cli.server, "rocksdb-server", store);
+        let served = rpc_server::app::run(cli.server, "rocksdb-server", store.clone());
         // Measured before anything is torn down: what the process holds in DRAM now.
-        let mut last = format!("rocksdb-server: final: rss_kib={}", rss_kib());
+        let mut last = format!(
+            "rocksdb-server: final: rss_kib={} cache_kib={}",
+            rss_kib(),
+            store.block_cache_bytes().unwrap_or(0) >> 10
+        );
         if let Some(Tier { arena, thread, .. }) = tier {
             let stats = thread.stop();
             let c = arena.counters();
