@@ -18,21 +18,14 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+from report_common import median_range
+
 SETUPS = ["heap", "on-host", "offloaded"]
 DESCRIBE = {
     "heap": "block cache in the heap (RocksDB's LRU cache as usual): the baseline",
     "on-host": "block cache in a memmgr arena, tiered by the tier policy in an agent thread",
     "offloaded": "block cache in a memmgr arena, tiered by the same policy in `ipu-cp`",
 }
-
-
-def median_range(values, fmt):
-    if not values:
-        return "–"
-    m = statistics.median(values)
-    if len(values) == 1 or min(values) == max(values):
-        return fmt.format(m)
-    return f"{fmt.format(m)} ({fmt.format(min(values))}–{fmt.format(max(values))})"
 
 
 def main():

@@ -18,6 +18,8 @@ import tempfile
 from collections import defaultdict
 from pathlib import Path
 
+from report_common import median_range
+
 SETUPS = ["resident", "offloaded", "on-host", "random", "kernel"]
 DESCRIBE = {
     "resident": "every page resident (baseline)",
@@ -26,15 +28,6 @@ DESCRIBE = {
     "random": "random pages demoted to the offloaded run's share (lower bound)",
     "kernel": "kernel LRU: cgroup v1 limit at the offloaded run's resident DRAM, zram lz4 swap",
 }
-
-
-def median_range(values, fmt):
-    if not values:
-        return "–"
-    m = statistics.median(values)
-    if len(values) == 1 or min(values) == max(values):
-        return fmt.format(m)
-    return f"{fmt.format(m)} ({fmt.format(min(values))}–{fmt.format(max(values))})"
 
 
 def na(setup, text):

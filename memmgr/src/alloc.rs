@@ -1,7 +1,8 @@
 //! An allocator over an [`Arena`], so an app's data (a cache, a heap of records) lives in
 //! tiered memory. Small blocks (16 B .. 2 KiB, powers of two) come from pages given to one
-//! size class each; larger ones are runs of whole pages, first fit, and go back to the arena
-//! when freed ([`Arena::release`]: their DRAM and compressed copies are dropped). Metadata
+//! size class each; larger ones are runs of whole pages, first fit, retired when freed
+//! ([`Arena::retire`]: resident pages stay mapped, so reusing them costs no fault, and are
+//! free to the policy; parked or compressed ones are dropped with their copies). Metadata
 //! lives outside the arena (a byte per page and a slot bitmap per small page), so freeing
 //! never touches a page that may be compressed, and a bad or double free is an error, not a
 //! corruption. One lock: allocation is not on a fast path here (a block-cache fill is), and
@@ -104,7 +105,7 @@ impl ArenaAlloc {
 
     /// A block of at least `size` bytes aligned to `align` (≤ 4096, a power of two); `None`
     /// when the arena is full or the alignment is not supported. The memory is zeroed only
-    /// if it was never used (freed memory reads as zeros again only for whole pages).
+    /// if it was never used (as with `malloc`, a block may hold what a freed one left).
     pub fn alloc(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
         if !align.is_power_of_two() || align > PAGE {
             return None;
@@ -117,6 +118,7 @@ impl ArenaAlloc {
                 Some(offset) => offset,
                 None => {
                     let page = take_pages(&mut state, 1)?;
+                    self.arena.reuse(page, 1);
                     state.pages[page] = Use::Small(u8::try_from(class).expect("class"));
                     state.live.insert(page, [0; 4]);
                     let block = SMALL_MIN << class;
@@ -133,6 +135,7 @@ impl ArenaAlloc {
         } else {
             let n = size.div_ceil(PAGE);
             let page = take_pages(&mut state, n)?;
+            self.arena.reuse(page, n);
             state.pages[page] = Use::Run(n);
             for later in page + 1..page + n {
                 state.pages[later] = Use::InRun;
@@ -153,7 +156,7 @@ impl ArenaAlloc {
         }
     }
 
-    /// Frees the block at `ptr`. Pages of a run go back to the arena (their memory too).
+    /// Frees the block at `ptr`. The pages of a run are retired ([`Arena::retire`]).
     pub fn free(&self, ptr: *mut u8) -> Result<(), FreeError> {
         let address = ptr as usize;
         let page = self.arena.page_of(address).ok_or(FreeError::Foreign(address))?;
@@ -178,11 +181,13 @@ impl ArenaAlloc {
                     state.pages[p] = Use::Free;
                 }
                 state.in_use -= n * PAGE;
-                // The memory goes before the run is free to take again, under the lock: a
-                // release after unlocking could drop the data of a block just allocated there
-                // (RocksDB's block cache hit that: corrupt blocks). Dropping can fail only on
-                // a broken mapping; the run is free in any case (its pages read what is left).
-                let _ = self.arena.release(page, n);
+                // Retired before the run is free to take again, under the lock: dropping
+                // pages after unlocking could drop the data of a block just allocated there
+                // (RocksDB's block cache hit that: corrupt blocks). Resident pages stay mapped
+                // (the next block there costs no fault) and free to the policy. Dropping
+                // parked or compressed pages can fail only on a broken mapping; the run is
+                // free in any case (its pages read what is left).
+                let _ = self.arena.retire(page, n);
                 give_back(&mut state, page, n);
                 Ok(())
             }

@@ -1,6 +1,7 @@
 //! The arena allocator: blocks of every size class and page runs keep their data through
-//! demotion and promotion, frees are checked, freed runs give their memory back, and the C
-//! interface hands out the same blocks. Needs root (userfaultfd), which CI has.
+//! demotion and promotion, frees are checked, freed runs are retired (kept mapped, free to
+//! the policy) and reused without a fault, and the C interface hands out the same blocks.
+//! Needs root (userfaultfd), which CI has.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,11 +55,20 @@ fn blocks_keep_their_data_through_demotion_and_frees_are_checked() {
     let mut outside = 0u8;
     let foreign = std::ptr::from_mut(&mut outside);
     assert_eq!(alloc.free(foreign), Err(FreeError::Foreign(foreign as usize)));
-    // A freed run gives its pages back: they read as zeros, and are reused.
+    // A freed run is retired: its resident pages stay mapped and are free to the policy
+    // (never parked), and the next run there reuses them without a fault.
     alloc.free(large).unwrap();
-    assert!(words(&arena, large, 40_000).iter().all(|w| w.load(Ordering::Relaxed) == 0));
+    let first = arena.page_of(large as usize).unwrap();
+    assert!((first..first + 10).all(|p| arena.view(p).free), "free to the policy");
+    assert!(!arena.park(first).unwrap(), "a retired page is not parked");
+    let faults = get(&arena.counters().faults);
     let again = alloc.alloc(40_000, 4096).unwrap().as_ptr();
     assert_eq!(again, large, "first fit reuses the freed run");
+    for (w, word) in words(&arena, again, 40_000).iter().enumerate() {
+        word.store(pattern(999, w), Ordering::Relaxed);
+    }
+    assert_eq!(get(&arena.counters().faults), faults, "reuse costs no fault");
+    assert!((first..first + 10).all(|p| !arena.view(p).free), "in use again");
     // Unsupported alignment, and a full arena, say so with None.
     assert!(alloc.alloc(64, 8192).is_none());
     assert!(alloc.alloc(512 * 4096, 8).is_none());
@@ -93,11 +103,23 @@ fn the_c_interface_allocates_from_the_installed_arena() {
 #[test]
 fn a_run_freed_by_one_thread_never_drops_another_threads_fresh_block() {
     // Threads allocate page runs, fill them, check them and free them, racing each other for
-    // the same few pages: a freed run's memory must be gone before the run is handed out again
-    // (a release after that would zero the new owner's data).
+    // the same few pages while a mechanism thread parks random pages: a freed run must be
+    // retired (its parked pages dropped) before the run is handed out again (dropping after
+    // that would zero the new owner's data).
     const THREADS: usize = 3;
     let arena = Arc::new(Arena::with_faults(64, FaultMode::InThread).expect("run as root"));
     let alloc = Arc::new(ArenaAlloc::new(arena.clone()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let parker = {
+        let (arena, stop) = (arena.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut page = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                page = (page * 7 + 3) % arena.pages();
+                arena.park(page).expect("park");
+            }
+        })
+    };
     let workers: Vec<_> = (0..THREADS)
         .map(|t| {
             let (arena, alloc) = (arena.clone(), alloc.clone());
@@ -125,6 +147,9 @@ fn a_run_freed_by_one_thread_never_drops_another_threads_fresh_block() {
         })
         .collect();
     let rounds: usize = workers.into_iter().map(|w| w.join().expect("data intact")).sum();
+    stop.store(true, Ordering::Relaxed);
+    parker.join().expect("parker");
     assert!(rounds > 1000, "the threads must have raced: {rounds} rounds");
+    assert!(get(&arena.counters().parks) > 100, "pages were parked meanwhile");
     assert_eq!(alloc.in_use(), 0);
 }

@@ -26,7 +26,7 @@ impl Arena {
             parked: state == PARKED,
             compressed: state == COMPRESSED,
             touched: inner.touched[index].load(Ordering::Acquire),
-            free: state == UNTOUCHED,
+            free: state == UNTOUCHED || inner.unused[index].load(Ordering::Acquire),
         }
     }
 
@@ -47,7 +47,7 @@ impl Arena {
         demotes.sort_unstable();
         let mut claimed = Vec::with_capacity(parks.len());
         for (index, version) in parks {
-            let outcome = self.claim(index, RESIDENT, Some(version));
+            let outcome = self.claim_in_use(index, Some(version));
             count(&mut applied, outcome);
             if outcome == Outcome::Done {
                 claimed.push(index);

@@ -67,11 +67,31 @@ impl Arena {
 
 impl Arena {
     /// Gives pages `first .. first + n` back: whatever they hold (resident, parked or
-    /// compressed) is dropped, and they read as zeros next time (an allocator's free).
-    /// Waits out transitions in progress on them.
+    /// compressed) is dropped, and they read as zeros next time. Waits out transitions in
+    /// progress on them.
     pub fn release(&self, first: usize, n: usize) -> Result<(), Error> {
+        self.drop_pages(first, n, false)
+    }
+
+    /// An allocator's free of pages `first .. first + n`: resident pages stay mapped (the
+    /// next use costs no fault, as with `malloc`'s free lists) but are marked unused, so the
+    /// policy sees them free and they are never parked or demoted; parked or compressed ones
+    /// are dropped (they read as zeros next time). [`Arena::reuse`] ends it.
+    pub fn retire(&self, first: usize, n: usize) -> Result<(), Error> {
+        self.drop_pages(first, n, true)
+    }
+
+    /// Pages `first .. first + n` are in use again (an allocator's allocation).
+    pub fn reuse(&self, first: usize, n: usize) {
+        let end = (first + n).min(self.pages());
+        for unused in &self.inner.unused[first.min(end)..end] {
+            unused.store(false, Ordering::Release);
+        }
+    }
+
+    fn drop_pages(&self, first: usize, n: usize, keep_resident: bool) -> Result<(), Error> {
         let inner = &*self.inner;
-        let (mut resident, mut parked) = (Vec::new(), Vec::new());
+        let (mut resident, mut parked, mut kept) = (Vec::new(), Vec::new(), Vec::new());
         let end = (first + n).min(self.pages());
         for index in first..end {
             let state = loop {
@@ -82,6 +102,7 @@ impl Arena {
                 std::thread::yield_now();
             };
             match state {
+                RESIDENT if keep_resident => kept.push(index),
                 RESIDENT => resident.push(index),
                 PARKED => parked.push(index),
                 _ => {}
@@ -98,7 +119,9 @@ impl Arena {
                 inner.counters.compressed_bytes.fetch_sub(bytes, Ordering::Relaxed);
             }
             inner.touched[index].store(false, Ordering::Release);
-            inner.finish(index, UNTOUCHED);
+            let kept_in = kept.binary_search(&index).is_ok();
+            inner.unused[index].store(kept_in, Ordering::Release);
+            inner.finish(index, if kept_in { RESIDENT } else { UNTOUCHED });
         }
         dropped
     }

@@ -101,6 +101,9 @@ pub(crate) struct Inner {
     /// tracking knows. A hint only: a demotion checks the copy against the page before
     /// reusing it (a write can land between a tracking pass and the page's move).
     pub(crate) clean: Vec<AtomicBool>,
+    /// Resident but free (an allocator retired it, [`Arena::retire`]): the policy sees it
+    /// free, and it is never parked or demoted.
+    pub(crate) unused: Vec<AtomicBool>,
     pub(crate) counters: Counters,
 }
 
@@ -145,6 +148,7 @@ impl Arena {
             compressed: (0..pages).map(|_| Mutex::new(None)).collect(),
             has_copy: (0..pages).map(|_| AtomicBool::new(false)).collect(),
             clean: (0..pages).map(|_| AtomicBool::new(false)).collect(),
+            unused: (0..pages).map(|_| AtomicBool::new(false)).collect(),
             counters: Counters::default(),
         });
         let stop = Arc::new(AtomicBool::new(false));
@@ -199,6 +203,18 @@ impl Arena {
     }
 
     /// Takes page `index` from `from` to `BUSY` if its version is `expected` (when given).
+    /// Takes resident page `index` to `BUSY` for parking, unless it is unused (retired by an
+    /// allocator: not the policy's to move) or not at version `expected`.
+    fn claim_in_use(&self, index: usize, expected: Option<u32>) -> Outcome {
+        let claimed = self.claim(index, RESIDENT, expected);
+        // `retire` sets the mark under BUSY, so it cannot change while we hold the page.
+        if claimed == Outcome::Done && self.inner.unused[index].load(Ordering::Acquire) {
+            self.inner.states[index].store(RESIDENT, Ordering::Release);
+            return Outcome::Skipped;
+        }
+        claimed
+    }
+
     fn claim(&self, index: usize, from: u8, expected: Option<u32>) -> Outcome {
         let inner = &*self.inner;
         let state = &inner.states[index];
@@ -216,7 +232,7 @@ impl Arena {
     fn park_at(&self, index: usize, expected: Option<u32>) -> Result<Outcome, Error> {
         let inner = &*self.inner;
         let state = &inner.states[index];
-        let claimed = self.claim(index, RESIDENT, expected);
+        let claimed = self.claim_in_use(index, expected);
         if claimed != Outcome::Done {
             return Ok(claimed);
         }
