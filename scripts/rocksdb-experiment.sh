@@ -18,16 +18,8 @@ rates=${RATES:-1000,2000}
 seconds=${SECONDS_PER_RATE:-8}
 scan_ratio=${SCAN_RATIO:-0.02}
 scan_count=${SCAN_COUNT:-5000}
-work=$(mktemp -d)
-socket="$work/ipu-cp.sock"
-cleanup() {
-    if [[ -n "${cp_pid:-}" ]]; then kill "$cp_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-./target/release/ipu-cp --socket "$socket" --policy shinjuku 2>"$work/ipu-cp.log" &
-cp_pid=$!
-for _ in $(seq 100); do [[ -S $socket ]] && break; sleep 0.05; done
+source scripts/ipu-cp-work.sh
+start_ipu_cp --policy shinjuku
 csv="$out/rocksdb.csv"
 {
     echo "kernel: $(uname -r); vCPUs: $(nproc); load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -24,16 +24,8 @@ value_bytes=${VALUE_BYTES:-400}
 cache_mb=${CACHE_MB:-128}
 hot_share=${HOT_SHARE:-0.99}
 epoch_ms=250
-work=$(mktemp -d)
-socket="$work/ipu-cp.sock"
-cleanup() {
-    if [[ -n "${cp_pid:-}" ]]; then kill "$cp_pid" 2>/dev/null || true; fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
-./target/release/ipu-cp --socket "$socket" --tier-epoch-ms "$epoch_ms" 2>"$work/ipu-cp.log" &
-cp_pid=$!
-for _ in $(seq 100); do [[ -S $socket ]] && break; sleep 0.05; done
+source scripts/ipu-cp-work.sh
+start_ipu_cp --tier-epoch-ms "$epoch_ms"
 csv="$out/rocksdb-tier.csv"
 echo "setup,run,offered_per_s,achieved_per_s,p50_us,p99_us,p999_us,late,unanswered,errors,\
 rss_kib,cache_kib,arena_in_use_kib,compressed_pages,saved_kib,promotions,demotions,faults" >"$csv"
