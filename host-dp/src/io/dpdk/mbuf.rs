@@ -2,7 +2,8 @@
 //!
 //! Invariants: the pointer is non-null, came from `rte_pktmbuf_alloc*` or an rx burst, is a
 //! single-segment mbuf (ports are set up without scatter-rx, and frames fit one buffer; rx
-//! asserts it) owned by exactly this value (ownership leaves with `into_raw`), and its
+//! asserts it) owned by exactly this value (ownership leaves when the port forgets it after
+//! DPDK took it), and its
 //! pool outlives it (the port keeps its pool alive while it has mbufs out; pools are freed
 //! only when their `Mempool` value drops, after the ports using them).
 
@@ -26,14 +27,6 @@ impl Mbuf {
     /// `raw` must be a valid single-segment mbuf that nothing else owns or frees.
     pub(super) unsafe fn from_raw(raw: NonNull<rte_mbuf>, frame_len_max: usize) -> Mbuf {
         Mbuf { raw, frame_len_max }
-    }
-
-    /// Gives up ownership (to a tx burst that accepted it).
-    #[inline]
-    pub(super) fn into_raw(self) -> *mut rte_mbuf {
-        let raw = self.raw.as_ptr();
-        std::mem::forget(self);
-        raw
     }
 
     /// The data pointer and length: DPDK's `rte_pktmbuf_mtod` and `rte_pktmbuf_data_len`,

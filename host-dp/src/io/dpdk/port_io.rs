@@ -41,11 +41,7 @@ impl PacketIo for DpdkPort {
                 dpdk_sys::rte_pktmbuf_alloc_bulk_(self.pool.raw.as_ptr(), raw.as_mut_ptr(), n)
             } == 0;
             let got = if bulk { chunk } else { self.alloc_one_by_one(&mut raw[..chunk]) };
-            for &m in &raw[..got] {
-                let m = NonNull::new(m).expect("allocated mbufs are non-null");
-                // SAFETY: a fresh single-segment mbuf, owned by nobody else.
-                out.push(unsafe { Mbuf::from_raw(m, max) });
-            }
+            adopt(out, &raw[..got], max);
             given += got;
             if got < chunk {
                 break; // the pool is empty
@@ -56,15 +52,16 @@ impl PacketIo for DpdkPort {
 
     fn free_batch(&mut self, frames: &mut Vec<Mbuf>) {
         let mut raw = [std::ptr::null_mut::<dpdk_sys::rte_mbuf>(); BURST];
-        while !frames.is_empty() {
-            let chunk = frames.len().min(BURST);
-            for (slot, frame) in raw.iter_mut().zip(frames.drain(..chunk)) {
-                *slot = frame.into_raw();
+        for chunk in frames.chunks(BURST) {
+            for (slot, frame) in raw.iter_mut().zip(chunk) {
+                *slot = frame.as_raw();
             }
-            let n = u32::try_from(chunk).expect("at most BURST");
-            // SAFETY: the first `chunk` pointers are mbufs we owned (taken with into_raw).
+            let n = u32::try_from(chunk.len()).expect("at most BURST");
+            // SAFETY: the first `n` pointers are mbufs owned by `frames`, which forgets them
+            // below without dropping (so each is freed once, here).
             unsafe { dpdk_sys::rte_pktmbuf_free_bulk(raw.as_mut_ptr(), n) };
         }
+        forget_first(frames, frames.len());
     }
 
     fn rx_burst(
@@ -82,13 +79,8 @@ impl PacketIo for DpdkPort {
             // SAFETY: started port, valid queue; `raw` has room for `want` pointers.
             let got =
                 unsafe { dpdk_sys::rte_eth_rx_burst_(self.id, queue.0, raw.as_mut_ptr(), want) };
-            for &m in &raw[..usize::from(got)] {
-                let m = NonNull::new(m).expect("rx burst returns non-null mbufs");
-                // SAFETY: a received mbuf we now own; reading a field.
-                debug_assert_eq!(unsafe { m.as_ref() }.nb_segs, 1, "scatter-rx is never enabled");
-                // SAFETY: the device hands us ownership of each received mbuf.
-                out.push(unsafe { Mbuf::from_raw(m, frame_max) });
-            }
+            // Scatter-rx is never enabled: every received mbuf is one segment.
+            adopt(out, &raw[..usize::from(got)], frame_max);
             received += usize::from(got);
             if got < want {
                 break;
@@ -100,14 +92,22 @@ impl PacketIo for DpdkPort {
     fn tx_burst(&mut self, queue: QueueId, frames: &mut Vec<Mbuf>) -> Result<usize, IoError> {
         check_queue(queue, self.config.tx_queues)?;
         let max = self.caps.frame_len_max;
-        let oversize = frames.iter().position(|f| crate::io::Frame::len(f) > max);
-        let sendable = oversize.unwrap_or(frames.len());
+        let mut oversize = None;
         let mut sent = 0;
         let mut raw = [std::ptr::null_mut::<dpdk_sys::rte_mbuf>(); BURST];
-        while sent < sendable {
-            let chunk = (sendable - sent).min(BURST);
-            for (slot, frame) in raw.iter_mut().zip(&frames[sent..sent + chunk]) {
+        while sent < frames.len() && oversize.is_none() {
+            // Up to a burst of frames, stopping before the first one over the MTU.
+            let mut chunk = 0;
+            for (slot, frame) in raw.iter_mut().zip(&frames[sent..]) {
+                if crate::io::Frame::len(frame) > max {
+                    oversize = Some(sent + chunk);
+                    break;
+                }
                 *slot = frame.as_raw();
+                chunk += 1;
+            }
+            if chunk == 0 {
+                break;
             }
             let n = u16::try_from(chunk).expect("at most BURST");
             // SAFETY: started port, valid queue; the first `n` pointers are owned mbufs. The
@@ -120,15 +120,39 @@ impl PacketIo for DpdkPort {
                 break;
             }
         }
-        for frame in frames.drain(..sent) {
-            let _ = frame.into_raw(); // now the device's
-        }
+        forget_first(frames, sent); // now the device's
         match oversize {
-            Some(_) if sent == sendable => {
+            Some(at) if sent == at => {
                 let len = crate::io::Frame::len(&frames[0]);
                 Err(IoError::FrameTooLong { len, max })
             }
             _ => Ok(sent),
         }
+    }
+}
+
+/// Appends owned `Mbuf`s for `raw`, pointers DPDK just handed over (allocated or received).
+#[inline]
+fn adopt(out: &mut Vec<Mbuf>, raw: &[*mut dpdk_sys::rte_mbuf], frame_len_max: usize) {
+    out.extend(raw.iter().map(|&m| {
+        // SAFETY: DPDK fills the first `got` slots of a burst with valid, non-null,
+        // single-segment mbufs that it gives up (ports never enable scatter-rx), so each is
+        // owned by exactly the `Mbuf` made here.
+        let m = unsafe { NonNull::new_unchecked(m) };
+        // SAFETY: as above: the mbuf is valid, single-segment and owned by nobody else.
+        unsafe { Mbuf::from_raw(m, frame_len_max) }
+    }));
+}
+
+/// Removes the first `n` frames of `frames` without dropping them (DPDK owns them now, or has
+/// freed them); the rest move to the front.
+#[inline]
+fn forget_first(frames: &mut Vec<Mbuf>, n: usize) {
+    if n == frames.len() {
+        // SAFETY: length 0 is within capacity; the elements are not dropped (`Mbuf` is a
+        // pointer and a number: forgetting one leaks nothing of Rust's).
+        unsafe { frames.set_len(0) };
+    } else {
+        frames.drain(..n).for_each(std::mem::forget);
     }
 }
