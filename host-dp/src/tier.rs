@@ -1,10 +1,12 @@
 //! The host side of page tiering: a `memmgr` arena's mechanism, driven by the tier policy
-//! over `link` (in `ipu-cp`, offloaded or on-host). Once per epoch the mechanism thread calls
-//! [`TierHost::epoch`]: it applies the commands that came down since the last epoch (each
-//! checked against its page's version by the arena), reports every page that changed, and
-//! ends the epoch with the promotion count. The host never waits for the policy: commands
-//! decided on an epoch are applied at the next one, and a report that finds the ring full
-//! is carried to the next epoch rather than dropped.
+//! over `link` (in `ipu-cp`, offloaded or on-host). The policy reads page states from the
+//! arena's page-state table, which the host shares when it attaches ([`connect`],
+//! [`heap_pair`]) and the mechanism keeps up to date with per-page atomics. Once per epoch
+//! the mechanism thread calls [`TierHost::epoch`]: it finds written pages, applies the
+//! commands that came down since the last epoch (each checked against its page's version by
+//! the arena), and ends the epoch with the promotion count, the policy's cue to read the
+//! table. The host never waits for the policy: commands decided on an epoch are applied at
+//! the next one.
 //!
 //! Between epochs the mechanism thread calls [`TierHost::tick`] every millisecond or so: it
 //! keeps the heartbeat, and takes the agent's commands off the ring into the epoch's batch.
@@ -15,22 +17,24 @@
 //! versions are the truth, the policy only proposes.
 
 use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use link::liveness::Liveness;
-use link::proto::{Direction, Epoch, Message, TierMessage, TierPlace};
-use link::{HostWorker, MonoNanos, PeerStatus};
+use link::proto::{Direction, Epoch, Message, TierMessage};
+use link::tier_table::PageTableView;
+use link::{ChannelConfig, CpEnd, HostWorker, LivenessConfig, MonoNanos, PeerStatus};
 use memmgr::{Arena, Command, Op};
 
 use crate::runtime::{AgentLink, Reattach};
 
 /// Most commands held for an epoch (bounds an epoch's work against a flooding agent).
 const DECISIONS_PER_EPOCH_MAX: usize = 1 << 20;
-/// How long an epoch may wait, in all, for room in a full event ring before it carries the
-/// rest of its reports to the next epoch.
+/// How long an epoch's end may wait for room in a full event ring before it is skipped (the
+/// policy then reads the table at the next one).
 const REPORT_WAIT_NS: u64 = 20_000_000;
 
 /// What the tier host did.
@@ -46,9 +50,9 @@ pub struct TierHostStats {
     pub skipped: u64,
     /// Decisions refused as malformed: not a tier command, a page outside the arena.
     pub rejected: u64,
-    /// Page reports sent.
+    /// Epoch ends sent.
     pub reports: u64,
-    /// Reports carried to a later epoch because the ring stayed full.
+    /// Epoch ends skipped because the ring stayed full.
     pub deferred: u64,
     /// Times the agent was lost and the arena went local.
     pub fallbacks: u64,
@@ -69,10 +73,6 @@ struct Agent {
 pub struct TierHost {
     arena: Arc<Arena>,
     agent: Option<Agent>,
-    /// What the agent was last told about each page (version, place); `None`: nothing yet.
-    told: Vec<Option<(u32, TierPlace)>>,
-    /// Touch marks taken from the arena but not yet reported.
-    touched: Vec<bool>,
     batch: Vec<Command>,
     last_promotions: u64,
     stats: TierHostStats,
@@ -88,30 +88,58 @@ impl std::fmt::Debug for TierHost {
     }
 }
 
-/// Where a page is, as the policy is told.
-fn place_of(arena: &Arena, page: usize) -> (u32, TierPlace) {
-    let view = arena.view(page);
-    let place = if view.free {
-        TierPlace::Free
-    } else if view.compressed {
-        TierPlace::Compressed
-    } else if view.parked {
-        TierPlace::Parked
-    } else {
-        TierPlace::Resident
-    };
-    (view.version, place)
+/// Why a tier agent could not be attached.
+#[derive(Debug, thiserror::Error)]
+pub enum AttachError {
+    /// The handshake with `ipu-cp` failed (or it refused the table).
+    #[error(transparent)]
+    Connect(#[from] link::transport::ConnectError),
+    /// The channel's shape is out of bounds.
+    #[error("channel shape: {0}")]
+    Config(#[from] link::layout::ConfigError),
+    /// The table could not be mapped for an in-process agent.
+    #[error("the page-state table: {0}")]
+    Table(#[from] link::tier_table::TableError),
+    /// Its fd could not be duplicated.
+    #[error("sharing the page-state table: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Attaches `arena`'s tier service to the `ipu-cp` listening at `socket`, sharing the
+/// arena's page-state table (one lane of `shape`).
+pub fn connect(
+    arena: &Arena,
+    socket: &Path,
+    shape: ChannelConfig,
+    liveness: LivenessConfig,
+    timeout: Duration,
+) -> Result<AgentLink, AttachError> {
+    let table = arena.table().fd();
+    let conn = link::transport::connect_tier(socket, shape, Epoch(1), liveness, timeout, table)?;
+    Ok(AgentLink { end: conn.end, session: Some(conn.stream) })
+}
+
+/// An in-process tier channel for an agent thread (on-host mode): the host's link, and the
+/// agent's end, which reads the arena's page-state table through a read-only mapping of its
+/// own, as `ipu-cp` does.
+pub fn heap_pair(
+    arena: &Arena,
+    shape: ChannelConfig,
+    liveness: LivenessConfig,
+    now: MonoNanos,
+) -> Result<(AgentLink, CpEnd), AttachError> {
+    let table = PageTableView::open(arena.table().fd().try_clone_to_owned()?)?;
+    let (end, mut cp) = link::channel::heap_pair(shape, liveness, Epoch(1), Epoch(2), now)?;
+    cp.page_table = Some(Arc::new(table));
+    Ok((AgentLink { end, session: None }, cp))
 }
 
 impl TierHost {
     /// The tier host of `arena`, local (no agent) until [`TierHost::attach`].
     pub fn new(arena: Arc<Arena>) -> TierHost {
-        let pages = arena.pages();
         TierHost {
             arena,
             agent: None,
-            told: vec![None; pages],
-            touched: vec![false; pages],
             batch: Vec::new(),
             last_promotions: 0,
             stats: TierHostStats::default(),
@@ -128,8 +156,9 @@ impl TierHost {
         self.agent.is_some()
     }
 
-    /// Attaches an agent (a one-lane channel of the tier service) and tells it the arena's
-    /// size; every page is reported to it at the next epoch.
+    /// Attaches an agent (a one-lane channel of the tier service, made by [`connect`] or
+    /// [`heap_pair`], so that the agent holds the arena's table) and tells it the arena's
+    /// size.
     pub fn attach(&mut self, link: AgentLink, now: MonoNanos) -> Result<(), &'static str> {
         if self.agent.is_some() {
             return Err("a tier agent is attached already");
@@ -147,7 +176,6 @@ impl TierHost {
         if self.stats.fallbacks > 0 {
             self.stats.reattaches += 1;
         }
-        self.told.fill(None);
         self.agent = Some(Agent { lane, liveness, session, epoch });
         Ok(())
     }
@@ -163,8 +191,8 @@ impl TierHost {
 
     /// One epoch: finds written pages (write tracking), frees the compressed copies of
     /// promoted pages that were written, notices a lost agent, applies the commands that
-    /// came down, reports what changed and ends the epoch. Errors are the arena's own (a
-    /// failed `userfaultfd` or `PAGEMAP_SCAN` call).
+    /// came down and ends the epoch (the table now holds their outcome). Errors are the
+    /// arena's own (a failed `userfaultfd` or `PAGEMAP_SCAN` call).
     pub fn epoch(&mut self, now: MonoNanos) -> Result<(), memmgr::Error> {
         self.stats.epochs += 1;
         let promotions = memmgr::get(&self.arena.counters().promotions);
@@ -235,28 +263,9 @@ impl TierHost {
         let Some(agent) = self.agent.as_mut() else { return };
         agent.liveness.heartbeat.beat(now);
         let mut waited_ns = 0;
-        let mut full = false;
-        for page in 0..self.arena.pages() {
-            self.touched[page] |= self.arena.take_touched(page);
-            let now_place = place_of(&self.arena, page);
-            if self.told[page] == Some(now_place) && !self.touched[page] {
-                continue;
-            }
-            let (version, place) = now_place;
-            let page32 = u32::try_from(page).expect("attach checked the size");
-            let touched = self.touched[page];
-            let message = TierMessage::Page { page: page32, version, place, touched };
-            if full || !push(agent, message, &mut waited_ns) {
-                full = true;
-                self.stats.deferred += 1;
-                continue;
-            }
-            self.told[page] = Some(now_place);
-            self.touched[page] = false;
+        if push(agent, TierMessage::Epoch { promotions }, &mut waited_ns) {
             self.stats.reports += 1;
-        }
-        // The epoch's end goes even after deferred reports: they are newer next time.
-        if !push(agent, TierMessage::Epoch { promotions }, &mut waited_ns) {
+        } else {
             self.stats.deferred += 1;
         }
     }

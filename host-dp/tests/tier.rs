@@ -10,9 +10,7 @@ use std::time::{Duration, Instant};
 use host_dp::runtime::AgentLink;
 use host_dp::tier::TierHost;
 use ipu_cp::process::ControlPlane;
-use link::proto::{
-    Direction, Epoch, Message, NetMessage, Service, TierMessage, TierPlace, WorkerId,
-};
+use link::proto::{Direction, Epoch, Message, NetMessage, TierMessage, WorkerId};
 use link::{ChannelConfig, LivenessConfig, MonoNanos};
 use memmgr::{Arena, get};
 
@@ -55,12 +53,9 @@ fn start_cp(tag: &str) -> ControlPlane {
     ControlPlane::start(&exe, tag, &args, false).expect("ipu-cp starts")
 }
 
-fn connect(cp: &ControlPlane) -> AgentLink {
+fn connect(arena: &Arena, cp: &ControlPlane) -> AgentLink {
     let timeout = Duration::from_secs(5);
-    let conn =
-        link::transport::connect(&cp.socket, Service::Tier, SHAPE, Epoch(1), LIVENESS, timeout)
-            .expect("tier channel");
-    AgentLink { end: conn.end, session: Some(conn.stream) }
+    host_dp::tier::connect(arena, &cp.socket, SHAPE, LIVENESS, timeout).expect("tier channel")
 }
 
 /// Runs epochs of 20 ms (ticking every millisecond) for `duration`.
@@ -114,7 +109,7 @@ fn no_data_lost_while_ipu_cp_is_killed_mid_run_and_restarted() {
         .collect();
     let mut host = TierHost::new(arena.clone());
     let cp = start_cp("tier-1");
-    host.attach(connect(&cp), MonoNanos::now()).expect("attach");
+    host.attach(connect(&arena, &cp), MonoNanos::now()).expect("attach");
     run_epochs(&mut host, Duration::from_millis(1500));
     let before = get(&arena.counters().demotions);
     assert!(before > 0, "the offloaded policy demoted pages: {:?}", host.stats());
@@ -127,7 +122,7 @@ fn no_data_lost_while_ipu_cp_is_killed_mid_run_and_restarted() {
     run_epochs(&mut host, Duration::from_millis(300));
     assert_eq!(get(&arena.counters().demotions), local, "no demotion without a policy");
     let cp = start_cp("tier-2");
-    host.attach(connect(&cp), MonoNanos::now()).expect("attach again");
+    host.attach(connect(&arena, &cp), MonoNanos::now()).expect("attach again");
     run_epochs(&mut host, Duration::from_millis(1500));
     stop.store(true, Ordering::Relaxed);
     for worker in workers {
@@ -154,23 +149,21 @@ fn malformed_and_stale_commands_are_refused_and_counted() {
         write_page(&arena, page, 7);
     }
     let now = MonoNanos::now();
-    let (end, mut cp) = link::channel::heap_pair(SHAPE, LIVENESS, Epoch(1), Epoch(2), now).unwrap();
+    let (link, mut cp) = host_dp::tier::heap_pair(&arena, SHAPE, LIVENESS, now).unwrap();
     let mut host = TierHost::new(arena.clone());
-    host.attach(AgentLink { end, session: None }, now).unwrap();
+    host.attach(link, now).unwrap();
     host.epoch(MonoNanos::now()).unwrap();
-    // The agent's view: every page reported once, at its version.
+    // The agent's view: the arena's size, an epoch's end, and every page in the table.
     let lane = &mut cp.workers[0];
-    let mut versions = vec![None; PAGES];
+    let mut events = Vec::new();
     while let Some(record) = lane.events.try_pop(MonoNanos::now()) {
-        if let Ok(Message::Tier(TierMessage::Page { page, version, place, .. })) =
-            Message::parse_in(&record, Direction::Event)
-        {
-            assert_eq!(place, TierPlace::Resident);
-            versions[page as usize] = Some(version);
-        }
+        events.push(Message::parse_in(&record, Direction::Event).expect("a valid event"));
     }
-    assert!(versions.iter().all(Option::is_some), "every page reported");
-    let v = |page: usize| versions[page].unwrap();
+    assert!(matches!(events[..], [Message::Tier(TierMessage::Attach { pages: 64 }), _]));
+    let table = cp.page_table.clone().expect("the agent holds the table");
+    let entries: Vec<_> = (0..64).map(|page| table.entry(page).expect("well formed")).collect();
+    assert!(entries.iter().all(|e| e.state == link::tier_table::PageState::Resident));
+    let v = |page: usize| entries[page].version;
     let decisions = [
         Message::Tier(TierMessage::Park { page: 1, version: v(1) }),
         Message::Tier(TierMessage::Park { page: 2, version: v(2).wrapping_add(5) }), // stale
@@ -186,5 +179,46 @@ fn malformed_and_stale_commands_are_refused_and_counted() {
     assert!(arena.view(1).parked && !arena.view(2).parked);
     for page in 0..PAGES {
         check_page(&arena, page, 7);
+    }
+}
+
+/// The table `memmgr` writes is the table `link` reads: every state change the mechanism
+/// makes shows in the policy's read-only mapping, with the arena's own versions.
+#[test]
+fn the_policy_reads_the_states_the_mechanism_writes() {
+    use link::tier_table::PageState;
+    const PAGES: usize = 8;
+    let arena = Arc::new(Arena::new(PAGES).expect("userfaultfd (run as root)"));
+    let (_link, cp) = host_dp::tier::heap_pair(&arena, SHAPE, LIVENESS, MonoNanos::now()).unwrap();
+    let table = cp.page_table.expect("the agent's end holds the table");
+    let entry = |page: usize| table.entry(u32::try_from(page).unwrap()).expect("well formed");
+    assert_eq!(table.pages() as usize, PAGES);
+    assert!((0..PAGES).all(|page| entry(page).state == PageState::Untouched));
+    for page in 0..PAGES {
+        write_page(&arena, page, 5);
+    }
+    assert_eq!(entry(0).state, PageState::Resident);
+    // Parked, then touched: the touch counter moves and the page is resident again.
+    assert!(arena.park(1).unwrap());
+    assert_eq!(entry(1).state, PageState::Parked);
+    check_page(&arena, 1, 5);
+    assert_eq!((entry(1).state, entry(1).touches), (PageState::Resident, 1));
+    // Demoted, then promoted by a read and written: with write tracking, the write counter.
+    assert!(arena.demote(2).unwrap());
+    assert_eq!(entry(2).state, PageState::Compressed);
+    check_page(&arena, 2, 5);
+    assert_eq!(entry(2).state, PageState::Resident);
+    if arena.tracks_writes() {
+        assert!(entry(2).clean, "promoted from a kept copy");
+        write_page(&arena, 2, 6);
+        arena.track_writes().unwrap();
+        assert!(!entry(2).clean);
+        assert_eq!(entry(2).writes, 1);
+    }
+    // Retired by an allocator: resident but unused.
+    arena.retire(3, 1).unwrap();
+    assert!(entry(3).unused);
+    for page in 0..PAGES {
+        assert_eq!(entry(page).version, arena.view(page).version, "page {page}");
     }
 }

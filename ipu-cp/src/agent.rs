@@ -141,6 +141,9 @@ impl Agent {
         let end = attachment.end();
         let (id, config) = (end.app, end.layout.config());
         self.policy.on_app_attached(id, config);
+        if let Some(table) = end.page_table.clone() {
+            self.policy.on_page_table(id, table);
+        }
         Stats::add(&self.stats.apps_active, 1);
         let backlog = VecDeque::with_capacity(EVENT_BATCH * 4);
         let staging = VecDeque::new();

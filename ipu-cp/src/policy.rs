@@ -4,7 +4,10 @@
 //! touches a ring, a socket or a clock: the agent does the I/O and passes time in, so a policy
 //! runs the same offloaded, on-host, or under a test's fake clock.
 
+use std::sync::Arc;
+
 use link::proto::{AppId, Message, PongRepr, TxnOutcome, WorkerId};
+use link::tier_table::PageTableView;
 use link::{ChannelConfig, MonoNanos};
 
 /// How a decision reaches the host.
@@ -60,6 +63,10 @@ pub trait Policy: Send {
     fn name(&self) -> &'static str;
     /// An app attached over a channel of `shape` (its lanes, ring and prestage slots).
     fn on_app_attached(&mut self, app: AppId, shape: ChannelConfig);
+    /// The app shared a table of its own state (the tier service's page-state table), to be
+    /// read, never trusted: it arrives right after [`Policy::on_app_attached`]. Default:
+    /// ignored.
+    fn on_page_table(&mut self, _app: AppId, _table: Arc<PageTableView>) {}
     /// An app detached (closed, died, or was dropped); forget its state.
     fn on_app_detached(&mut self, app: AppId);
     /// One validated event from `worker` of `app`.

@@ -12,6 +12,7 @@ use crate::liveness::{Heartbeat, Liveness, LivenessConfig, PeerWatch};
 use crate::proto::{AppId, Epoch, WorkerId};
 use crate::region::Region;
 use crate::ring::{Consumer, Producer};
+use crate::tier_table::PageTableView;
 use crate::txn::{AgentSlots, HostSlots};
 
 /// One host worker's end: it produces events, consumes decisions and claims prestaged ones.
@@ -64,6 +65,9 @@ pub struct CpEnd {
     pub workers: Vec<CpWorker>,
     /// Our heartbeat and the watch over the host's.
     pub liveness: Liveness,
+    /// The host's page-state table, read-only: shared by a tier-service app at the
+    /// handshake (or, in process, set by whoever made the pair); `None` for other services.
+    pub page_table: Option<Arc<PageTableView>>,
 }
 
 impl CpEnd {
@@ -106,7 +110,7 @@ impl CpEnd {
             now,
         );
         let peer = PeerWatch::new(region, layout.host_heartbeat(), liveness.peer_timeout_ns, now);
-        CpEnd { app, layout, workers, liveness: Liveness { heartbeat, peer } }
+        CpEnd { app, layout, workers, liveness: Liveness { heartbeat, peer }, page_table: None }
     }
 }
 

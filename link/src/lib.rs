@@ -10,6 +10,8 @@
 //!   retract; [`liveness`]: heartbeats and a watchdog. All three take time as an argument.
 //! - [`layout`] and [`channel`]: where each ring, slot set and heartbeat lives, and the two
 //!   ends built over a region; [`transport`]: how the ends come to share it.
+//! - [`tier_table`]: the tier service's page-state table, which the host shares at the
+//!   handshake and the policy reads, read-only, once per epoch.
 //!
 //! What it must never do: read the peer's memory on a hot path (each side polls only lines in
 //! its own memory; every hop is a posted write into the consumer's memory), trust bytes the
@@ -23,6 +25,7 @@ pub mod liveness;
 pub mod proto;
 pub mod region;
 pub mod ring;
+pub mod tier_table;
 pub mod transport;
 pub mod txn;
 

@@ -29,7 +29,7 @@ pub const REGION_ALIGN: usize = 4096;
 #[derive(Debug, thiserror::Error)]
 pub enum RegionError {
     /// Zero or absurd length.
-    #[error("region length {0} is not a positive multiple of 64")]
+    #[error("region length {0} is zero, too large or misaligned")]
     BadLength(usize),
     /// The heap allocation failed.
     #[error("out of memory allocating a {0}-byte region")]
@@ -42,6 +42,9 @@ pub enum RegionError {
         /// The error.
         errno: nix::errno::Errno,
     },
+    /// The peer's fd may still shrink (no `F_SEAL_SHRINK`).
+    #[error("the peer's memfd is not sealed against shrinking")]
+    NotSealed,
     /// The fd is smaller than the length the peer announced.
     #[error("memfd holds {actual} bytes, expected {expected}")]
     ShortFile {
@@ -209,6 +212,90 @@ impl Region {
         let start = self.base.as_ptr().wrapping_add(offset);
         let slice = std::ptr::slice_from_raw_parts_mut(start, len);
         NonNull::new(slice).expect("inside a non-null mapping")
+    }
+}
+
+/// A peer's table mapped read-only (the tier service's page-state table): loads only, so
+/// nothing here can write the peer's memory, and mapped only once its size is sealed, so the
+/// peer cannot shrink it under us (a load past a shrunk file's end would be a SIGBUS).
+pub struct ReadOnlyRegion {
+    base: NonNull<u8>,
+    len: usize,
+    _fd: OwnedFd,
+}
+
+impl std::fmt::Debug for ReadOnlyRegion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadOnlyRegion").field("len", &self.len).finish()
+    }
+}
+
+// SAFETY: the mapping is owned by the value, freed only in `drop`, and read only through
+// atomic loads (`load`), which are safe from any thread.
+unsafe impl Send for ReadOnlyRegion {}
+// SAFETY: as above.
+unsafe impl Sync for ReadOnlyRegion {}
+
+impl ReadOnlyRegion {
+    /// Maps a whole memfd received from a peer, read-only. Refused unless the peer sealed
+    /// its size (`F_SEAL_SHRINK`) and it is a positive multiple of 8 bytes, at most 1 TiB.
+    pub fn map_sealed(fd: OwnedFd) -> Result<ReadOnlyRegion, RegionError> {
+        use nix::fcntl::{FcntlArg, SealFlag, fcntl};
+        let seals = fcntl(&fd, FcntlArg::F_GET_SEALS)
+            .map_err(|errno| RegionError::Sys { call: "F_GET_SEALS", errno })?;
+        if !SealFlag::from_bits_truncate(seals).contains(SealFlag::F_SEAL_SHRINK) {
+            return Err(RegionError::NotSealed);
+        }
+        let stat = nix::sys::stat::fstat(&fd)
+            .map_err(|errno| RegionError::Sys { call: "fstat", errno })?;
+        let len = usize::try_from(stat.st_size).map_err(|_| RegionError::BadLength(0))?;
+        if len == 0 || !len.is_multiple_of(8) || len > (1 << 40) {
+            return Err(RegionError::BadLength(len));
+        }
+        let length = NonZeroUsize::new(len).ok_or(RegionError::BadLength(len))?;
+        // SAFETY: a fresh read-only shared mapping chosen by the kernel (nothing replaced);
+        // the file holds `len` bytes and cannot shrink (sealed, checked above), so every
+        // byte of the mapping stays backed.
+        let base =
+            unsafe { mmap(None, length, ProtFlags::PROT_READ, MapFlags::MAP_SHARED, &fd, 0) }
+                .map_err(|errno| RegionError::Sys { call: "mmap", errno })?;
+        Ok(ReadOnlyRegion { base: base.cast(), len, _fd: fd })
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// True when empty (never: the length is checked positive).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The 8-byte word at `offset` (Acquire), as the peer last wrote it.
+    ///
+    /// # Panics
+    /// If `offset` is out of bounds or not 8-byte aligned.
+    pub fn load(&self, offset: usize) -> u64 {
+        assert!(offset.is_multiple_of(8), "offset {offset} not 8-byte aligned");
+        assert!(offset.checked_add(8).is_some_and(|end| end <= self.len), "offset {offset}");
+        // SAFETY: in bounds and aligned (checked above) inside a live mapping; the bytes are
+        // only ever loaded here, atomically, never through a reference a writer could alias
+        // in this process (the writer is the peer, or another mapping of the same file).
+        let at = unsafe { self.base.as_ptr().add(offset) };
+        // SAFETY: as above: `at` is in bounds, aligned, and points at live mapped memory.
+        let word = unsafe { &*at.cast::<AtomicU64>() };
+        word.load(std::sync::atomic::Ordering::Acquire)
+    }
+}
+
+impl Drop for ReadOnlyRegion {
+    fn drop(&mut self) {
+        // SAFETY: exactly the mapping made in `map_sealed`; no reference into it outlives
+        // `self` (`load` returns values).
+        if let Err(errno) = unsafe { munmap(self.base.cast(), self.len) } {
+            debug_assert!(false, "munmap failed: {errno}");
+        }
     }
 }
 

@@ -63,7 +63,7 @@ pub(crate) fn resolve_timed(inner: &Inner, index: usize, wake: bool) -> bool {
 /// the mechanism never waits on a fault while a page is `BUSY`). `wake`: threads sleep on
 /// the page (handler mode). False if the page could not be brought in (its data is kept).
 pub(crate) fn resolve(inner: &Inner, index: usize, wake: bool) -> bool {
-    let state = &inner.states[index];
+    let state = &inner.table[index].state;
     let page = inner.arena.page_addr(index);
     let mut spins = 0u32;
     loop {
@@ -95,7 +95,9 @@ pub(crate) fn resolve(inner: &Inner, index: usize, wake: bool) -> bool {
                 let staged = inner.staging.page_addr(index);
                 match inner.uffd.move_page_quietly(staged, page) {
                     Ok(()) => {
-                        inner.touched[index].store(true, Ordering::Release);
+                        let entry = &inner.table[index];
+                        entry.touches.fetch_add(1, Ordering::Relaxed);
+                        entry.touched.store(true, Ordering::Release);
                         add(&inner.counters.unparks, 1);
                         Some(())
                     }
@@ -135,7 +137,7 @@ fn promote(inner: &Inner, index: usize, page: u64) -> Option<()> {
         return None;
     }
     // Installed write-protected: until tracking reports a write, the copy is the page.
-    inner.clean[index].store(inner.uffd.tracks_writes(), Ordering::Release);
+    inner.table[index].clean.store(inner.uffd.tracks_writes(), Ordering::Release);
     add(&inner.counters.promotions, 1);
     Some(())
 }

@@ -6,8 +6,11 @@
 //! - [`ArenaAlloc`]: an allocator over an arena, and [`capi`], its C interface
 //!   (`include/wave_arena.h`) for C and C++ code in the process.
 //! - [`FaultMode`]: faults resolved by a handler thread, or in the faulting thread (SIGBUS).
-//! - [`uffd`]: the kernel interface; with `sigbus.rs` (the in-thread fault handler) and
-//!   `capi.rs` (exported symbol names), the crate's only unsafe code.
+//! - [`table`]: the per-page states (state, version, touch and write counters), in a sealed
+//!   memfd the policy maps read-only; updated in place with per-page atomics.
+//! - [`uffd`]: the kernel interface; with `table.rs` (the table's mapping), `sigbus.rs` (the
+//!   in-thread fault handler) and `capi.rs` (exported symbol names), the crate's only unsafe
+//!   code.
 //!
 //! - Write tracking (`WP_ASYNC` + `PAGEMAP_SCAN`, `Arena::track_writes`): a promoted page
 //!   keeps its compressed copy while unwritten, so demoting it again costs a check.
@@ -20,6 +23,7 @@ mod arena;
 pub mod capi;
 mod fault;
 mod sigbus;
+pub mod table;
 pub mod uffd;
 
 pub use alloc::{ArenaAlloc, FreeError};

@@ -7,11 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use host_dp::runtime::{AgentLink, Reattach};
+use host_dp::runtime::Reattach;
 use host_dp::tier::{TierHost, TierThread};
 use ipu_cp::on_host::{OnHostAgent, OnHostOptions};
 use ipu_cp::tier::{TierConfig, adapter::TierAgent};
-use link::proto::{Epoch, Service};
 use link::{ChannelConfig, LivenessConfig, MonoNanos};
 use memmgr::{Arena, FaultMode};
 use rocksdb_server::{RocksStore, StoreOptions, arena_cache};
@@ -73,19 +72,18 @@ fn start_tier(cli: &Cli) -> anyhow::Result<Option<Tier>> {
         ipu_cp::Mode::Local => {}
         ipu_cp::Mode::OnHost => {
             let now = MonoNanos::now();
-            let (end, cp) = link::channel::heap_pair(shape, liveness, Epoch(1), Epoch(2), now)?;
+            let (link, cp) = host_dp::tier::heap_pair(&arena, shape, liveness, now)?;
             let policy = Box::new(TierAgent::new(config));
             agent = Some(OnHostAgent::start(policy, cp, OnHostOptions::default())?);
-            host.attach(AgentLink { end, session: None }, now).map_err(anyhow::Error::msg)?;
+            host.attach(link, now).map_err(anyhow::Error::msg)?;
         }
         ipu_cp::Mode::Offloaded => {
             let socket =
                 cli.server.ipu_cp.clone().context("--tier-policy offloaded needs --ipu-cp")?;
+            let tiered = arena.clone();
             let connect = move || {
                 let timeout = Duration::from_secs(1);
-                link::transport::connect(&socket, Service::Tier, shape, Epoch(1), liveness, timeout)
-                    .ok()
-                    .map(|conn| AgentLink { end: conn.end, session: Some(conn.stream) })
+                host_dp::tier::connect(&tiered, &socket, shape, liveness, timeout).ok()
             };
             let mut connect: Reattach = Box::new(connect);
             let link = connect().context("attaching the tier service to ipu-cp")?;

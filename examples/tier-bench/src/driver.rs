@@ -1,21 +1,19 @@
 //! What manages the arena: nothing, random demotion, or the tier policy. Where the policy
 //! runs: called inline by the driver thread, or behind `link`'s tier
-//! service, in an agent thread (on-host) or in the `ipu-cp` process (offloaded). Either way the
-//! host reports each page that changed and the end of each epoch, and applies the commands it
-//! got, checked against page versions. Over `link` the commands of an epoch are applied at the
-//! start of the next one (the host never waits for the policy).
+//! service, in an agent thread (on-host) or in the `ipu-cp` process (offloaded). Over `link`
+//! the policy reads the arena's page-state table (shared at attach) at each epoch's end, and
+//! the host applies the commands it got, checked against page versions, at the start of the
+//! next epoch (the host never waits for the policy).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use host_dp::runtime::AgentLink;
 use host_dp::tier::TierHost;
 
 use ipu_cp::on_host::{OnHostAgent, OnHostOptions};
 use ipu_cp::process::{ControlPlane, stat_cpu_ns};
 use ipu_cp::tier::adapter::TierAgent;
 use ipu_cp::tier::{PageSample, PageState, TierCommand, TierConfig, TierPolicy};
-use link::proto::{Epoch, Service};
 use link::{ChannelConfig, LivenessConfig, MonoNanos};
 use memmgr::{Arena, Command, Op, get};
 
@@ -92,10 +90,10 @@ impl Driver {
             LivenessConfig { heartbeat_interval_ns: 100_000, peer_timeout_ns: 5_000_000_000 };
         let (link, agent, cp) = if setup == Setup::OnHost {
             let now = MonoNanos::now();
-            let (end, cp_end) = link::channel::heap_pair(shape, liveness, Epoch(1), Epoch(2), now)?;
+            let (link, cp_end) = host_dp::tier::heap_pair(arena, shape, liveness, now)?;
             let options = OnHostOptions { cpu, ..OnHostOptions::default() };
             let agent = OnHostAgent::start(Box::new(TierAgent::new(config)), cp_end, options)?;
-            (AgentLink { end, session: None }, Some(agent), None)
+            (link, Some(agent), None)
         } else {
             let exe = ipu_cp::process::binary_next_to_exe()
                 .ok_or_else(|| anyhow::anyhow!("no ipu-cp next to this binary"))?;
@@ -126,15 +124,8 @@ impl Driver {
             args.extend(cpu_arg.into_iter().flatten());
             let cp = ControlPlane::start(&exe, "tier", &args, false)?;
             let timeout = Duration::from_secs(5);
-            let conn = link::transport::connect(
-                &cp.socket,
-                Service::Tier,
-                shape,
-                Epoch(1),
-                liveness,
-                timeout,
-            )?;
-            (AgentLink { end: conn.end, session: Some(conn.stream) }, None, Some(cp))
+            let link = host_dp::tier::connect(arena, &cp.socket, shape, liveness, timeout)?;
+            (link, None, Some(cp))
         };
         let mut host = TierHost::new(arena.clone());
         host.attach(link, MonoNanos::now()).map_err(anyhow::Error::msg)?;

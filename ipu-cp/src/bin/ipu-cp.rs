@@ -220,7 +220,18 @@ fn run(args: Args) -> anyhow::Result<()> {
         hot_skip_epochs: args.tier_hot_skip_epochs,
         ..ipu_cp::tier::TierConfig::default()
     });
+    let tier_counters = tier.counters();
     server.run(Policies { sched: policy, net: Box::new(net), tier: Box::new(tier) }, &stop);
+    let t = &tier_counters;
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!(
+        "ipu-cp: tiering: epochs={} commands={} table_entries_read={} writes_seen={} invalid={}",
+        load(&t.epochs),
+        load(&t.commands),
+        load(&t.entries_read),
+        load(&t.writes_seen),
+        load(&t.invalid)
+    );
     let n = &net_counters;
     let get = NetCounters::get;
     eprintln!(

@@ -81,8 +81,6 @@ pub enum Kind {
     Route = 0x2086,
     /// [`super::TierMessage::Attach`]
     TierAttach = 0x3001,
-    /// [`super::TierMessage::Page`]
-    TierPage = 0x3002,
     /// [`super::TierMessage::Epoch`]
     TierEpoch = 0x3003,
     /// [`super::TierMessage::Park`]
@@ -123,7 +121,6 @@ impl Kind {
             0x2085 => Kind::Neighbor,
             0x2086 => Kind::Route,
             0x3001 => Kind::TierAttach,
-            0x3002 => Kind::TierPage,
             0x3003 => Kind::TierEpoch,
             0x3081 => Kind::TierPark,
             0x3082 => Kind::TierDemote,
@@ -154,7 +151,7 @@ impl Kind {
             | Kind::ConnOpened
             | Kind::ConnClosed
             | Kind::PortsWanted => Direction::Event,
-            Kind::TierAttach | Kind::TierPage | Kind::TierEpoch => Direction::Event,
+            Kind::TierAttach | Kind::TierEpoch => Direction::Event,
             Kind::TierPark | Kind::TierDemote => Direction::Decision,
             Kind::Pong | Kind::Run | Kind::Preempt => Direction::Decision,
             Kind::Place

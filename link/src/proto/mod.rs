@@ -34,13 +34,14 @@ pub use header::{Direction, HeaderRepr, HeaderView, Kind};
 pub use ids::{AppId, Barrier, Epoch, Seq, SlotIndex, TaskId, WorkerId};
 pub use net::{FlowKey, NetMessage, RefuseReason};
 pub use sched::{PreemptRepr, RunRepr, TaskChange, TaskEventRepr, WorkerEventRepr};
-pub use tier::{TierMessage, TierPlace};
+pub use tier::TierMessage;
 pub use txn_result::{TxnOutcome, TxnResultRepr};
 
 /// The ABI version of every layout in this crate: records and shared-memory layout alike,
-/// and what each record obliges the peer to do (6: page-tiering records; `docs/abi.md`). Any
-/// change bumps it; both sides refuse a peer with another version.
-pub const ABI_VERSION: u32 = 6;
+/// and what each record obliges the peer to do (6: page-tiering records; 7: the tier
+/// service's page-state table, shared at the handshake, in place of per-page records;
+/// `docs/abi.md`). Any change bumps it; both sides refuse a peer with another version.
+pub const ABI_VERSION: u32 = 7;
 
 /// Size of one record in bytes: one cache line.
 pub const RECORD_SIZE: usize = 64;
@@ -249,11 +250,7 @@ impl Message {
             | Kind::Route => {
                 Message::Net(NetMessage::parse_payload(header.kind.to_u16(), payload)?)
             }
-            Kind::TierAttach
-            | Kind::TierPage
-            | Kind::TierEpoch
-            | Kind::TierPark
-            | Kind::TierDemote => {
+            Kind::TierAttach | Kind::TierEpoch | Kind::TierPark | Kind::TierDemote => {
                 Message::Tier(TierMessage::parse_payload(header.kind.to_u16(), payload)?)
             }
         })

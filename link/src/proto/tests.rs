@@ -393,19 +393,8 @@ proptest! {
 }
 
 fn any_tier_message() -> impl Strategy<Value = Message> {
-    let place = prop_oneof![
-        Just(TierPlace::Resident),
-        Just(TierPlace::Parked),
-        Just(TierPlace::Compressed),
-        Just(TierPlace::Free)
-    ];
     prop_oneof![
         any::<u32>().prop_map(|pages| TierMessage::Attach { pages }),
-        (any::<u32>(), any::<u32>(), place, any::<bool>()).prop_map(
-            |(page, version, place, touched)| {
-                TierMessage::Page { page, version, place, touched }
-            }
-        ),
         any::<u64>().prop_map(|promotions| TierMessage::Epoch { promotions }),
         (any::<u32>(), any::<u32>())
             .prop_map(|(page, version)| TierMessage::Park { page, version }),
@@ -416,16 +405,16 @@ fn any_tier_message() -> impl Strategy<Value = Message> {
 }
 
 #[test]
-fn tier_page_golden_bytes_and_bad_fields() {
-    let page = TierMessage::Page { page: 7, version: 9, place: TierPlace::Parked, touched: true };
-    let record = Message::Tier(page).to_record(Epoch(1));
+fn tier_golden_bytes_and_retired_kinds() {
+    let park = TierMessage::Park { page: 7, version: 9 };
+    let record = Message::Tier(park).to_record(Epoch(1));
     let b = record.bytes();
-    assert_eq!(&b[8..10], &[0x02, 0x30]);
-    assert_eq!(&b[16..26], &[7, 0, 0, 0, 9, 0, 0, 0, 2, 1]);
-    assert!(b[26..].iter().all(|&x| x == 0));
-    let mut bad = record;
-    bad.bytes_mut()[PAYLOAD_OFFSET + 8] = 5;
-    assert_eq!(bad.parse(), Err(ParseError::Field("place")));
+    assert_eq!(&b[8..10], &[0x81, 0x30]);
+    assert_eq!(&b[16..24], &[7, 0, 0, 0, 9, 0, 0, 0]);
+    assert!(b[24..].iter().all(|&x| x == 0));
+    let mut retired = record;
+    retired.bytes_mut()[8] = 0x02; // 0x3002, ABI 6's per-page report
+    assert!(retired.parse().is_err(), "a retired kind is refused");
     let demote = Message::Tier(TierMessage::Demote { page: 1, version: 2 }).to_record(Epoch(1));
     assert_eq!(
         Message::parse_in(&demote, Direction::Event),

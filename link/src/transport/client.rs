@@ -1,6 +1,7 @@
 //! The app's side of the memfd transport.
 
 use std::io::ErrorKind;
+use std::os::fd::BorrowedFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -77,7 +78,7 @@ impl Connection {
 }
 
 /// Connects to the control plane at `path` and attaches a channel of shape `config` for
-/// `service`.
+/// `service` (not the tier service, which shares its page table: [`connect_tier`]).
 pub fn connect(
     path: &Path,
     service: Service,
@@ -85,6 +86,33 @@ pub fn connect(
     epoch: Epoch,
     liveness: LivenessConfig,
     timeout: Duration,
+) -> Result<Connection, ConnectError> {
+    connect_sharing(path, service, config, epoch, liveness, timeout, None)
+}
+
+/// Connects to the control plane at `path` for the tier service, sharing `page_table`: the
+/// mechanism's page-state table, a memfd sealed against shrinking (`memmgr::table`), which
+/// the policy maps read-only.
+pub fn connect_tier(
+    path: &Path,
+    config: ChannelConfig,
+    epoch: Epoch,
+    liveness: LivenessConfig,
+    timeout: Duration,
+    page_table: BorrowedFd<'_>,
+) -> Result<Connection, ConnectError> {
+    let service = Service::Tier;
+    connect_sharing(path, service, config, epoch, liveness, timeout, Some(page_table))
+}
+
+fn connect_sharing(
+    path: &Path,
+    service: Service,
+    config: ChannelConfig,
+    epoch: Epoch,
+    liveness: LivenessConfig,
+    timeout: Duration,
+    shared: Option<BorrowedFd<'_>>,
 ) -> Result<Connection, ConnectError> {
     config.validate()?;
     let stream = UnixStream::connect(path).map_err(|source| match source.kind() {
@@ -103,7 +131,7 @@ pub fn connect(
         delay_ns: config.delay_ns,
         service,
     };
-    wire::send(&stream, &Message::Hello(hello).to_record(epoch), None)?;
+    wire::send(&stream, &Message::Hello(hello).to_record(epoch), shared)?;
     let (record, fd) = wire::recv(&stream)?;
     let ack = match Message::parse(&record)? {
         Message::HelloAck(ack) => ack,

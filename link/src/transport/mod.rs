@@ -15,6 +15,6 @@ mod server;
 mod wire;
 
 pub use crate::channel::heap_pair;
-pub use client::{ConnectError, Connection, connect};
+pub use client::{ConnectError, Connection, connect, connect_tier};
 pub use server::{AcceptPolicy, BindError, HandshakeError, Incoming, Listener, Session};
 pub use wire::peer_hung_up;

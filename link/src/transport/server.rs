@@ -19,6 +19,7 @@ use crate::proto::{
     Service,
 };
 use crate::region::{Region, RegionError};
+use crate::tier_table::PageTableView;
 
 /// Why the control plane cannot listen on a path.
 #[derive(Debug, thiserror::Error)]
@@ -233,9 +234,6 @@ impl Incoming {
         }
         self.stream.set_read_timeout(Some(policy.handshake_timeout))?;
         let (record, fd) = wire::recv(&self.stream)?;
-        if fd.is_some() {
-            return Err(self.refuse(RefusalReason::Malformed, ": unexpected fd".into()));
-        }
         let hello = match Message::parse(&record) {
             Ok(Message::Hello(hello)) => hello,
             Ok(other) => {
@@ -254,6 +252,21 @@ impl Incoming {
             let detail = format!(": service {:?} is not served", hello.service);
             return Err(self.refuse(RefusalReason::NoService, detail));
         }
+        // The tier service's app shares its page-state table; no other sends an fd.
+        let page_table = match (hello.service, fd) {
+            (Service::Tier, Some(fd)) => match PageTableView::open(fd) {
+                Ok(table) => Some(Arc::new(table)),
+                Err(e) => return Err(self.refuse(RefusalReason::Malformed, format!(": {e}"))),
+            },
+            (Service::Tier, None) => {
+                let detail = ": a tier app must share its page-state table".into();
+                return Err(self.refuse(RefusalReason::Malformed, detail));
+            }
+            (_, Some(_)) => {
+                return Err(self.refuse(RefusalReason::Malformed, ": unexpected fd".into()));
+            }
+            (_, None) => None,
+        };
         let layout = match Layout::new(config_of(&hello)) {
             Ok(layout) => layout,
             Err(e) => return Err(self.refuse(RefusalReason::BadConfig, format!(": {e}"))),
@@ -265,7 +278,8 @@ impl Incoming {
         let region_len = layout.total_len() as u64;
         let liveness =
             if hello.service == Service::Tier { policy.tier_liveness } else { policy.liveness };
-        let end = CpEnd::format(region.clone(), layout, app, epoch, liveness, now);
+        let mut end = CpEnd::format(region.clone(), layout, app, epoch, liveness, now);
+        end.page_table = page_table;
         let ack = HelloAckRepr { abi_version: ABI_VERSION, app_id: app, region_len };
         wire::send(&self.stream, &Message::HelloAck(ack).to_record(epoch), region.fd())?;
         self.stream.set_read_timeout(None)?;

@@ -19,14 +19,16 @@ const DROP_GROUP: usize = 64;
 impl Arena {
     /// Page `index` as the policy sees it.
     pub fn view(&self, index: usize) -> PageView {
-        let inner = &*self.inner;
-        let state = inner.states[index].load(Ordering::Acquire);
+        let entry = &self.inner.table[index];
+        let state = entry.state.load(Ordering::Acquire);
         PageView {
-            version: inner.versions[index].load(Ordering::Relaxed),
+            version: entry.version.load(Ordering::Relaxed),
             parked: state == PARKED,
             compressed: state == COMPRESSED,
-            touched: inner.touched[index].load(Ordering::Acquire),
-            free: state == UNTOUCHED || inner.unused[index].load(Ordering::Acquire),
+            touched: entry.touched.load(Ordering::Acquire),
+            free: state == UNTOUCHED || entry.unused.load(Ordering::Acquire),
+            touches: entry.touches.load(Ordering::Relaxed),
+            writes: entry.writes.load(Ordering::Relaxed),
         }
     }
 
@@ -74,7 +76,7 @@ impl Arena {
         let (src, dst) = (inner.arena.page_addr(first), inner.staging.page_addr(first));
         if let Err(error) = inner.uffd.unprotect(src, n) {
             for index in first..first + n {
-                inner.states[index].store(RESIDENT, Ordering::Release);
+                inner.table[index].state.store(RESIDENT, Ordering::Release);
             }
             return Err(error);
         }
@@ -86,7 +88,7 @@ impl Arena {
         for index in first + moved..first + n {
             if let Err(error) = self.move_out(index) {
                 for left in index..first + n {
-                    inner.states[left].store(RESIDENT, Ordering::Release);
+                    inner.table[left].state.store(RESIDENT, Ordering::Release);
                 }
                 return Err(error);
             }
@@ -128,7 +130,7 @@ impl Arena {
                 self.seal(index);
             } else {
                 // The copy is kept, the staging page too: still parked, nothing lost.
-                self.inner.states[index].store(PARKED, Ordering::Release);
+                self.inner.table[index].state.store(PARKED, Ordering::Release);
             }
         }
         dropped?;

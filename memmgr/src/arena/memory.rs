@@ -24,7 +24,7 @@ impl Arena {
     pub fn track_writes(&self) -> Result<Vec<usize>, Error> {
         let inner = &*self.inner;
         let began = std::time::Instant::now();
-        let clean = |i: &usize| inner.clean[*i].load(Ordering::Acquire);
+        let clean = |i: &usize| inner.table[*i].clean.load(Ordering::Acquire);
         let first = (0..self.pages()).find(clean);
         let mut written = Vec::new();
         if let Some(first) = first {
@@ -32,7 +32,14 @@ impl Arena {
             inner.uffd.take_written(&inner.arena, first, last + 1, &mut written)?;
         }
         // Only pages holding a clean copy count (the others are not protected).
-        written.retain(|&index| inner.clean[index].swap(false, Ordering::AcqRel));
+        written.retain(|&index| {
+            let entry = &inner.table[index];
+            let was_clean = entry.clean.swap(false, Ordering::AcqRel);
+            if was_clean {
+                entry.writes.fetch_add(1, Ordering::Relaxed);
+            }
+            was_clean
+        });
         add(&inner.counters.written, written.len() as u64);
         let ns = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
         add(&inner.counters.tracking_ns, ns);
@@ -47,7 +54,7 @@ impl Arena {
         let mut freed = 0;
         for index in 0..self.pages() {
             if !inner.has_copy[index].load(Ordering::Acquire)
-                || inner.clean[index].load(Ordering::Acquire)
+                || inner.table[index].clean.load(Ordering::Acquire)
                 || self.claim(index, RESIDENT, None) != Outcome::Done
             {
                 continue;
@@ -56,7 +63,7 @@ impl Arena {
                 inner.compressed[index].lock().unwrap_or_else(PoisonError::into_inner).take();
             inner.has_copy[index].store(false, Ordering::Release);
             // Resident again, same version: nothing about the page changed.
-            inner.states[index].store(RESIDENT, Ordering::Release);
+            inner.table[index].state.store(RESIDENT, Ordering::Release);
             let bytes = copy.map_or(0, |c| c.len() as u64);
             inner.counters.compressed_bytes.fetch_sub(bytes, Ordering::Relaxed);
             freed += bytes;
@@ -84,8 +91,8 @@ impl Arena {
     /// Pages `first .. first + n` are in use again (an allocator's allocation).
     pub fn reuse(&self, first: usize, n: usize) {
         let end = (first + n).min(self.pages());
-        for unused in &self.inner.unused[first.min(end)..end] {
-            unused.store(false, Ordering::Release);
+        for entry in &self.inner.table.entries()[first.min(end)..end] {
+            entry.unused.store(false, Ordering::Release);
         }
     }
 
@@ -95,7 +102,7 @@ impl Arena {
         let end = (first + n).min(self.pages());
         for index in first..end {
             let state = loop {
-                let state = inner.states[index].load(Ordering::Acquire);
+                let state = inner.table[index].state.load(Ordering::Acquire);
                 if state != BUSY && self.claim(index, state, None) == Outcome::Done {
                     break state;
                 }
@@ -111,16 +118,16 @@ impl Arena {
         let dropped =
             inner.arena.discard_pages(&resident).and(inner.staging.discard_pages(&parked));
         for index in first..end {
-            inner.clean[index].store(false, Ordering::Release);
+            inner.table[index].clean.store(false, Ordering::Release);
             if inner.has_copy[index].swap(false, Ordering::AcqRel) {
                 let copy =
                     inner.compressed[index].lock().unwrap_or_else(PoisonError::into_inner).take();
                 let bytes = copy.map_or(0, |c| c.len() as u64);
                 inner.counters.compressed_bytes.fetch_sub(bytes, Ordering::Relaxed);
             }
-            inner.touched[index].store(false, Ordering::Release);
+            inner.table[index].touched.store(false, Ordering::Release);
             let kept_in = kept.binary_search(&index).is_ok();
-            inner.unused[index].store(kept_in, Ordering::Release);
+            inner.table[index].unused.store(kept_in, Ordering::Release);
             inner.finish(index, if kept_in { RESIDENT } else { UNTOUCHED });
         }
         dropped

@@ -14,7 +14,7 @@
 //! Faults are resolved in a handler thread or in the faulting thread itself ([`FaultMode`],
 //! `fault.rs`); on this VM a wakeup across vCPUs costs 40–65 µs, which the second avoids.
 
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 
@@ -22,6 +22,7 @@ use crate::fault::{FaultMode, handle_faults};
 
 mod batch;
 mod memory;
+use crate::table::PageTable;
 use crate::uffd::{Mapping, PAGE, Uffd, UffdError};
 
 pub(crate) const UNTOUCHED: u8 = 0;
@@ -85,25 +86,16 @@ pub(crate) struct Inner {
     pub(crate) arena: Mapping,
     /// One staging page per arena page, registered too (MOVE needs both ends registered).
     pub(crate) staging: Mapping,
-    pub(crate) states: Vec<AtomicU8>,
-    /// Set when a parked page was touched; cleared by `take_touched`.
-    pub(crate) touched: Vec<AtomicBool>,
-    /// Bumped at every completed state change, by whoever holds the page `BUSY`: a command
-    /// names the version it was decided on, and a stale one is refused.
-    pub(crate) versions: Vec<AtomicU32>,
+    /// Per page: state, version, touch and write marks; in shared memory, where the policy
+    /// reads it (`table.rs`). A page's version is bumped at every completed state change, by
+    /// whoever holds the page `BUSY`: a command names the version it was decided on, and a
+    /// stale one is refused.
+    pub(crate) table: PageTable,
     /// A page's compressed copy; locked only by whoever holds the page `BUSY`. It outlives
     /// a promotion (the fault path frees nothing) until [`Arena::reclaim`].
     pub(crate) compressed: Vec<Mutex<Option<Vec<u8>>>>,
     /// Whether `compressed` holds a copy (read without the lock by `reclaim`).
     has_copy: Vec<AtomicBool>,
-    /// Set when a promotion installs the page from its copy (write-protected), cleared when
-    /// write tracking finds it written: the copy is still the page's contents, as far as
-    /// tracking knows. A hint only: a demotion checks the copy against the page before
-    /// reusing it (a write can land between a tracking pass and the page's move).
-    pub(crate) clean: Vec<AtomicBool>,
-    /// Resident but free (an allocator retired it, [`Arena::retire`]): the policy sees it
-    /// free, and it is never parked or demoted.
-    pub(crate) unused: Vec<AtomicBool>,
     pub(crate) counters: Counters,
 }
 
@@ -142,13 +134,9 @@ impl Arena {
             uffd,
             arena,
             staging,
-            states: (0..pages).map(|_| AtomicU8::new(UNTOUCHED)).collect(),
-            touched: (0..pages).map(|_| AtomicBool::new(false)).collect(),
-            versions: (0..pages).map(|_| AtomicU32::new(0)).collect(),
+            table: PageTable::new(pages)?,
             compressed: (0..pages).map(|_| Mutex::new(None)).collect(),
             has_copy: (0..pages).map(|_| AtomicBool::new(false)).collect(),
-            clean: (0..pages).map(|_| AtomicBool::new(false)).collect(),
-            unused: (0..pages).map(|_| AtomicBool::new(false)).collect(),
             counters: Counters::default(),
         });
         let stop = Arc::new(AtomicBool::new(false));
@@ -176,6 +164,11 @@ impl Arena {
         self.inner.arena.pages()
     }
 
+    /// The page-state table, in shared memory: its fd is what a policy maps (read-only).
+    pub fn table(&self) -> &PageTable {
+        &self.inner.table
+    }
+
     /// The counters.
     pub fn counters(&self) -> &Counters {
         &self.inner.counters
@@ -183,17 +176,17 @@ impl Arena {
 
     /// True if page `index` is in the compressed tier now.
     pub fn is_compressed(&self, index: usize) -> bool {
-        self.inner.states[index].load(Ordering::Acquire) == COMPRESSED
+        self.inner.table[index].state.load(Ordering::Acquire) == COMPRESSED
     }
 
     /// True if page `index` is parked now (moved aside and not touched since).
     pub fn is_parked(&self, index: usize) -> bool {
-        self.inner.states[index].load(Ordering::Acquire) == PARKED
+        self.inner.table[index].state.load(Ordering::Acquire) == PARKED
     }
 
     /// Whether page `index` was touched while parked since the last call; clears the mark.
     pub fn take_touched(&self, index: usize) -> bool {
-        self.inner.touched[index].swap(false, Ordering::AcqRel)
+        self.inner.table[index].touched.swap(false, Ordering::AcqRel)
     }
 
     /// Moves resident page `index` aside: its next access faults (and moves it back, marked
@@ -208,8 +201,8 @@ impl Arena {
     fn claim_in_use(&self, index: usize, expected: Option<u32>) -> Outcome {
         let claimed = self.claim(index, RESIDENT, expected);
         // `retire` sets the mark under BUSY, so it cannot change while we hold the page.
-        if claimed == Outcome::Done && self.inner.unused[index].load(Ordering::Acquire) {
-            self.inner.states[index].store(RESIDENT, Ordering::Release);
+        if claimed == Outcome::Done && self.inner.table[index].unused.load(Ordering::Acquire) {
+            self.inner.table[index].state.store(RESIDENT, Ordering::Release);
             return Outcome::Skipped;
         }
         claimed
@@ -217,12 +210,12 @@ impl Arena {
 
     fn claim(&self, index: usize, from: u8, expected: Option<u32>) -> Outcome {
         let inner = &*self.inner;
-        let state = &inner.states[index];
+        let state = &inner.table[index].state;
         if state.compare_exchange(from, BUSY, Ordering::AcqRel, Ordering::Acquire).is_err() {
             return Outcome::Skipped;
         }
         // Versions change only under BUSY, which we now hold: this check cannot race.
-        if expected.is_some_and(|v| v != inner.versions[index].load(Ordering::Relaxed)) {
+        if expected.is_some_and(|v| v != inner.table[index].version.load(Ordering::Relaxed)) {
             state.store(from, Ordering::Release);
             return Outcome::Stale;
         }
@@ -231,7 +224,7 @@ impl Arena {
 
     fn park_at(&self, index: usize, expected: Option<u32>) -> Result<Outcome, Error> {
         let inner = &*self.inner;
-        let state = &inner.states[index];
+        let state = &inner.table[index].state;
         let claimed = self.claim_in_use(index, expected);
         if claimed != Outcome::Done {
             return Ok(claimed);
@@ -294,7 +287,7 @@ impl Arena {
         index: usize,
         mut expected: Option<u32>,
     ) -> Result<Outcome, Error> {
-        if self.inner.states[index].load(Ordering::Acquire) == RESIDENT {
+        if self.inner.table[index].state.load(Ordering::Acquire) == RESIDENT {
             let parked = self.park_at(index, expected)?;
             if parked != Outcome::Done {
                 return Ok(parked);
@@ -317,7 +310,9 @@ impl Arena {
         for (chunk, word) in bytes.chunks_exact_mut(8).zip(words) {
             chunk.copy_from_slice(&word.load(Ordering::Relaxed).to_ne_bytes());
         }
-        if inner.clean[index].swap(false, Ordering::AcqRel) && self.copy_matches(index, &bytes) {
+        if inner.table[index].clean.swap(false, Ordering::AcqRel)
+            && self.copy_matches(index, &bytes)
+        {
             add(&inner.counters.copies_reused, 1);
             return Ok(true);
         }
@@ -325,7 +320,7 @@ impl Arena {
         if packed.len() > KEEP_IF_LARGER_THAN {
             // Not worth it: back where it was (this wakes anyone who faulted meanwhile).
             if let Err(error) = inner.uffd.move_page(staged, page) {
-                inner.states[index].store(PARKED, Ordering::Release);
+                inner.table[index].state.store(PARKED, Ordering::Release);
                 return Err(error);
             }
             inner.finish(index, RESIDENT);
@@ -420,6 +415,10 @@ pub struct PageView {
     pub touched: bool,
     /// Holding nothing: never touched, or released.
     pub free: bool,
+    /// Times touched while parked (wrapping).
+    pub touches: u32,
+    /// Times found written by write tracking after a promotion (wrapping).
+    pub writes: u32,
 }
 
 impl Drop for Arena {
@@ -437,8 +436,8 @@ impl Drop for Arena {
 impl Inner {
     /// Ends a transition of page `index` (held `BUSY`) in `state`, with a new version.
     pub(crate) fn finish(&self, index: usize, state: u8) {
-        self.versions[index].fetch_add(1, Ordering::Relaxed);
+        self.table[index].version.fetch_add(1, Ordering::Relaxed);
         // Release: the version and the page's data are visible with the new state.
-        self.states[index].store(state, Ordering::Release);
+        self.table[index].state.store(state, Ordering::Release);
     }
 }

@@ -51,7 +51,7 @@ impl UffdError {
     }
 }
 
-fn last_error(call: &'static str) -> UffdError {
+pub(crate) fn last_error(call: &'static str) -> UffdError {
     UffdError::Sys { call, source: std::io::Error::last_os_error() }
 }
 
