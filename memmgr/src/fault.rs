@@ -138,6 +138,7 @@ fn promote(inner: &Inner, index: usize, page: u64) -> Option<()> {
     }
     // Installed write-protected: until tracking reports a write, the copy is the page.
     inner.table[index].clean.store(inner.uffd.tracks_writes(), Ordering::Release);
+    inner.promoted[index].store(true, Ordering::Release);
     add(&inner.counters.promotions, 1);
     Some(())
 }

@@ -165,13 +165,18 @@ pub fn preload(transport: &mut impl Transport, mix: &Mix, timeout: Duration) -> 
 }
 
 /// Offers `rate_per_s` requests per second for `duration`, then waits up to `drain` for the
-/// last replies.
+/// last replies. Between sends the client polls for replies; with `idle_sleep` above zero, a
+/// poll that found nothing sleeps that long (unless a send is due sooner), so that on a
+/// machine with few cores the client leaves them to the server and its control plane. The
+/// sleep adds up to `idle_sleep` plus the wakeup to a reply's measured latency; sends still
+/// leave at their planned times, or are counted late.
 pub fn run(
     transport: &mut impl Transport,
     mix: &Mix,
     rate_per_s: f64,
     duration: Duration,
     drain: Duration,
+    idle_sleep: Duration,
     seed: u64,
 ) -> anyhow::Result<Point> {
     anyhow::ensure!(rate_per_s > 0.0 && transport.conns() > 0, "need a rate and connections");
@@ -187,6 +192,7 @@ pub fn run(
     let mut answered = 0u64;
     loop {
         let now = Instant::now();
+        let (planned_before, answered_before) = (planned, answered);
         // Everything due by now leaves now, in planned order, whatever came back so far.
         while next <= now && next < end {
             let count = conns.len();
@@ -217,6 +223,10 @@ pub fn run(
         let waiting = conns.iter().any(|c| !c.waiting.is_empty());
         if now >= end && (!waiting || now >= end + drain) {
             break;
+        }
+        let idle = planned == planned_before && answered == answered_before;
+        if idle && !idle_sleep.is_zero() && (next >= end || next > now + 2 * idle_sleep) {
+            std::thread::sleep(idle_sleep);
         }
     }
     let unanswered = conns.iter().map(|c| c.waiting.len() as u64).sum();

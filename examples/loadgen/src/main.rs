@@ -98,6 +98,11 @@ struct Load {
     /// Values of words (LZ4 compresses them about 2×, like text) instead of one byte repeated.
     #[arg(long)]
     text_values: bool,
+    /// Sleep this long, µs, after a poll that found nothing to do (0: spin). On a machine
+    /// with fewer cores than busy threads this leaves the client's core to the server and
+    /// its control plane, at the cost of up to this much (plus a wakeup) on each latency.
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=10_000))]
+    idle_sleep_us: u64,
     /// rpc-server workers (with a wire server).
     #[arg(long, default_value_t = 1)]
     workers: u16,
@@ -227,8 +232,8 @@ fn sweep(
             load.seconds
         );
         let duration = Duration::from_secs_f64(load.seconds);
-        let point =
-            engine::run(transport, mix, rate, duration, Duration::from_secs(1), index as u64 + 1)?;
+        let (drain, idle) = (Duration::from_secs(1), Duration::from_micros(load.idle_sleep_us));
+        let point = engine::run(transport, mix, rate, duration, drain, idle, index as u64 + 1)?;
         eprintln!(
             "p50 {} µs, p99 {} µs",
             point.latency_us.value_at_quantile(0.5),
@@ -262,6 +267,7 @@ fn sweep_threads(addr: std::net::SocketAddr, mix: &Mix, load: &Load) -> anyhow::
                             per_thread,
                             duration,
                             Duration::from_secs(1),
+                            Duration::from_micros(load.idle_sleep_us),
                             seed,
                         )
                     })

@@ -82,13 +82,13 @@ fn a_get_scan_mix_against_rocksdb_server_on_the_wire() {
 #[test]
 fn skewed_text_values_against_rocksdb_server_under_local_shinjuku() {
     // The flags the RocksDB experiments use: a hot set, values of words, Shinjuku in the
-    // runtime's own queue (scans preempted between chunks), and the server's last line
-    // forwarded.
+    // runtime's own queue (scans preempted between chunks), a client that sleeps when idle,
+    // and the server's last line forwarded.
     let out = Command::new(BIN)
         .args(["run", "--server", "wire", "--wire-server", "rocksdb-server"])
         .args(["--rates", "500,1000", "--seconds", "0.5", "--keys", "500", "--conns", "4"])
         .args(["--hot-keys", "0.1", "--hot-share", "0.9", "--text-values", "--value-bytes", "200"])
-        .args(["--scan-ratio", "0.05", "--scan-count", "200"])
+        .args(["--scan-ratio", "0.05", "--scan-count", "200", "--idle-sleep-us", "20"])
         .args(["--server-arg=--sched", "--server-arg=local", "--server-arg=--sched-policy"])
         .args(["--server-arg=shinjuku", "--server-arg=--slice-us", "--server-arg=20"])
         .output()
@@ -105,6 +105,7 @@ fn bad_flags_are_refused_with_a_reason() {
         (&["--hot-keys", "1.5", "--hot-share", "0.9"][..], "--hot-keys"),
         (&["--hot-keys", "0.1", "--hot-share", "2"][..], "--hot-share"),
         (&["--scan-ratio", "1.5"][..], "--scan-ratio"),
+        (&["--idle-sleep-us", "20000"][..], "--idle-sleep-us"),
         (&["--server-arg=--sched-policy", "--server-arg=lottery"][..], "lottery"),
         (&["--server-arg=--slice-us", "--server-arg=0"][..], "slice-us"),
         (&["--server-arg=--block-bytes", "--server-arg=10"][..], "block-bytes"),

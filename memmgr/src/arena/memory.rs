@@ -24,7 +24,10 @@ impl Arena {
     pub fn track_writes(&self) -> Result<Vec<usize>, Error> {
         let inner = &*self.inner;
         let began = std::time::Instant::now();
-        let clean = |i: &usize| inner.table[*i].clean.load(Ordering::Acquire);
+        let clean = |i: &usize| {
+            inner.promoted[*i].load(Ordering::Acquire)
+                && inner.table[*i].clean.load(Ordering::Acquire)
+        };
         let first = (0..self.pages()).find(clean);
         let mut written = Vec::new();
         if let Some(first) = first {
@@ -53,7 +56,7 @@ impl Arena {
         let inner = &*self.inner;
         let mut freed = 0;
         for index in 0..self.pages() {
-            if !inner.has_copy[index].load(Ordering::Acquire)
+            if !inner.promoted[index].load(Ordering::Acquire)
                 || inner.table[index].clean.load(Ordering::Acquire)
                 || self.claim(index, RESIDENT, None) != Outcome::Done
             {
@@ -62,6 +65,7 @@ impl Arena {
             let copy =
                 inner.compressed[index].lock().unwrap_or_else(PoisonError::into_inner).take();
             inner.has_copy[index].store(false, Ordering::Release);
+            inner.promoted[index].store(false, Ordering::Release);
             // Resident again, same version: nothing about the page changed.
             inner.table[index].state.store(RESIDENT, Ordering::Release);
             let bytes = copy.map_or(0, |c| c.len() as u64);
@@ -119,6 +123,7 @@ impl Arena {
             inner.arena.discard_pages(&resident).and(inner.staging.discard_pages(&parked));
         for index in first..end {
             inner.table[index].clean.store(false, Ordering::Release);
+            inner.promoted[index].store(false, Ordering::Release);
             if inner.has_copy[index].swap(false, Ordering::AcqRel) {
                 let copy =
                     inner.compressed[index].lock().unwrap_or_else(PoisonError::into_inner).take();
