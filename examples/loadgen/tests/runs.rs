@@ -121,3 +121,40 @@ fn bad_flags_are_refused_with_a_reason() {
         assert!(said.contains(reason), "{args:?}: {said}");
     }
 }
+
+/// The pids of `pid`'s children, from /proc.
+fn children(pid: u32) -> Vec<u32> {
+    let path = format!("/proc/{pid}/task/{pid}/children");
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    text.split_whitespace().filter_map(|p| p.parse().ok()).collect()
+}
+
+#[test]
+fn a_killed_loadgen_takes_its_wire_server_with_it() {
+    let mut loadgen = Command::new(BIN)
+        .args(["run", "--server", "wire", "--rates", "1000", "--seconds", "30"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("loadgen");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let server = loop {
+        if let Some(&server) = children(loadgen.id()).first() {
+            break server;
+        }
+        assert!(Instant::now() < deadline, "loadgen started no server");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::thread::sleep(Duration::from_millis(500)); // serving by now
+    loadgen.kill().expect("SIGKILL loadgen");
+    loadgen.wait().expect("reaped");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::path::Path::new(&format!("/proc/{server}")).exists() {
+        let state = std::fs::read_to_string(format!("/proc/{server}/stat")).unwrap_or_default();
+        if state.split_whitespace().nth(2) == Some("Z") {
+            break; // exited; its new parent has not reaped it yet
+        }
+        assert!(Instant::now() < deadline, "the wire server outlived its loadgen");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

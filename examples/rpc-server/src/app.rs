@@ -95,6 +95,10 @@ pub fn run<B: Backend>(args: Args, name: &str, store: Arc<B>) -> anyhow::Result<
             serve(PortLink::new(port, QueueId(0)), &args, &stop, name, store)
         }
         (None, Some(fd), Some(len)) => {
+            // The wire's other side is the process that started us (`loadgen`): stop, as on
+            // SIGTERM, when it dies, even if it was killed before it could stop us.
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)
+                .context("asking for a signal when our parent dies")?;
             // The inherited descriptor, reopened through /proc: a descriptor of our own,
             // read-write, without adopting a raw number (which would take unsafe code).
             let file = std::fs::OpenOptions::new()
