@@ -12,6 +12,9 @@
 //!   ([`Region::byte_range`]) whose dereference is the caller's `unsafe`, for byte ranges a
 //!   higher layer owns exclusively by protocol (packet buffers); such ranges are never accessed
 //!   through `word`/`words`.
+//! - [`ReadOnlyRegion`] (a peer's table, mapped `PROT_READ`) hands out no references at all:
+//!   only values loaded atomically, in bounds and aligned; it is mapped only once the peer has
+//!   sealed the file against shrinking, so every load stays backed.
 
 use std::alloc::Layout;
 use std::num::NonZeroUsize;

@@ -3,8 +3,11 @@
 //! `memmgr::table`) and shares once, at the handshake. The policy maps it read-only and
 //! reads a snapshot once per epoch. Nothing in it is trusted: the header is checked when the
 //! table is opened, and an entry whose bytes are not a valid state reads as an error the
-//! caller counts. A torn snapshot (a page changing while it is read) costs at most a stale
-//! command, which the host refuses by version.
+//! caller counts. Each entry is loaded as two aligned 8-byte words while the host stores its
+//! fields as 1- and 4-byte atomics: an aligned load is single-copy atomic on the targets we
+//! build for (x86-64, aarch64), so every field read is a value some store wrote, but fields
+//! of one entry may come from different moments. Such a torn snapshot (a page changing while
+//! it is read) costs at most a stale command, which the host refuses by version.
 //!
 //! On a real IPU this read is one DMA of the table per epoch (16 bytes a page: 4 MiB for a
 //! 1 GiB arena), not a PCIe read per page. Layout: `docs/abi.md`, "page-state table".
