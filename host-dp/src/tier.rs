@@ -271,6 +271,14 @@ impl TierHost {
     }
 }
 
+impl Drop for TierHost {
+    fn drop(&mut self) {
+        if let Some(agent) = self.agent.as_mut() {
+            agent.liveness.heartbeat.close(); // an orderly goodbye: the agent sees it at once
+        }
+    }
+}
+
 /// Pushes one event, waiting for room while the epoch's wait budget lasts.
 fn push(agent: &mut Agent, message: TierMessage, waited_ns: &mut u64) -> bool {
     let record = Message::Tier(message).to_record(agent.epoch);

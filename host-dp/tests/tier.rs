@@ -180,6 +180,9 @@ fn malformed_and_stale_commands_are_refused_and_counted() {
     for page in 0..PAGES {
         check_page(&arena, page, 7);
     }
+    drop(host);
+    let status = cp.liveness.tick(MonoNanos::now());
+    assert!(matches!(status, link::PeerStatus::Closed), "an orderly goodbye: {status:?}");
 }
 
 /// The table `memmgr` writes is the table `link` reads: every state change the mechanism
