@@ -51,7 +51,7 @@ pub struct TierHostStats {
     /// Decisions refused as malformed: not a tier command, a page outside the arena.
     pub rejected: u64,
     /// Epoch ends sent.
-    pub reports: u64,
+    pub epoch_ends: u64,
     /// Epoch ends skipped because the ring stayed full.
     pub deferred: u64,
     /// Times the agent was lost and the arena went local.
@@ -264,7 +264,7 @@ impl TierHost {
         agent.liveness.heartbeat.beat(now);
         let mut waited_ns = 0;
         if push(agent, TierMessage::Epoch { promotions }, &mut waited_ns) {
-            self.stats.reports += 1;
+            self.stats.epoch_ends += 1;
         } else {
             self.stats.deferred += 1;
         }

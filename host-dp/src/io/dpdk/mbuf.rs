@@ -1,11 +1,10 @@
 //! `Mbuf`: an owned `rte_mbuf`, freed to its pool on drop; the DPDK backend's frame type.
 //!
 //! Invariants: the pointer is non-null, came from `rte_pktmbuf_alloc*` or an rx burst, is a
-//! single-segment mbuf (ports are set up without scatter-rx, and frames fit one buffer; rx
-//! asserts it) owned by exactly this value (ownership leaves when the port forgets it after
-//! DPDK took it), and its
-//! pool outlives it (the port keeps its pool alive while it has mbufs out; pools are freed
-//! only when their `Mempool` value drops, after the ports using them).
+//! single-segment mbuf (ports are set up without scatter-rx, and frames fit one buffer)
+//! owned by exactly this value (ownership leaves when the port forgets it after
+//! DPDK took it), and its pool outlives it (the port keeps its pool alive while it has mbufs
+//! out; pools are freed only when their `Mempool` value drops, after the ports using them).
 
 use std::ptr::NonNull;
 

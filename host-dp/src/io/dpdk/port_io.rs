@@ -1,11 +1,13 @@
 //! The packet I/O contract on a started `DpdkPort`: bulk allocation, rx/tx bursts of up to
-//! `BURST` mbufs per DPDK call, and bulk free. Ownership moves with `Mbuf::into_raw` /
-//! `Mbuf::from_raw` exactly when DPDK takes or hands over an mbuf.
+//! `BURST` mbufs per DPDK call, and bulk free. Ownership moves exactly when DPDK takes or
+//! hands over an mbuf: `adopt` wraps the pointers DPDK gave, `forget_first` drops the
+//! `Mbuf`s of those it took without freeing them.
 
 use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 
 use super::{BURST, DpdkPort, Mbuf};
+use crate::io::{Capabilities, IoError, PacketIo, QueueId, check_queue};
 
 type RawMbuf = *mut dpdk_sys::rte_mbuf;
 
@@ -28,7 +30,6 @@ unsafe fn filled(raw: &[MaybeUninit<RawMbuf>], n: usize) -> &[RawMbuf] {
     // entries are initialised; `n` is in bounds (checked above).
     unsafe { std::slice::from_raw_parts(raw.as_ptr().cast::<RawMbuf>(), n) }
 }
-use crate::io::{Capabilities, IoError, PacketIo, QueueId, check_queue};
 
 impl DpdkPort {
     /// Fallback when the pool has fewer mbufs than a bulk request: fills `raw` one by one and
