@@ -69,10 +69,10 @@ fn mmsg_baseline(tx_if: &str, rx_if: &str, bytes: &[u8], seconds: f64) -> f64 {
     let deadline = started + Duration::from_secs_f64(seconds);
     let mut send_headers = MultiHeaders::<()>::preallocate(BURST, None);
     let mut recv_headers = MultiHeaders::<()>::preallocate(2 * BURST, None);
+    let mut frames = vec![[0u8; 1514]; BURST];
     while Instant::now() < deadline {
         for _ in 0..64 {
-            // The frames are rebuilt every burst, as the other loops write theirs.
-            let mut frames = vec![[0u8; 1514]; BURST];
+            // The frames are rewritten every burst, as the other loops write theirs.
             for frame in &mut frames {
                 frame[..len].copy_from_slice(bytes);
             }
@@ -177,9 +177,10 @@ fn main() -> anyhow::Result<()> {
     let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1));
     let repeats: usize = flag("--repeats").map_or(Ok(5), |v| v.parse())?;
     let seconds: f64 = flag("--seconds").map_or(Ok(0.5), |v| v.parse())?;
-    // `--only dpdk|shm|uring` runs one path (for profiling).
+    // `--only dpdk|shm|uring|uring-mmap|uring-ops` runs one path (for profiling); a prefix
+    // runs every path it starts (`uring`: both AF_PACKET receive modes).
     let only = flag("--only").cloned();
-    let run = |path: &str| only.as_deref().is_none_or(|o| o == path);
+    let run = |path: &str| only.as_deref().is_none_or(|o| path.starts_with(o));
     let mut rows = Vec::new();
     for len in [64usize, 1500] {
         let bytes = template(len);
@@ -219,19 +220,23 @@ fn main() -> anyhow::Result<()> {
                 rows.push(row);
             }
         }
-        if !run("uring") {
+        if !run("uring-mmap") && !run("uring-ops") {
             continue;
         }
         let ns = netns::Netns::with_veth_pair("bench");
-        for (mode, label) in
-            [(RxMode::MmapRing, "PACKET_MMAP rx"), (RxMode::IoUring, "io_uring rx")]
-        {
+        for (rx_mode, label, path) in [
+            (RxMode::MmapRing, "io_uring tx + PACKET_MMAP rx", "uring-mmap"),
+            (RxMode::IoUring, "io_uring tx + io_uring rx", "uring-ops"),
+        ] {
+            if !run(path) {
+                continue;
+            }
             let row = ns.run(|| {
-                let config = UringConfig { rx_mode: mode, ..UringConfig::default() };
+                let config = UringConfig { rx_mode, ..UringConfig::default() };
                 let mut a = UringPort::open("va", config).expect("va");
                 let mut b = UringPort::open("vb", config).expect("vb");
                 let mut row = Row {
-                    name: format!("AF_PACKET on veth, io_uring tx + {label}, {len} B"),
+                    name: format!("AF_PACKET on veth, {label}, {len} B"),
                     baseline: "sendmmsg/recvmmsg on AF_PACKET, same veth".into(),
                     ours: vec![],
                     base: vec![],

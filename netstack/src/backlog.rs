@@ -3,9 +3,10 @@
 //! owe their peer a RST, and spare closed sockets reused instead of allocating and zeroing
 //! fresh buffers per connection.
 
-use smoltcp::iface::SocketHandle;
-use smoltcp::socket::tcp;
+use smoltcp::iface::SocketSet;
+use smoltcp::socket::{Socket, tcp};
 
+use crate::conns::{Phase, SlotId};
 use crate::link::Link;
 use crate::stack::{Conn, DYING_MAX, Listener, NetError, SPARE_SOCKETS, Stack};
 
@@ -40,56 +41,73 @@ impl<L: Link> Stack<L> {
         if self.listeners.contains_key(&port) {
             return Err(NetError::AddrInUse);
         }
-        let mut listener = Listener { backlog, listening: Vec::with_capacity(backlog) };
+        let mut listener = Listener {
+            backlog,
+            set: SocketSet::new(Vec::with_capacity(backlog)),
+            listening: Vec::with_capacity(backlog),
+        };
         for _ in 0..backlog {
-            listener.listening.push(self.listening_socket(port)?);
+            let socket = self.listening_socket(port)?;
+            listener.listening.push(listener.set.add(socket));
         }
         self.listeners.insert(port, listener);
         Ok(())
     }
 
-    pub(crate) fn listening_socket(&mut self, port: u16) -> Result<SocketHandle, NetError> {
+    fn listening_socket(&mut self, port: u16) -> Result<tcp::Socket<'static>, NetError> {
         let mut socket = self.socket();
         socket.listen(port).map_err(|_| NetError::AddrInUse)?;
-        Ok(self.sockets.add(socket))
+        Ok(socket)
     }
 
     /// Stops listening on `port`; connections already accepted or waiting are unaffected.
     pub fn unlisten(&mut self, port: u16) {
-        if let Some(listener) = self.listeners.remove(&port) {
+        if let Some(mut listener) = self.listeners.remove(&port) {
             for handle in listener.listening {
-                self.remove(handle);
+                if let Socket::Tcp(socket) = listener.set.remove(handle) {
+                    self.keep_spare(socket);
+                }
             }
         }
     }
 
-    /// Removes a socket from the set; a closed TCP socket is kept as a spare (bounded).
-    pub(crate) fn remove(&mut self, handle: SocketHandle) {
-        if let smoltcp::socket::Socket::Tcp(mut socket) = self.sockets.remove(handle)
-            && self.spare.len() < SPARE_SOCKETS
-        {
-            socket.abort(); // closed, no peer: nothing will be sent
-            if socket.remote_endpoint().is_none() {
-                self.spare.push(socket);
-            }
+    /// Keeps a socket for reuse if it is closed and there is room (bounded).
+    fn keep_spare(&mut self, mut socket: tcp::Socket<'static>) {
+        socket.abort(); // closed, no peer: nothing will be sent
+        if self.spare.len() < SPARE_SOCKETS && socket.remote_endpoint().is_none() {
+            self.spare.push(socket);
+        }
+    }
+
+    /// Takes a connection out of the stack; its socket may be kept as a spare.
+    fn remove_conn(&mut self, id: SlotId) {
+        if let Some(socket) = self.conns.remove(id) {
+            self.keep_spare(socket);
         }
     }
 
     /// A connection that arrived on `port`, if one is waiting.
     pub fn accept(&mut self, port: u16) -> Option<Conn> {
-        let handle = self.ready.get_mut(&port)?.pop()?;
-        self.stats.accepted += 1;
-        self.conns.insert(handle);
-        Some(Conn(handle))
+        let ready = self.ready.get_mut(&port)?;
+        while let Some(id) = ready.pop() {
+            if let Some(slot) = self.conns.get(id) {
+                slot.phase = Phase::Open;
+                self.stats.accepted += 1;
+                return Some(Conn(id));
+            }
+        }
+        None
     }
 
     /// Forgets `conn` (an abort if it is still open: the peer gets a RST) and frees its
     /// buffers. `conn` must not be used again.
     pub fn release(&mut self, conn: Conn) {
-        if !self.conns.remove(&conn.0) {
+        let deadline = self.last_poll + DYING_MAX;
+        let Some(slot) = self.conns.get(conn.0) else { return };
+        if slot.phase != Phase::Open {
             return;
         }
-        let socket = self.sockets.get_mut::<tcp::Socket>(conn.0);
+        let socket = slot.socket();
         // Our side finished (FIN acknowledged): nothing to reset.
         let open = !matches!(
             socket.state(),
@@ -99,53 +117,60 @@ impl<L: Link> Stack<L> {
             socket.abort();
         }
         if open && socket.remote_endpoint().is_some() {
-            // smoltcp sends the RST of an aborted socket on its next poll, then forgets the
+            // smoltcp sends the RST of an aborted socket on its next egress, then forgets the
             // peer; removing it now would leave the peer with a half-open connection.
-            self.dying.push((conn.0, self.last_poll + DYING_MAX));
+            slot.phase = Phase::Dying(deadline);
+            self.conns.mark(conn.0.index);
+            self.dying.push(conn.0);
         } else {
-            self.remove(conn.0);
+            self.remove_conn(conn.0);
         }
     }
 
-    /// Removes released sockets whose RST left (or that waited too long for it).
+    /// Removes released connections whose RST left (or that waited too long for it).
     pub(crate) fn reap(&mut self, now: std::time::Instant) {
         let mut dying = std::mem::take(&mut self.dying);
-        dying.retain(|&(handle, deadline)| {
-            let gone = self.sockets.get::<tcp::Socket>(handle).remote_endpoint().is_none();
+        dying.retain(|&id| {
+            let Some(slot) = self.conns.get(id) else { return false };
+            let Phase::Dying(deadline) = slot.phase else { return false };
+            let gone = slot.socket().remote_endpoint().is_none();
             if gone || now >= deadline {
-                self.remove(handle);
+                self.remove_conn(id);
             }
             !(gone || now >= deadline)
         });
         self.dying = dying;
     }
 
-    /// Moves listening sockets that got a connection to the ready list and replaces them.
+    /// For each port a segment reached: moves its listening sockets that got a connection to
+    /// sets of their own, on the ready list, and replaces them.
     pub(crate) fn refill_listeners(&mut self) {
-        let ports: Vec<u16> = self.listeners.keys().copied().collect();
-        for port in ports {
-            let listener = self.listeners.get_mut(&port).expect("key from the map");
+        let mut ports = std::mem::take(&mut self.touched_ports);
+        for &port in &ports {
+            let Some(listener) = self.listeners.get_mut(&port) else { continue };
             let mut left = Vec::new();
+            let set = &mut listener.set;
             listener.listening.retain(|&handle| {
-                let busy = !self.sockets.get::<tcp::Socket>(handle).is_listening();
-                if busy {
-                    left.push(handle);
+                let busy = !set.get::<tcp::Socket>(handle).is_listening();
+                if busy && let Socket::Tcp(socket) = set.remove(handle) {
+                    left.push(socket);
                 }
                 !busy
             });
+            let (backlog, listening) = (listener.backlog, listener.listening.len());
+            let arrived: Vec<SlotId> =
+                left.into_iter().map(|s| self.conns.insert(s, Phase::Waiting)).collect();
             let waiting = self.ready.entry(port).or_default();
-            let room = listener.backlog.saturating_sub(waiting.len());
-            waiting.extend(left.iter().copied());
+            let room = backlog.saturating_sub(waiting.len());
+            waiting.extend(arrived);
             // Keep `backlog` slots for handshakes and waiting connections together.
-            let missing = listener.backlog - listener.listening.len();
-            for _ in 0..missing.min(room) {
-                match self.listening_socket(port) {
-                    Ok(handle) => {
-                        self.listeners.get_mut(&port).expect("present").listening.push(handle)
-                    }
-                    Err(_) => break,
-                }
+            for _ in 0..(backlog - listening).min(room) {
+                let Ok(socket) = self.listening_socket(port) else { break };
+                let listener = self.listeners.get_mut(&port).expect("present");
+                listener.listening.push(listener.set.add(socket));
             }
         }
+        ports.clear();
+        self.touched_ports = ports; // keep the capacity
     }
 }

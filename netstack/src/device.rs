@@ -70,6 +70,11 @@ impl<L: Link> LinkDevice<L> {
         }
     }
 
+    /// The frame `receive` hands out next, if any.
+    pub(crate) fn front(&self) -> Option<&[u8]> {
+        self.rx.front().map(LinkFrame::data)
+    }
+
     pub(crate) fn has_pending_tx(&self) -> bool {
         !self.pending.is_empty()
     }

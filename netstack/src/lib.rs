@@ -7,17 +7,22 @@
 //! sockets, an impairment layer, pcap capture, and what flow steering needs (`steer`). It
 //! knows nothing of `link` or the control plane: `host-dp` translates between them.
 //!
-//! smoltcp gaps that remain, documented rather than patched: no SACK; RTT samples in
-//! milliseconds; the socket set is scanned linearly per packet (fine for hundreds of sockets,
-//! a cliff at tens of thousands); one `Interface` per thread, so multi-core means one stack per
-//! queue with the NIC (or the control plane) keeping a flow on its queue. Version choice:
+//! smoltcp scans its socket set linearly for every segment and on every egress pass; the stack
+//! gives each connection a set of its own and routes frames by flow, so a request costs the
+//! same with ten connections or ten thousand (`conns`). Gaps that remain, documented rather
+//! than patched: no SACK; RTT samples in milliseconds; TCP over IP fragments is not routed to
+//! its connection (it gets a RST: TCP peers send whole segments); one `Interface` per thread,
+//! so multi-core means one stack per queue with the NIC (or the control plane) keeping a flow
+//! on its queue. Version choice:
 //! `docs/adr/0005-smoltcp-version.md`.
 
 mod backlog;
 mod capture;
+mod conns;
 mod device;
 mod impair;
 pub mod link;
+mod poll;
 mod stack;
 pub mod steer;
 mod udp;

@@ -5,16 +5,21 @@
 //! on with backlog N holds N listening sockets; each that leaves LISTEN is a connection waiting
 //! for `accept`, and is replaced at once by a fresh listening socket, so N handshakes can be in
 //! progress or waiting at any time. A SYN that finds all N busy gets a RST (counted).
+//!
+//! Each connection lives in a socket set of its own (`conns`), each listened-on port's
+//! listening sockets in one set, and UDP sockets in another; `poll` routes every received
+//! frame to one set, so smoltcp's per-segment and per-egress scans stay within it.
 
-use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
+use rustc_hash::FxHashMap;
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
 use smoltcp::socket::tcp;
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
 
+use crate::conns::{ConnTable, Phase, SlotId};
 use crate::device::{DeviceStats, LinkDevice};
 use crate::link::Link;
 
@@ -72,9 +77,10 @@ pub enum NetError {
     Invalid(&'static str),
 }
 
-/// A connection (a TCP socket), by handle.
+/// A connection (a TCP socket), by handle. A handle kept past `release` finds nothing, even
+/// once its slot holds another connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Conn(pub(crate) SocketHandle);
+pub struct Conn(pub(crate) SlotId);
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +108,8 @@ pub struct StackStats {
 
 pub(crate) struct Listener {
     pub(crate) backlog: usize,
+    /// The port's listening sockets, in a set of their own.
+    pub(crate) set: SocketSet<'static>,
     /// Sockets still in LISTEN.
     pub(crate) listening: Vec<SocketHandle>,
 }
@@ -110,22 +118,32 @@ pub(crate) struct Listener {
 pub struct Stack<L: Link> {
     /// Boxed: with server-sized tables it is tens of KiB, too much to move around.
     pub(crate) iface: Box<Interface>,
-    pub(crate) sockets: SocketSet<'static>,
     pub(crate) device: LinkDevice<L>,
-    pub(crate) listeners: HashMap<u16, Listener>,
+    /// TCP connections, one socket set each.
+    pub(crate) conns: ConnTable,
+    /// UDP sockets; also gets every frame no connection or listener owns (ARP, ICMP, a
+    /// segment of no known flow, which smoltcp answers with a RST).
+    pub(crate) misc: SocketSet<'static>,
+    /// `misc` may have something to send.
+    pub(crate) misc_due: bool,
+    /// When `misc`'s timers next want an egress pass.
+    pub(crate) misc_at: Option<SmolInstant>,
+    pub(crate) listeners: FxHashMap<u16, Listener>,
     /// Connections that left LISTEN, waiting for `accept`, per port.
-    pub(crate) ready: HashMap<u16, Vec<SocketHandle>>,
+    pub(crate) ready: FxHashMap<u16, Vec<SlotId>>,
+    /// Ports whose listening sockets got a segment since the last refill.
+    pub(crate) touched_ports: Vec<u16>,
     pub(crate) config: StackConfig,
     pub(crate) origin: std::time::Instant,
     pub(crate) next_port: u16,
     pub(crate) stats: StackStats,
-    /// Connections handed out (accepted or connected) and not released.
-    pub(crate) conns: std::collections::HashSet<SocketHandle>,
     /// Closed sockets kept for reuse.
     pub(crate) spare: Vec<tcp::Socket<'static>>,
-    /// Released sockets waiting to send their RST, with a deadline.
-    pub(crate) dying: Vec<(SocketHandle, std::time::Instant)>,
+    /// Released connections waiting to send their RST (deadline in their phase).
+    pub(crate) dying: Vec<SlotId>,
     pub(crate) last_poll: std::time::Instant,
+    /// Reused by `poll` for the dirty list.
+    pub(crate) scratch: Vec<u32>,
 }
 
 impl<L: Link> std::fmt::Debug for Stack<L> {
@@ -171,18 +189,22 @@ impl<L: Link> Stack<L> {
         let next_port = EPHEMERAL_FIRST + (config.random_seed % 1000) as u16;
         Ok(Stack {
             iface,
-            sockets: SocketSet::new(Vec::new()),
             device,
-            listeners: HashMap::new(),
-            ready: HashMap::new(),
+            conns: ConnTable::default(),
+            misc: SocketSet::new(Vec::new()),
+            misc_due: false,
+            misc_at: None,
+            listeners: FxHashMap::default(),
+            ready: FxHashMap::default(),
+            touched_ports: Vec::new(),
             config,
             origin: now,
             next_port,
             stats: StackStats::default(),
-            conns: std::collections::HashSet::new(),
             spare: Vec::new(),
             dying: Vec::new(),
             last_poll: now,
+            scratch: Vec::new(),
         })
     }
 
@@ -203,9 +225,7 @@ impl<L: Link> Stack<L> {
             .connect(self.iface.context(), remote_ep, local)
             .map_err(|_| NetError::Invalid("cannot connect from here"))?;
         self.stats.connected += 1;
-        let handle = self.sockets.add(socket);
-        self.conns.insert(handle);
-        Ok(Conn(handle))
+        Ok(Conn(self.conns.insert(socket, Phase::Open))) // dirty: the SYN leaves at the next poll
     }
 
     fn next_ephemeral(&mut self) -> u16 {
@@ -215,10 +235,15 @@ impl<L: Link> Stack<L> {
     }
 
     pub(crate) fn tcp(&mut self, conn: Conn) -> Result<&mut tcp::Socket<'static>, NetError> {
-        if !self.conns.contains(&conn.0) {
-            return Err(NetError::NoSuchConn);
+        match self.conns.get(conn.0) {
+            Some(slot) if slot.phase == Phase::Open => Ok(slot.socket()),
+            _ => Err(NetError::NoSuchConn),
         }
-        Ok(self.sockets.get_mut::<tcp::Socket>(conn.0))
+    }
+
+    /// Queues `conn` for the next egress: the application changed something to send.
+    fn touched(&mut self, conn: Conn) {
+        self.conns.mark(conn.0.index);
     }
 
     /// Queues up to `data.len()` bytes; returns how many fit (0: the send buffer is full, or
@@ -231,7 +256,11 @@ impl<L: Link> Stack<L> {
                 _ => Err(NetError::Closed),
             };
         }
-        socket.send_slice(data).map_err(|_| NetError::Closed)
+        let queued = socket.send_slice(data).map_err(|_| NetError::Closed)?;
+        if queued > 0 {
+            self.touched(conn);
+        }
+        Ok(queued)
     }
 
     /// Reads what arrived, up to `buf.len()` bytes. `Ok(0)`: nothing yet; `Err(Closed)`: the
@@ -239,7 +268,12 @@ impl<L: Link> Stack<L> {
     pub fn recv(&mut self, conn: Conn, buf: &mut [u8]) -> Result<usize, NetError> {
         let socket = self.tcp(conn)?;
         match socket.recv_slice(buf) {
-            Ok(n) => Ok(n),
+            Ok(n) => {
+                if n > 0 {
+                    self.touched(conn); // the window opened: an update may be due
+                }
+                Ok(n)
+            }
             Err(tcp::RecvError::Finished) => Err(NetError::Closed),
             Err(tcp::RecvError::InvalidState) => match socket.state() {
                 tcp::State::SynSent | tcp::State::SynReceived => Ok(0),
@@ -294,6 +328,7 @@ impl<L: Link> Stack<L> {
         socket.set_ack_delay(ack_delay.map(|d| {
             smoltcp::time::Duration::from_micros(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
         }));
+        self.touched(conn); // a held ACK or segment may be due now
         Ok(())
     }
 
@@ -329,42 +364,8 @@ impl<L: Link> Stack<L> {
     /// Closes our side (FIN after what is queued); the socket lives until `release`.
     pub fn close(&mut self, conn: Conn) -> Result<(), NetError> {
         self.tcp(conn)?.close();
+        self.touched(conn); // the FIN
         Ok(())
-    }
-
-    /// Receives a burst, runs the protocol, sends what it produced. Returns true when some
-    /// socket may have changed (data, state).
-    pub fn poll(&mut self, now: std::time::Instant) -> bool {
-        self.last_poll = now;
-        let timestamp = self.timestamp(now);
-        self.device.link.tick(now);
-        let mut changed = false;
-        // Bounded: a few bursts per call, so one busy link cannot starve the caller.
-        for _ in 0..4 {
-            let queued = self.device.fill();
-            let result = self.iface.poll(timestamp, &mut self.device, &mut self.sockets);
-            changed |= result == smoltcp::iface::PollResult::SocketStateChanged;
-            self.device.flush();
-            if queued == 0 {
-                break;
-            }
-        }
-        self.refill_listeners();
-        if !self.dying.is_empty() {
-            self.reap(now);
-        }
-        changed
-    }
-
-    /// How long until the stack needs `poll` again even if nothing arrives.
-    pub fn poll_delay(&mut self, now: std::time::Instant) -> Option<Duration> {
-        if self.device.has_pending_tx() {
-            return Some(Duration::ZERO);
-        }
-        let timestamp = self.timestamp(now);
-        self.iface
-            .poll_delay(timestamp, &self.sockets)
-            .map(|d| Duration::from_micros(d.total_micros()))
     }
 
     /// Routes `prefix`/`prefix_len` through `gateway` (replacing a route to the same prefix).
@@ -407,12 +408,12 @@ impl<L: Link> Stack<L> {
         &mut self.device.link
     }
 
-    /// TCP sockets held now: listening, waiting, and open connections.
+    /// TCP sockets held now: listening, waiting, open and dying connections.
     pub fn socket_count(&self) -> usize {
-        self.sockets.iter().count()
+        self.conns.len() + self.listeners.values().map(|l| l.listening.len()).sum::<usize>()
     }
 
-    fn timestamp(&self, now: std::time::Instant) -> SmolInstant {
+    pub(crate) fn timestamp(&self, now: std::time::Instant) -> SmolInstant {
         let micros = now.saturating_duration_since(self.origin).as_micros();
         SmolInstant::from_micros(i64::try_from(micros).unwrap_or(i64::MAX))
     }

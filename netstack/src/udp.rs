@@ -26,7 +26,7 @@ impl<L: Link> Stack<L> {
             return Err(NetError::Invalid("UDP port must be non-zero"));
         }
         // smoltcp would let two sockets bind one port (and deliver to the first): refuse.
-        let taken = self.sockets.iter().any(|(_, socket)| {
+        let taken = self.misc.iter().any(|(_, socket)| {
             matches!(socket, smoltcp::socket::Socket::Udp(udp) if udp.endpoint().port == port)
         });
         if taken {
@@ -40,12 +40,12 @@ impl<L: Link> Stack<L> {
         };
         let mut socket = udp::Socket::new(buffer(), buffer());
         socket.bind(port).map_err(|_| NetError::AddrInUse)?;
-        Ok(UdpSock(self.sockets.add(socket)))
+        Ok(UdpSock(self.misc.add(socket)))
     }
 
     fn udp(&mut self, sock: UdpSock) -> Result<&mut udp::Socket<'static>, NetError> {
-        self.sockets.iter_mut().find(|(h, _)| *h == sock.0).ok_or(NetError::NoSuchConn)?;
-        Ok(self.sockets.get_mut::<udp::Socket>(sock.0))
+        self.misc.iter_mut().find(|(h, _)| *h == sock.0).ok_or(NetError::NoSuchConn)?;
+        Ok(self.misc.get_mut::<udp::Socket>(sock.0))
     }
 
     /// Queues one datagram to `to`. `Ok(false)`: the send queue is full, try after a poll.
@@ -57,7 +57,10 @@ impl<L: Link> Stack<L> {
     ) -> Result<bool, NetError> {
         let endpoint = (IpAddress::Ipv4(*to.ip()), to.port());
         match self.udp(sock)?.send_slice(data, endpoint) {
-            Ok(()) => Ok(true),
+            Ok(()) => {
+                self.misc_due = true;
+                Ok(true)
+            }
             Err(udp::SendError::BufferFull) => Ok(false),
             Err(udp::SendError::Unaddressable) => Err(NetError::Invalid("unaddressable datagram")),
         }
@@ -104,8 +107,8 @@ impl<L: Link> Stack<L> {
     /// Closes and forgets a UDP socket.
     pub fn udp_close(&mut self, sock: UdpSock) {
         if self.udp(sock).is_ok() {
-            self.sockets.get_mut::<udp::Socket>(sock.0).close();
-            self.sockets.remove(sock.0);
+            self.misc.get_mut::<udp::Socket>(sock.0).close();
+            self.misc.remove(sock.0);
         }
     }
 }

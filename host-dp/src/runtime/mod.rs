@@ -56,7 +56,8 @@ pub struct RuntimeConfig {
     /// an agent, each decision carries its own slice.)
     pub slice_ns: u64,
     /// Idle workers spin and never sleep: for dedicated cores, where a sleep would cost the
-    /// next arrival its length. Off: spin, then yield, then sleep 50 µs at a time.
+    /// next arrival its length. Off: spin for 2 ms of idleness, yield until 4 ms, then sleep
+    /// 50 µs at a time.
     pub spin_when_idle: bool,
     /// How tasks are queued when no agent decides (local mode and fallback).
     pub local_policy: LocalPolicy,

@@ -160,7 +160,8 @@ fn worker_loop(mut ctx: Ctx, cpu: Option<usize>) {
     let shared = ctx.shared.clone();
     WORKER.set(Some((usize::from(ctx.worker.0), Handle { shared: shared.clone() })));
     CTX.set(Some(ctx));
-    let mut idle_polls = 0u32;
+    // Since when this worker found nothing to run (None: it ran a task last time round).
+    let mut idle_since: Option<MonoNanos> = None;
     while !shared.stop.load(Ordering::Acquire) {
         if shared.timers.due() {
             shared.timers.fire();
@@ -168,11 +169,15 @@ fn worker_loop(mut ctx: Ctx, cpu: Option<usize>) {
         poll_ingress();
         let picked = CTX.with_borrow_mut(|c| c.as_mut().map(Ctx::next)).flatten();
         let Some((task, started, slice_ns)) = picked else {
-            idle_polls = idle_polls.saturating_add(1);
-            backoff(if shared.spin_when_idle { 0 } else { idle_polls });
+            if shared.spin_when_idle {
+                std::hint::spin_loop();
+            } else {
+                let now = MonoNanos::now();
+                backoff(now.since(*idle_since.get_or_insert(now)));
+            }
             continue;
         };
-        idle_polls = 0;
+        idle_since = None;
         SLICE.set(Some((started, slice_ns)));
         let outcome = task.poll();
         SLICE.set(None);
@@ -182,11 +187,18 @@ fn worker_loop(mut ctx: Ctx, cpu: Option<usize>) {
     WORKER.take();
 }
 
-/// Spin, then yield, then sleep at most 50 µs: idle workers leave a 2-vCPU machine usable.
-fn backoff(idle_polls: u32) {
-    if idle_polls < 1_000 {
+/// An idle worker spins this long after its last task: an arrival within it pays no wakeup.
+const IDLE_SPIN_NS: u64 = 2_000_000;
+/// Then yields its core until this much idle time, then sleeps.
+const IDLE_YIELD_NS: u64 = 4_000_000;
+
+/// Spin, then yield, then sleep at most 50 µs at a time, by how long the worker has been idle
+/// (`idle_ns`): idle workers leave a 2-vCPU machine usable. By time, not by poll count: how
+/// long a poll takes depends on the stack and its connections.
+fn backoff(idle_ns: u64) {
+    if idle_ns < IDLE_SPIN_NS {
         std::hint::spin_loop();
-    } else if idle_polls < 1_100 {
+    } else if idle_ns < IDLE_YIELD_NS {
         std::thread::yield_now();
     } else {
         std::thread::sleep(Duration::from_micros(50));
