@@ -2,7 +2,7 @@
 # The RocksDB GET/SCAN experiment behind docs/results/rocksdb.md: loadgen's open-loop GET/SCAN
 # mix (SCAN latency kept apart) against rocksdb-server on a shared-memory wire, one worker,
 # its tasks scheduled FIFO (no preemption) or Shinjuku (a 30 µs slice, honoured at the preempt
-# points between a scan's chunks of 64 items) by the runtime's own queue (local), by an agent
+# points between a scan's chunks of 16 items) by the runtime's own queue (local), by an agent
 # thread (on-host), and Shinjuku by ipu-cp (offloaded). The setups alternate point by point and
 # run by run. No root. On the 2-vCPU VM the client, the worker and an agent share two cores:
 # the report says what that does; the ratio FIFO / Shinjuku within a mode is the measure.
@@ -11,7 +11,7 @@
 # IDLE_SLEEP_US > 0 makes the client sleep that long after a poll that found nothing, leaving
 # its core to the server's worker and the agent (loadgen --idle-sleep-us; the sleep adds to
 # every latency equally).
-# (A scan of 5000 items takes about 7 ms here: long enough to stand out of this VM's ~1 ms
+# (A scan of 5000 items takes about 3.5–4 ms here: long enough to stand out of this VM's ~1 ms
 # p99 noise floor, which hides 1000-item scans.)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -89,7 +89,7 @@ def main():
         "- Load: open-loop Poisson, 128 connections, 20 000 keys of 100 bytes; a share of the",
         "  requests are `scan <key> N` (share and N in the conditions below), the rest GETs.",
         "  Latency from each request's planned send time.",
-        "- Server: one worker; a scan runs in chunks of 64 items with a preempt point between",
+        "- Server: one worker; a scan runs in chunks of 16 items with a preempt point between",
         "  them. Policies, interleaved point by point:",
         "",
     ]

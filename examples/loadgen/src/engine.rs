@@ -139,6 +139,9 @@ pub fn merge(points: Vec<Point>) -> anyhow::Result<Point> {
 struct Conn {
     out: Vec<u8>,
     input: Vec<u8>,
+    /// How much of the partial reply at the front of `input` is parsed already (whole items
+    /// of a long SCAN reply): parsing resumes there, so a reply costs its length once.
+    parsed: usize,
     /// Planned send times, and whether the request is a SCAN.
     waiting: std::collections::VecDeque<(Instant, bool)>,
 }
@@ -276,7 +279,7 @@ fn pump(
             conn.input.extend_from_slice(&buf[..n]);
         }
         let mut used = 0;
-        while let Some((took, error)) = reply_len(&conn.input[used..]) {
+        while let Some((took, error)) = reply_len(&conn.input[used..], &mut conn.parsed) {
             used += took;
             let planned = conn
                 .waiting
@@ -301,10 +304,17 @@ fn set_request(out: &mut Vec<u8>, key: u32, value: &[u8]) {
 
 /// The length of the complete reply at the front of `buf` and whether it is an error; `None`
 /// if it is not all there yet. Replies: `VALUE ... \r\n<data>\r\n`* `END\r\n`, or one line.
-fn reply_len(buf: &[u8]) -> Option<(usize, bool)> {
-    let mut at = 0;
+/// Parsing starts at `*parsed` (the whole items of this reply seen by earlier calls); when the
+/// reply is incomplete, `*parsed` moves to the end of its last whole item, and when it is
+/// complete, back to 0 for the next reply.
+fn reply_len(buf: &[u8], parsed: &mut usize) -> Option<(usize, bool)> {
+    let mut at = *parsed;
     loop {
-        let line_end = buf[at..].windows(2).position(|w| w == b"\r\n")? + at;
+        let item = at;
+        let Some(line_end) = find_crlf(&buf[at..]).map(|i| i + at) else {
+            *parsed = item;
+            return None;
+        };
         let line = &buf[at..line_end];
         at = line_end + 2;
         if let Some(rest) = line.strip_prefix(b"VALUE ") {
@@ -312,6 +322,7 @@ fn reply_len(buf: &[u8]) -> Option<(usize, bool)> {
                 std::str::from_utf8(rest.rsplit(|&b| b == b' ').next()?).ok()?.parse().ok()?;
             // (gets adds a CAS after the length: this client never sends gets.)
             if buf.len() < at + bytes + 2 {
+                *parsed = item;
                 return None;
             }
             at += bytes + 2;
@@ -320,7 +331,20 @@ fn reply_len(buf: &[u8]) -> Option<(usize, bool)> {
         let error = line.ends_with(b"ERROR")
             || line.starts_with(b"CLIENT_ERROR")
             || line.starts_with(b"SERVER_ERROR");
+        *parsed = 0;
         return Some((at, error));
+    }
+}
+
+/// Where the first `\r\n` in `buf` starts.
+fn find_crlf(buf: &[u8]) -> Option<usize> {
+    let mut from = 0;
+    loop {
+        let newline = from + buf[from..].iter().position(|&b| b == b'\n')?;
+        if newline > 0 && buf[newline - 1] == b'\r' {
+            return Some(newline - 1);
+        }
+        from = newline + 1;
     }
 }
 
@@ -328,15 +352,38 @@ fn reply_len(buf: &[u8]) -> Option<(usize, bool)> {
 mod tests {
     use super::reply_len;
 
+    fn whole(buf: &[u8]) -> Option<(usize, bool)> {
+        reply_len(buf, &mut 0)
+    }
+
     #[test]
     fn replies_are_framed_whole_or_not_at_all() {
-        assert_eq!(reply_len(b"STORED\r\n"), Some((8, false)));
-        assert_eq!(reply_len(b"END\r\nSTORED\r\n"), Some((5, false)));
+        assert_eq!(whole(b"STORED\r\n"), Some((8, false)));
+        assert_eq!(whole(b"END\r\nSTORED\r\n"), Some((5, false)));
         let hit = b"VALUE key:1 0 3\r\nabc\r\nEND\r\n";
-        assert_eq!(reply_len(hit), Some((hit.len(), false)));
-        assert_eq!(reply_len(&hit[..hit.len() - 1]), None);
-        assert_eq!(reply_len(b"VALUE key:1 0 3\r\nab"), None);
-        assert_eq!(reply_len(b"SERVER_ERROR out of memory storing object\r\n"), Some((43, true)));
-        assert_eq!(reply_len(b"ERROR\r\n"), Some((7, true)));
+        assert_eq!(whole(hit), Some((hit.len(), false)));
+        assert_eq!(whole(&hit[..hit.len() - 1]), None);
+        assert_eq!(whole(b"VALUE key:1 0 3\r\nab"), None);
+        assert_eq!(whole(b"SERVER_ERROR out of memory storing object\r\n"), Some((43, true)));
+        assert_eq!(whole(b"ERROR\r\n"), Some((7, true)));
+        assert_eq!(whole(b"VALUE key:1 0 4\r\na\nb\r\r\nEND\r\n"), Some((28, false)));
+    }
+
+    #[test]
+    fn a_long_reply_parsed_as_it_arrives_matches_the_whole() {
+        let mut reply = Vec::new();
+        for i in 0..200 {
+            reply.extend_from_slice(format!("VALUE key:{i} 0 6\r\nv\r\n{i:03}\r\n").as_bytes());
+        }
+        reply.extend_from_slice(b"END\r\nSTORED\r\n");
+        let end = reply.len() - 8;
+        let mut parsed = 0;
+        for len in 0..end {
+            assert_eq!(reply_len(&reply[..len], &mut parsed), None, "at {len}");
+            assert!(parsed <= len, "resumes inside what arrived");
+        }
+        assert_eq!(reply_len(&reply, &mut parsed), Some((end, false)));
+        assert_eq!(parsed, 0, "the next reply starts fresh");
+        assert_eq!(reply_len(&reply[end..], &mut parsed), Some((8, false)));
     }
 }

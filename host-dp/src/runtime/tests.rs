@@ -117,6 +117,60 @@ fn preempt_points_yield_only_when_a_slice_is_set() {
     assert!(!ran && preemptions == 0, "without a slice the long task runs to completion");
 }
 
+/// An ingress that, once armed, spawns one task recording how many rounds the long task had
+/// run when it got the worker.
+struct ArmedIngress {
+    armed: AtomicBool,
+    rounds: Arc<AtomicU64>,
+    seen_at_round: Arc<AtomicU64>,
+}
+
+impl Ingress for ArmedIngress {
+    fn poll(&self, _worker: usize, handle: &Handle) -> usize {
+        if !self.armed.swap(false, Ordering::AcqRel) {
+            return 0;
+        }
+        let (rounds, seen) = (self.rounds.clone(), self.seen_at_round.clone());
+        let spawned = handle.spawn(async move {
+            seen.store(rounds.load(Ordering::Acquire), Ordering::Release);
+        });
+        usize::from(spawned.is_ok())
+    }
+}
+
+#[test]
+fn an_arrival_during_a_slice_runs_before_the_task_that_used_it_up() {
+    // Shinjuku's order: a task preempted at the end of its slice goes behind what arrived
+    // while it ran, so the arrival waits for one slice, not two.
+    let rt = runtime(1, 30_000);
+    let rounds = Arc::new(AtomicU64::new(0));
+    let seen_at_round = Arc::new(AtomicU64::new(0));
+    let ingress = Arc::new(ArmedIngress {
+        armed: AtomicBool::new(false),
+        rounds: rounds.clone(),
+        seen_at_round: seen_at_round.clone(),
+    });
+    assert!(rt.set_ingress(ingress.clone()));
+    let (counter, seen) = (rounds.clone(), seen_at_round.clone());
+    let long = rt
+        .spawn(async move {
+            while seen.load(Ordering::Acquire) == 0 && counter.load(Ordering::Acquire) < 1000 {
+                counter.fetch_add(1, Ordering::AcqRel);
+                if counter.load(Ordering::Acquire) == 1 {
+                    ingress.armed.store(true, Ordering::Release); // "arrives" during round 1
+                }
+                let until = Instant::now() + Duration::from_micros(100); // past the slice
+                while Instant::now() < until {
+                    std::hint::spin_loop();
+                }
+                preempt_point().await;
+            }
+        })
+        .unwrap();
+    long.join();
+    assert_eq!(seen_at_round.load(Ordering::Acquire), 1, "the arrival ran right after round 1");
+}
+
 #[test]
 fn the_task_limit_is_backpressure_not_loss() {
     let rt = Runtime::start(RuntimeConfig { tasks_max: 2, ..RuntimeConfig::default() }).unwrap();
