@@ -27,6 +27,8 @@ fn suite_with_io_uring_receives() {
         let mut b = UringPort::open("vb", config).unwrap();
         conformance::suite(&mut a, &mut b);
         conformance::suite(&mut b, &mut a);
+        assert_eq!(a.error_counts(), (0, 0));
+        assert_eq!(b.error_counts(), (0, 0));
     });
 }
 
@@ -35,9 +37,12 @@ fn teardown_and_reinit() {
     let ns = netns::Netns::with_veth_pair("uring-re");
     ns.run(|| {
         for round in 0..3 {
-            let mut a = UringPort::open("va", UringConfig::default()).unwrap();
-            let mut b = UringPort::open("vb", UringConfig::default()).unwrap();
-            conformance::integrity_and_order(&mut a, &mut b, 300 + round);
+            for rx_mode in [RxMode::MmapRing, RxMode::IoUring] {
+                let config = UringConfig { rx_mode, ..UringConfig::default() };
+                let mut a = UringPort::open("va", config).unwrap();
+                let mut b = UringPort::open("vb", config).unwrap();
+                conformance::integrity_and_order(&mut a, &mut b, 300 + round);
+            }
         }
     });
 }
@@ -50,4 +55,6 @@ fn bad_interface_and_config_are_refused() {
     ));
     let bad = UringConfig { rx_depth: 4000, ..UringConfig::default() };
     assert!(matches!(UringPort::open("lo", bad), Err(UringError::Config(_))));
+    let too_many = UringConfig { buffers: 70_000, ..UringConfig::default() };
+    assert!(matches!(UringPort::open("lo", too_many), Err(UringError::Config(_))));
 }

@@ -2,16 +2,20 @@
 //! interface (a veth, a TAP, a NIC the kernel drives), with batched submission and completion.
 //! The default backend when DPDK is not wanted.
 //!
-//! Receive keeps `rx_depth` `Recv` operations posted, each owning a pool buffer; a completion
-//! turns its buffer into a frame. Transmit posts one `Send` per frame, at most `tx_depth` in
-//! flight (the local queue: a full queue is reported as backpressure); completions return the
-//! buffers. The socket ignores its own outgoing frames (`PACKET_IGNORE_OUTGOING`).
+//! Receive reads a `PACKET_MMAP` ring in memory (the default), or keeps one multishot
+//! `Recv` armed that takes a buffer per frame from `rx_depth` pool buffers provided in a
+//! buffer ring; a completion names the buffer it filled, which becomes a frame. Transmit
+//! posts one `Send` per frame, at most `tx_depth` in flight (the local queue: a full queue is
+//! reported as backpressure); completions return the buffers. The socket ignores its own
+//! outgoing frames (`PACKET_IGNORE_OUTGOING`).
 //!
-//! Unsafe code lives in this folder. Invariants: a buffer handed to an operation is not
-//! touched by Rust until that operation's completion arrives; the port's `Drop` closes the
-//! socket, cancels every operation and waits for all completions before the pool may be freed
-//! (if they do not all arrive within a bound, the pool memory is leaked instead).
+//! Unsafe code lives in this folder. Invariants: a buffer handed to an operation, or
+//! provided in the buffer ring, is not touched by Rust until a completion gives it back; the
+//! port's `Drop` closes the socket, cancels every operation and waits for all completions
+//! before the pool may be freed (if they do not all arrive within a bound, the pool memory is
+//! leaked instead).
 
+mod buf_ring;
 mod pool;
 mod rx_ring;
 mod socket;
@@ -23,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use io_uring::{IoUring, opcode, squeue, types};
 
+use buf_ring::BufRing;
 use pool::Pool;
 pub use pool::UringFrame;
 use rx_ring::RxRing;
@@ -41,7 +46,7 @@ const INDEX_MASK: u64 = 0xffff_ffff;
 pub enum RxMode {
     /// A `PACKET_MMAP` ring polled in memory: no system call per frame (the default).
     MmapRing,
-    /// `Recv` operations kept posted on the io_uring, one per frame.
+    /// One multishot `Recv` on the io_uring, filling buffers provided in a buffer ring.
     IoUring,
 }
 
@@ -52,7 +57,7 @@ pub struct UringConfig {
     pub rx_mode: RxMode,
     /// Frame buffers (receive and transmit together).
     pub buffers: u32,
-    /// Receives kept posted.
+    /// Buffers kept for receiving (posted, or provided in the ring).
     pub rx_depth: u32,
     /// Most sends in flight: the transmit queue.
     pub tx_depth: u32,
@@ -103,12 +108,18 @@ fn sys(call: &'static str) -> impl FnOnce(std::io::Error) -> UringError {
 /// A port on one interface, single queue.
 pub struct UringPort {
     ring: IoUring,
+    /// Buffers provided to the multishot receive, in `RxMode::IoUring`. Declared after `ring`:
+    /// it must outlive the registration.
+    buf_ring: Option<BufRing>,
+    /// The multishot receive is armed (its last completion said more would come).
+    recv_armed: bool,
     socket: Option<OwnedFd>,
     pool: Rc<Pool>,
     /// The receive ring, in `RxMode::MmapRing`.
     rx_ring: Option<RxRing>,
     config: UringConfig,
     caps: Capabilities,
+    /// Pool buffers the kernel holds for receiving.
     rx_posted: u32,
     tx_in_flight: u32,
     /// Completed receives not yet handed out: (buffer, length).
@@ -116,7 +127,7 @@ pub struct UringPort {
     rx_errors: u64,
     tx_errors: u64,
     /// Reused by `reap`, so reaping allocates nothing after set-up.
-    completions: Vec<(u64, i32)>,
+    completions: Vec<(u64, i32, u32)>,
 }
 
 impl std::fmt::Debug for UringPort {
@@ -130,6 +141,10 @@ impl UringPort {
     pub fn open(interface: &str, config: UringConfig) -> Result<UringPort, UringError> {
         if config.rx_depth + config.tx_depth > config.buffers || config.rx_depth == 0 {
             return Err(UringError::Config("need rx_depth > 0 and rx_depth + tx_depth <= buffers"));
+        }
+        if config.buffers > 1 << 16 || config.rx_depth > 1 << 15 {
+            // A provided buffer is named by a u16; a buffer ring holds at most 32768.
+            return Err(UringError::Config("need buffers <= 65536 and rx_depth <= 32768"));
         }
         let socket = open_socket(interface, config.socket_rcvbuf_bytes)?;
         let mtu = interface_mtu(&socket, interface)?;
@@ -147,6 +162,14 @@ impl UringPort {
         }
         .or_else(|_| IoUring::new(entries))
         .map_err(sys("io_uring_setup"))?;
+        let buf_ring = match config.rx_mode {
+            RxMode::IoUring => {
+                let entries = u16::try_from(config.rx_depth.next_power_of_two())
+                    .map_err(|_| UringError::Config("rx_depth too big"))?;
+                Some(BufRing::register(&ring, entries)?)
+            }
+            RxMode::MmapRing => None,
+        };
         let frame_len_max = mtu + 14;
         let buffer_size = frame_len_max.next_multiple_of(64);
         let caps = Capabilities {
@@ -160,6 +183,8 @@ impl UringPort {
         let pool = Pool::new(config.buffers, buffer_size, frame_len_max);
         let mut port = UringPort {
             ring,
+            buf_ring,
+            recv_armed: false,
             socket: Some(socket),
             pool,
             rx_ring,
@@ -193,21 +218,26 @@ impl UringPort {
         unsafe { self.ring.submission().push(entry).is_ok() }
     }
 
+    /// Provides free buffers to the receive up to `rx_depth`, and arms the multishot receive
+    /// if it is not.
     fn post_receives(&mut self) {
-        if self.rx_ring.is_some() {
+        let Some(buf_ring) = self.buf_ring.as_mut() else {
             return; // frames arrive in the mapped ring, not through operations
-        }
+        };
+        let len = u32::try_from(self.pool.buffer_size()).expect("buffer size fits u32");
+        let provided = self.rx_posted;
         while self.rx_posted < self.config.rx_depth {
             let Some(index) = self.pool.take() else { break };
-            let len = u32::try_from(self.pool.buffer_size()).expect("buffer size fits u32");
-            let entry = opcode::Recv::new(self.fd(), self.pool.buffer(index), len)
-                .build()
-                .user_data(RX | u64::from(index));
-            if !self.push(&entry) {
-                self.pool.give_back(index);
-                break;
-            }
+            let bid = u16::try_from(index).expect("buffers <= 65536 (checked at open)");
+            buf_ring.push(self.pool.buffer(index), len, bid);
             self.rx_posted += 1;
+        }
+        if self.rx_posted != provided {
+            buf_ring.publish();
+        }
+        if !self.recv_armed && self.rx_posted > 0 {
+            let entry = opcode::RecvMulti::new(self.fd(), buf_ring::GROUP).build().user_data(RX);
+            self.recv_armed = self.push(&entry);
         }
     }
 
@@ -221,12 +251,25 @@ impl UringPort {
         // the deferred task work that posts completions.
         let _ = unsafe { self.ring.submitter().enter::<libc::sigset_t>(0, 0, flags, None) };
         let mut completions = std::mem::take(&mut self.completions);
-        completions.extend(self.ring.completion().map(|c| (c.user_data(), c.result())));
-        for (data, result) in completions.drain(..) {
+        completions.extend(self.ring.completion().map(|c| (c.user_data(), c.result(), c.flags())));
+        for (data, result, flags) in completions.drain(..) {
             let index = (data & INDEX_MASK) as u32;
             match data & !INDEX_MASK {
                 RX => {
+                    if !io_uring::cqueue::more(flags) {
+                        self.recv_armed = false; // re-armed by the next post_receives
+                    }
+                    let Some(bid) = io_uring::cqueue::buffer_select(flags) else {
+                        // No buffer taken: the ring ran dry (ENOBUFS: the frame waits in the
+                        // socket for the re-armed receive), a cancel, or a socket error.
+                        let benign = [-libc::ENOBUFS, -libc::ECANCELED];
+                        if result < 0 && !benign.contains(&result) {
+                            self.rx_errors += 1;
+                        }
+                        continue;
+                    };
                     self.rx_posted -= 1;
+                    let index = u32::from(bid);
                     match usize::try_from(result) {
                         Ok(len) if len <= self.caps.frame_len_max => {
                             self.rx_ready.push_back((index, len))
@@ -344,7 +387,8 @@ impl PacketIo for UringPort {
 impl Drop for UringPort {
     fn drop(&mut self) {
         // Close the socket, then cancel whatever is still posted, and wait for every
-        // completion: only then does no operation own a pool buffer.
+        // completion: only then does no operation own a pool buffer. (The io_uring, dropped
+        // first of the fields, takes the buffer ring's registration with it.)
         self.socket = None;
         let cancel =
             opcode::AsyncCancel2::new(types::CancelBuilder::any()).build().user_data(CANCEL);
@@ -352,13 +396,15 @@ impl Drop for UringPort {
         let deadline = Instant::now() + Duration::from_secs(2);
         let tick = types::Timespec::new().nsec(10_000_000);
         let wait = types::SubmitArgs::new().timespec(&tick);
-        while self.rx_posted + self.tx_in_flight > 0 && Instant::now() < deadline {
+        // Buffers still provided in the buffer ring are written only by an armed receive.
+        let busy = |port: &UringPort| port.recv_armed || port.tx_in_flight > 0;
+        while busy(self) && Instant::now() < deadline {
             // Bounded wait: a completion that never comes must not hang the drop (the leak
             // below covers that case).
             let _ = self.ring.submitter().submit_with_args(1, &wait);
             self.reap();
         }
-        if self.rx_posted + self.tx_in_flight > 0 {
+        if busy(self) {
             self.pool.leak_on_drop(); // the kernel may still write into buffers: never free them
         }
     }
