@@ -46,7 +46,8 @@ CORES_SPINNING = [
     "  orders of magnitude. The policy itself is measured by the local pair (the runtime's",
     "  own queue, no agent). With the client sleeping when it has nothing to do",
     "  (`IDLE_SLEEP_US=20`, [rocksdb-sleeping-client/rocksdb.md](rocksdb-sleeping-client/rocksdb.md))",
-    "  the agents get a core and their GET p99s fall from 0.1–5 s to 2–30 ms.",
+    "  the agents get a core and their GET p99s fall from 45 ms–5 s to 2–6 ms (five runs",
+    "  each, 2026-11-23).",
 ]
 CORES_SLEEPING = [
     "- The client sleeps after a poll that found nothing (`loadgen --idle-sleep-us`), so on",
