@@ -3,7 +3,7 @@
 # (loadgen over kernel sockets) against rpc-server (Wave's stack on AF_PACKET, one worker) and
 # Debian's memcached (one thread), each behind its own veth, one server core each, interleaved
 # rate by rate and run by run; then the report and the plot. Needs root (namespaces, veth,
-# AF_PACKET). The namespaces are removed on exit. About 4 minutes with the defaults.
+# AF_PACKET). The namespaces are removed on exit. About 3 minutes with the defaults.
 #   RUNS=3 RATES=2000,5000,... SECONDS_PER_RATE=2 SERVER_CPU=1 CLIENT_CPU=0
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,7 +11,7 @@ bash scripts/setup.sh --plots
 cargo build --release -q -p rpc-server -p loadgen
 out=${OUT:-docs/results}
 runs=${RUNS:-3}
-rates=${RATES:-2000,5000,10000,20000,40000,60000,90000,120000}
+rates=${RATES:-2000,5000,10000,20000,40000,60000,90000,120000,150000,220000}
 seconds=${SECONDS_PER_RATE:-2}
 server_cpu=${SERVER_CPU:-1}
 client_cpu=${CLIENT_CPU:-0}
