@@ -158,11 +158,9 @@ impl<L: Link> Stack<L> {
                 !busy
             });
             let (backlog, listening) = (listener.backlog, listener.listening.len());
-            let arrived: Vec<SlotId> =
-                left.into_iter().map(|s| self.conns.insert(s, Phase::Waiting)).collect();
             let waiting = self.ready.entry(port).or_default();
             let room = backlog.saturating_sub(waiting.len());
-            waiting.extend(arrived);
+            waiting.extend(left.into_iter().map(|s| self.conns.insert(s, Phase::Waiting)));
             // Keep `backlog` slots for handshakes and waiting connections together.
             for _ in 0..(backlog - listening).min(room) {
                 let Ok(socket) = self.listening_socket(port) else { break };

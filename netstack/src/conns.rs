@@ -37,7 +37,6 @@ pub(crate) enum Phase {
 pub(crate) struct Slot {
     pub(crate) set: SocketSet<'static>,
     handle: SocketHandle,
-    generation: u32,
     flow: Option<Flow>,
     pub(crate) phase: Phase,
     /// In the dirty list.
@@ -62,7 +61,7 @@ pub(crate) struct SlotId {
 #[derive(Default)]
 pub(crate) struct ConnTable {
     slots: Vec<Option<Slot>>,
-    /// Generations of vacant slots are kept here so a reused index gets a new one.
+    /// Each index's generation, bumped when the index is taken again.
     generations: Vec<u32>,
     free: Vec<u32>,
     flows: FxHashMap<Flow, u32>,
@@ -93,18 +92,17 @@ impl ConnTable {
         }
         let mut set = SocketSet::new(Vec::with_capacity(1));
         let handle = set.add(socket);
-        let generation = self.generations[i];
-        self.slots[i] =
-            Some(Slot { set, handle, generation, flow, phase, dirty: false, timer_us: None });
+        self.slots[i] = Some(Slot { set, handle, flow, phase, dirty: false, timer_us: None });
         self.mark(index);
-        SlotId { index, generation }
+        SlotId { index, generation: self.generations[i] }
     }
 
     pub(crate) fn get(&mut self, id: SlotId) -> Option<&mut Slot> {
-        self.slots
-            .get_mut(id.index as usize)?
-            .as_mut()
-            .filter(|slot| slot.generation == id.generation)
+        let i = id.index as usize;
+        if self.generations.get(i) != Some(&id.generation) {
+            return None;
+        }
+        self.slots.get_mut(i)?.as_mut()
     }
 
     /// Takes the connection out; returns its socket.
