@@ -15,7 +15,7 @@ use host_dp::io::QueueId;
 use host_dp::io::uring::{UringConfig, UringPort};
 use host_dp::net::PortLink;
 use netns::Netns;
-use netstack::{Conn, ConnState, Impaired, Impairment, NetError, Stack, StackConfig};
+use netstack::{Conn, Impaired, Impairment, NetError, Stack, StackConfig};
 
 const OURS: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const KERNEL: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
@@ -141,8 +141,9 @@ fn serve_echo<L: netstack::Link>(
                     }
                 }
             }
-            let closed = stack.state(*conn).is_ok_and(|s| s == ConnState::Closed);
-            if *peer_done && closed && stack.unsent(*conn).unwrap_or(0) == 0 {
+            // Released once our FIN is acknowledged too: released earlier (in LAST-ACK, data
+            // all acknowledged but the FIN not yet sent), the peer would get a RST, not EOF.
+            if *peer_done && stack.finished(*conn).unwrap_or(true) {
                 stack.release(*conn);
                 return false;
             }
