@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
-"""Writes docs/results/memory.md (and memory.png, with gnuplot) from the memory.csv and
-memory-series.csv that scripts/tier-experiment.sh wrote.
+"""Writes docs/results/memory.md (and memory.png, with gnuplot) from the memory.csv,
+memory-series.csv and memory-pairs.csv that scripts/tier-experiment.sh wrote.
 
 Per setup, the median over runs (and the range) of each measure of the window; throughput
 is compared with the all-resident run of the same round (a ratio per round, then the median),
 both per second of wall time and per second of the worker's CPU time (the fair measure on
-this shared VM). The warm-up (the policy learning the arena) is reported from the per-second
+this shared VM). The side-by-side rounds compare each tiered setup with the resident twin
+that ran beside it on the same vCPU, per second of each worker's CPU time. The warm-up (the policy learning the arena) is reported from the per-second
 series. Usage: tier-report.py RESULTS_DIR
 """
 
@@ -68,16 +69,22 @@ def main():
     for (setup, run), ops in points.items():
         warm[setup][run] = statistics.mean(ops)
 
+    pairs = read_pairs(out)
     rounds = len({row["run"] for row in rows})
     command = "./scripts/tier-experiment.sh"
+    n_pairs = len({run for runs in pairs.values() for run in runs})
+    if n_pairs != 5:
+        command = f"PAIRS={n_pairs} {command}"
     if rounds != 3:
         command = f"RUNS={rounds} {command}"
     lines = [
         "# Memory tiering: results",
         "",
-        f"Produced by `{command}` (root; about 4 minutes a round), which runs",
-        "`tier-bench` in each setup per round and then `scripts/tier-report.py`. Raw data:",
-        "`memory.csv` (one row per run), `memory-series.csv` (per second), `memory-env.txt`.",
+        f"Produced by `{command}` (root; about 4 minutes a round, 3.5 a side-by-side",
+        "round), which runs `tier-bench` in each setup per round, then each tiered setup beside",
+        "a resident twin, then `scripts/tier-report.py`. Raw data: `memory.csv` (one row per",
+        "run), `memory-series.csv` (per second), `memory-pairs.csv` (side by side),",
+        "`memory-env.txt`.",
         "",
         "## Setup",
         "",
@@ -130,6 +137,7 @@ def main():
             r = [warm[s][run] / warm["resident"][run] for run in warm[s] if run in warm["resident"]]
             lines.append(f"- `{s}`: {median_range(r, '{:.3f}')} of the resident run's ops/s")
         lines.append("")
+    lines += side_by_side(pairs)
     off = by.get("offloaded", {})
     if off and base:
         slow = statistics.median(values("offloaded", "slow_fraction"))
@@ -137,17 +145,29 @@ def main():
         per_cpu = statistics.median(ratios("offloaded", "ops_per_cpu_s"))
         promo = statistics.median(values("offloaded", "promotions_per_min_pct"))
         target = float(next(iter(off.values()))["target_pct"])
-        met = slow >= 0.30 and min(ratio, per_cpu) >= 0.95 and promo <= target
+        paired = pair_ratios(pairs, "offloaded")
+        judged = statistics.median(paired) if paired else min(ratio, per_cpu)
+        met = slow >= 0.30 and judged >= 0.95 and promo <= target
         lines += [
             "## Goals (offloaded)",
             "",
-            f"- Slow tier {slow * 100:.1f} % of the arena (goal ≥ 30 %), throughput {ratio:.3f} "
-            f"of all-resident per wall second and {per_cpu:.3f} per app-CPU second (goal ≥ 0.95), "
-            f"promotions {promo:.2f} % of the hot set per minute (target {target:.2f} %): "
-            f"**{'met' if met else 'not met'}** in the window.",
+            f"- Slow tier {slow * 100:.1f} % of the arena (goal ≥ 30 %), promotions {promo:.2f} %"
+            f" of the hot set per minute (target {target:.2f} %), throughput (goal ≥ 0.95 of"
+            f" all-resident): {ratio:.3f} per wall second and {per_cpu:.3f} per app-CPU second"
+            " in the rounds one after another"
+            + (
+                f", {statistics.median(paired):.3f} per worker-CPU second side by side"
+                f" ({len(paired)} pairs, {min(paired):.3f}–{max(paired):.3f})"
+                if paired
+                else ""
+            )
+            + f": **{'met' if met else 'not met'}**"
+            + (" (judged side by side: the rounds one after another scatter by more than the"
+               " goal's 5 %)." if paired else "."),
             f"- Policy CPU entirely off the host: the policy is the `ipu-cp` process "
-            f"({statistics.median(values('offloaded', 'policy_cpu_pct')):.2f} % of a core, most "
-            "of it its idle polling), next to the mechanism thread's "
+            f"({statistics.median(values('offloaded', 'policy_cpu_pct')):.2f} % of a core: its "
+            "decisions and its idle polling, now sleeping up to 1 ms between polls while only"
+            " the tier service has apps), next to the mechanism thread's "
             f"{statistics.median(values('offloaded', 'mechanism_cpu_pct')):.2f} % and the fault "
             f"path's {statistics.median(values('offloaded', 'fault_cpu_pct')):.2f} % of app CPU "
             "on the host.",
@@ -161,7 +181,7 @@ def main():
             "reused a kept copy instead of compressing.",
             "",
         ]
-    lines += caveats(by, base, ratios, values)
+    lines += caveats(by, base, ratios, values, pairs)
     if env:
         lines += ["## Environment", "", "```", env.strip(), "```", ""]
     (out / "memory.md").write_text("\n".join(lines))
@@ -169,7 +189,60 @@ def main():
     plot(out, series, setups)
 
 
-def caveats(by, base, ratios, values):
+def read_pairs(out):
+    """setup -> run -> (the tiered row, its resident twin's row) from memory-pairs.csv."""
+    path = out / "memory-pairs.csv"
+    rows = list(csv.DictReader(open(path))) if path.exists() else []
+    twins = {(r["setup"][len("twin-"):], r["run"]): r for r in rows if r["setup"].startswith("twin-")}
+    pairs = defaultdict(dict)
+    for r in rows:
+        if (r["setup"], r["run"]) in twins:
+            pairs[r["setup"]][r["run"]] = (r, twins[(r["setup"], r["run"])])
+    return pairs
+
+
+def pair_ratios(pairs, setup, key="ops_per_cpu_s"):
+    return [float(p[key]) / float(t[key]) for p, t in pairs.get(setup, {}).values()
+            if float(t[key]) > 0]
+
+
+def side_by_side(pairs):
+    if not pairs:
+        return []
+    lines = [
+        "## Side by side (median of pairs, range in brackets)",
+        "",
+        "Each tiered setup ran at the same time as a resident twin: both workers pinned to the",
+        "same vCPU (the scheduler shares it between them), both control threads and `ipu-cp` on",
+        "the other, warm-ups and windows started at the same instant (`--start-unix-ms`). The",
+        "VM's drift then reaches both runs of a pair alike. The ratio is operations per second",
+        "of each worker's own CPU time (its thread clock); each worker had about half the vCPU.",
+        "",
+        "| setup | ops per worker-CPU-s vs twin | ops/s vs twin | worker CPU, % (twin) "
+        "| slow tier | DRAM saved, MiB | promotions, % of hot set/min | policy CPU, % of a core |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in [s for s in SETUPS if s in pairs]:
+        rows = list(pairs[s].values())
+
+        def col(key, fmt, rows=rows):
+            return median_range([float(p[key]) for p, _ in rows], fmt)
+
+        cpu = statistics.median(float(p["app_cpu_pct"]) for p, _ in rows)
+        twin_cpu = statistics.median(float(t["app_cpu_pct"]) for _, t in rows)
+        lines.append(
+            f"| {s} | {median_range(pair_ratios(pairs, s), '{:.3f}')} "
+            f"| {median_range(pair_ratios(pairs, s, 'ops_per_s'), '{:.3f}')} "
+            f"| {cpu:.1f} ({twin_cpu:.1f}) "
+            f"| {median_range([float(p['slow_fraction']) * 100 for p, _ in rows], '{:.1f} %')} "
+            f"| {col('saved_mib', '{:.0f}')} "
+            f"| {na(s, col('promotions_per_min_pct', '{:.2f}'))} "
+            f"| {col('policy_cpu_pct', '{:.2f}')} |"
+        )
+    return lines + [""]
+
+
+def caveats(by, base, ratios, values, pairs):
     lines = [
         "## Caveats",
         "",
@@ -179,13 +252,25 @@ def caveats(by, base, ratios, values):
         "  often trades slow-tier share against promotions through the threshold.",
         "- The window is the steady state after a 20 s warm-up. The warm-up, in which the policy",
         "  probes every page once and compresses the cold ones, costs throughput (above).",
-        "- The all-resident run itself scatters by 10–30 % from run to run on this shared VM;",
-        "  each ratio is taken within a round, then the median over rounds is reported. Tiered",
-        "  setups measuring above 1.0 are within that scatter: the goal is read as \"no loss",
-        "  beyond 5 %\", not as a gain.",
-        "- The policy's CPU in `ipu-cp` is mostly its idle polling (spin, yield, 50 µs sleeps",
-        "  between events); the decisions themselves take well under 1 % of a core for 262 144",
-        "  pages at four epochs a second (the policy called inline measured 0.5 %).",
+        "- Rounds one after another: the all-resident run itself scatters by 10–30 % from run",
+        "  to run on this shared VM (per-second rates within one run span 7–17 M ops/s), more",
+        "  than the 5 % the goal asks about; each ratio is taken within a round and the median",
+        "  over rounds reported, but that cannot resolve 5 %. The side-by-side pairs can: both",
+        "  runs of a pair see the same drift at the same moment. What a pair does not charge to",
+        "  its tiered run: the memory bandwidth and cache that the mechanism thread and the",
+        "  policy use on the other vCPU slow the twin as well (one after another, they slow only",
+        "  the tiered run); their CPU is reported in the tables. Each worker gets about half a",
+        "  vCPU in a pair, so the policy sees accesses at half the rate: for this workload the",
+        "  hot pages are still touched far more often than the cold-age threshold.",
+        "- How far rounds one after another drift: an earlier run of this script on 2026-11-23",
+        "  (the policy's idle sleeps still 50 µs) measured offloaded 0.797, on-host 0.866,",
+        "  random 0.775 and kernel 0.908 of all-resident one after another (three rounds), and",
+        "  side by side offloaded 1.001 (0.997–1.003), on-host 0.999, random 0.989 (0.988–0.995)",
+        "  and kernel 1.145 (five pairs). The pairs repeat to within 1 %; the rounds do not.",
+        "- The policy's CPU in `ipu-cp` is its idle polling (spin, yield, then sleeps: 1 ms",
+        "  while only tier apps are attached, 1/64 of an epoch; 50 µs sleeps, the scheduling",
+        "  agent's, took 16 % of a core) and its decisions, well under 1 % of a core for",
+        "  262 144 pages at four epochs a second (the policy called inline measured 0.5 %).",
         "- Write tracking (`WP_ASYNC` + `PAGEMAP_SCAN`) runs once per epoch in the mechanism",
         "  thread (its CPU is in the mechanism's column; the scan alone is the `tracking` line",
         "  below). Its use here is the kept copy of a promoted page that is only read; with",
@@ -196,21 +281,21 @@ def caveats(by, base, ratios, values):
         "  snapshot per epoch for this arena, where ABI 6 had the host send a record per changed",
         "  page. Here both sides share the L3 cache, which an IPU reading the table by DMA would",
         "  not. An A/B of the two designs (the offloaded setup, binaries of both commits",
-        "  alternated, 2 × 3 rounds of a 15 s window) gave ABI 7 / ABI 6 = 0.755–1.114, median",
-        "  0.976: no difference this VM resolves. Earlier runs of this report put the offloaded",
-        "  ratio at 1.19 (ABI 6), then 0.84 and 0.92 (ABI 7, three rounds each) and 1.07 (five",
-        "  rounds); the 16 ABI-7 rounds of 2026-11-23 (those three runs and a second five-round",
-        "  one, 0.87) have a median of 0.92 (0.77–1.28), and random demotion lands as close to",
-        "  all-resident as the policy. The scatter between rounds is larger than the 5 % the",
-        "  goal asks about: this VM cannot tell whether the goal holds.",
+        "  alternated, 2 × 3 rounds of a 15 s window, one after another) gave ABI 7 / ABI 6 =",
+        "  0.755–1.114, median 0.976: no difference such rounds resolve.",
     ]
     if "kernel" in by and base:
         k = statistics.median(ratios("kernel", "ops_per_s"))
+        paired = pair_ratios(pairs, "kernel")
+        side = f", and {statistics.median(paired):.2f} side by side" if paired else ""
         lines.append(
-            f"- The kernel baseline ran at {k:.2f} of the all-resident throughput. Swapping in"
-            " re-allocates the hot pages into fresh guest frames, so a likely cause is their"
-            " placement under the VM's two-level paging rather than anything about tiering; we"
-            " have not verified it. Its swap-ins are not counted by our promotion counter."
+            f"- The kernel baseline ran at {k:.2f} of the all-resident throughput one after"
+            f" another{side}: faster than all-resident, and not by drift (the pairs agree)."
+            " Swapping in re-allocates the hot pages into fresh guest frames, so a likely cause"
+            " is their placement under the VM's two-level paging (the hot quarter packed into"
+            " fewer host pages) rather than anything about tiering; we have not verified it."
+            " Our tiering leaves hot pages where they are. Its swap-ins are not counted by our"
+            " promotion counter."
         )
     return lines + [""]
 

@@ -4,7 +4,10 @@
 mod conformance;
 mod netns;
 
+use std::time::{Duration, Instant};
+
 use host_dp::io::uring::{RxMode, UringConfig, UringError, UringPort};
+use host_dp::io::{PacketIo, QueueId};
 
 #[test]
 fn suite_over_a_veth_pair_both_directions() {
@@ -33,6 +36,19 @@ fn suite_with_io_uring_receives() {
 }
 
 #[test]
+fn frames_pass_intact_with_the_qdisc_bypassed() {
+    let ns = netns::Netns::with_veth_pair("uring-qb");
+    ns.run(|| {
+        let config = UringConfig { qdisc_bypass: true, ..UringConfig::default() };
+        let mut a = UringPort::open("va", config).unwrap();
+        let mut b = UringPort::open("vb", config).unwrap();
+        conformance::integrity_and_order(&mut a, &mut b, 2_000);
+        conformance::mtu_and_oversize(&mut a, &mut b);
+        assert_eq!(a.error_counts(), (0, 0));
+    });
+}
+
+#[test]
 fn teardown_and_reinit() {
     let ns = netns::Netns::with_veth_pair("uring-re");
     ns.run(|| {
@@ -44,6 +60,77 @@ fn teardown_and_reinit() {
                 conformance::integrity_and_order(&mut a, &mut b, 300 + round);
             }
         }
+    });
+}
+
+/// Received frames are ring slots lent in place: a receiver may hold many (past a quarter of
+/// the ring they arrive as copies), send them on as they are, and every slot comes back.
+#[test]
+fn received_frames_can_be_held_and_forwarded_in_place() {
+    let ns = netns::Netns::with_veth_pair("uring-zc");
+    ns.run(|| {
+        let mut a = UringPort::open("va", UringConfig::default()).unwrap();
+        let mut b = UringPort::open("vb", UringConfig::default()).unwrap();
+        let max = a.capabilities().frame_len_max;
+        let lengths = conformance::lengths(&mut conformance::Lcg::new(11), 600, max);
+        let (mut held, mut burst) = (Vec::new(), Vec::new());
+        for (start, chunk) in (0u64..).step_by(32).zip(lengths.chunks(32)) {
+            conformance::send(&mut a, start, chunk);
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while (held.len() as u64) < start + chunk.len() as u64 {
+                b.rx_burst(QueueId(0), &mut burst, 64).unwrap();
+                held.extend(burst.drain(..).filter(conformance::is_test_frame));
+                assert!(Instant::now() < deadline, "only {} frames arrived", held.len());
+            }
+        }
+        let seqs: Vec<u64> = held.iter().map(conformance::check).collect();
+        assert_eq!(seqs, (0..600).collect::<Vec<_>>());
+        assert!(b.rx_copies() > 0, "holding 600 frames must go past the ring's lending");
+        assert!(b.rx_copies() < 600, "frames must be lent in place while the ring may lend");
+        // Forward 64 of them back from `b`, as they are, lent slots and copies alike.
+        let mut forward: Vec<_> = held.drain(..64).collect();
+        while !forward.is_empty() {
+            b.tx_burst(QueueId(0), &mut forward).unwrap();
+        }
+        assert_eq!(conformance::receive(&mut a, 64), (0..64).collect::<Vec<_>>());
+        drop(held);
+        // Every slot went back to the kernel: three rings' worth more arrive, lent in place.
+        let copies = b.rx_copies();
+        conformance::integrity_and_order(&mut a, &mut b, 3_000);
+        assert_eq!(b.rx_copies(), copies);
+        assert_eq!(b.error_counts(), (0, 0));
+    });
+}
+
+/// A frame held while a whole ring of frames arrives stops the ring at its slot (the kernel
+/// drops what comes meanwhile; the held slot is never read again as a new frame), and the
+/// ring moves on once the frame is dropped.
+#[test]
+fn a_frame_held_past_a_whole_ring_stops_it_until_dropped() {
+    let ns = netns::Netns::with_veth_pair("uring-hold");
+    ns.run(|| {
+        let mut a = UringPort::open("va", UringConfig::default()).unwrap();
+        let mut b = UringPort::open("vb", UringConfig::default()).unwrap();
+        conformance::send(&mut a, 0, &[100]);
+        let held = conformance::receive_frames(&mut b, 1);
+        let (mut next, mut got) = (1u64, Vec::new());
+        // The ring has 1 024 slots: within 2 048 more frames the kernel comes round to the
+        // held one and stops.
+        while next < 2_049 {
+            conformance::send(&mut a, next, &[100; 32]);
+            next += 32;
+            std::thread::sleep(Duration::from_millis(1));
+            let mut frames = Vec::new();
+            b.rx_burst(QueueId(0), &mut frames, 64).unwrap();
+            got.extend(
+                frames.iter().filter(|f| conformance::is_test_frame(*f)).map(conformance::check),
+            );
+        }
+        assert!(got.len() < 2_048, "the ring went past a held slot");
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "a stale slot was read again");
+        drop(held);
+        conformance::send(&mut a, 10_000, &[100; 32]);
+        assert_eq!(conformance::receive(&mut b, 32), (10_000..10_032).collect::<Vec<_>>());
     });
 }
 

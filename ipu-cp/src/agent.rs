@@ -12,6 +12,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use link::proto::{AppId, Direction, Epoch, Message, Record, WorkerId};
 use link::transport::Session;
@@ -134,6 +135,11 @@ impl Agent {
     /// Apps attached now.
     pub fn app_count(&self) -> usize {
         self.apps.len()
+    }
+
+    /// How long this agent may sleep once idle (its policy's slack).
+    pub fn idle_sleep(&self) -> Duration {
+        Duration::from_nanos(self.policy.idle_sleep_ns())
     }
 
     /// Attaches an admitted app.

@@ -61,6 +61,7 @@ impl OnHostAgent {
                 }
                 agent.attach(Attachment::InProcess(end), MonoNanos::now());
                 let mut backoff = Backoff::new(spin);
+                backoff.set_sleep(agent.idle_sleep());
                 while !stop.load(Ordering::Relaxed) {
                     if agent.poll(MonoNanos::now()) > 0 {
                         backoff.busy();

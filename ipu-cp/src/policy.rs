@@ -78,6 +78,13 @@ pub trait Policy: Send {
         now: MonoNanos,
         out: &mut Decisions,
     );
+    /// How long the agent may sleep between polls once idle, ns: the slack in the policy's
+    /// reaction time. The default suits policies that answer events in microseconds
+    /// (scheduling, connection admission); a policy working in long epochs allows more, and
+    /// each idle wakeup costs CPU on whatever core the agent shares.
+    fn idle_sleep_ns(&self) -> u64 {
+        50_000
+    }
     /// Decisions that answer no single event (dispatching queued work), after each drained
     /// batch of `app`'s events. Default: none.
     fn decide(&mut self, _app: AppId, _now: MonoNanos, _out: &mut Decisions) {}

@@ -83,6 +83,10 @@ struct Args {
     /// Append the run's per-second series to this CSV.
     #[arg(long)]
     series: Option<PathBuf>,
+    /// Start the warm-up's clock at this Unix time, ms (after the arena is filled), so that
+    /// two runs side by side share their window; a run not ready by then fails.
+    #[arg(long)]
+    start_unix_ms: Option<u64>,
 }
 
 /// `memmgr::FaultMode`, for the command line.
@@ -199,22 +203,31 @@ fn main() -> anyhow::Result<()> {
         "tier-bench: {label}, run {}: {} MiB, warm-up {} s ...",
         args.run, args.arena_mb, args.warmup_seconds
     );
-    let start = Instant::now();
+    // Until the start, the loop only keeps the driver's link alive.
+    let lead = args.start_unix_ms.map(until_unix_ms).transpose()?.unwrap_or_default();
+    let start = Instant::now() + lead;
     let window_at = start + Duration::from_secs_f64(args.warmup_seconds);
     let end_at = window_at + Duration::from_secs_f64(args.seconds);
     let epoch = Duration::from_millis(args.epoch_ms);
     let (mut next_epoch, mut next_sample) = (start + epoch, start + Duration::from_secs(1));
     let (mut first, mut samples) = (Snapshot::default(), Vec::new());
-    let mut last_ops = (start, 0u64);
+    let mut last_ops = None;
     loop {
         std::thread::sleep(Duration::from_millis(1));
         let now = Instant::now();
         if let Some(driver) = driver.as_mut() {
             driver.tick();
-            if now >= next_epoch {
-                next_epoch += epoch;
-                driver.epoch(&arena)?;
-            }
+        }
+        if now < start {
+            continue;
+        }
+        let (since, ops_before) =
+            *last_ops.get_or_insert((now, shared.ops.load(Ordering::Relaxed)));
+        if let Some(driver) = driver.as_mut()
+            && now >= next_epoch
+        {
+            next_epoch += epoch;
+            driver.epoch(&arena)?;
         }
         if first.at.is_none() && now >= window_at {
             first = snapshot(&arena, driver.as_ref());
@@ -224,8 +237,8 @@ fn main() -> anyhow::Result<()> {
         if now >= next_sample {
             next_sample += Duration::from_secs(1);
             let ops = shared.ops.load(Ordering::Relaxed);
-            let ops_per_s = (ops - last_ops.1) as f64 / (now - last_ops.0).as_secs_f64();
-            last_ops = (now, ops);
+            let ops_per_s = (ops - ops_before) as f64 / (now - since).as_secs_f64();
+            last_ops = Some((now, ops));
             let c = arena.counters();
             let compressed = get(&c.demotions).saturating_sub(get(&c.promotions));
             let (swapped, zram_saved) = kernel_tier(args.zram.as_deref());
@@ -337,11 +350,23 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The time left until the Unix time `at_ms`; an error if it has passed.
+fn until_unix_ms(at_ms: u64) -> anyhow::Result<Duration> {
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+    let at = Duration::from_millis(at_ms);
+    anyhow::ensure!(
+        at >= now,
+        "ready {} ms after --start-unix-ms: give the runs more lead",
+        (now - at).as_millis()
+    );
+    Ok(at - now)
+}
+
 /// Appends `lines` to the CSV at `path`, writing `header` first if the file is new.
 fn append(path: &Path, header: &str, lines: &[String]) -> anyhow::Result<()> {
-    let new = !path.exists();
     let mut file = std::fs::OpenOptions::new().create(true).append(true).open(path)?;
-    if new {
+    file.lock()?; // runs side by side append to one file
+    if file.metadata()?.len() == 0 {
         writeln!(file, "{header}")?;
     }
     for line in lines {

@@ -86,6 +86,21 @@ pub fn receive<B: PacketIo>(b: &mut B, count: usize) -> Vec<u64> {
     seqs
 }
 
+/// Receives until `count` test frames arrived (bounded wait) and returns them, checked.
+pub fn receive_frames<B: PacketIo>(b: &mut B, count: usize) -> Vec<B::Frame> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (mut frames, mut kept) = (Vec::new(), Vec::with_capacity(count));
+    while kept.len() < count {
+        let want = (count - kept.len()).min(b.capabilities().burst_max);
+        b.rx_burst(Q, &mut frames, want).expect("rx_burst");
+        kept.extend(frames.drain(..).filter(is_test_frame).inspect(|f| {
+            check(f);
+        }));
+        assert!(Instant::now() < deadline, "only {} of {count} frames arrived", kept.len());
+    }
+    kept
+}
+
 /// Sends frames `first..first + lengths.len()` with the given lengths, retrying on
 /// backpressure (bounded wait).
 pub fn send<A: PacketIo>(a: &mut A, first: u64, lengths: &[usize]) {

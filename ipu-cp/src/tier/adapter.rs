@@ -114,6 +114,11 @@ impl Policy for TierAgent {
         "tier"
     }
 
+    /// Commands are due by the next epoch: 1/64 of it, at most 1 ms, at least 50 µs.
+    fn idle_sleep_ns(&self) -> u64 {
+        (self.config.epoch_ns / 64).clamp(50_000, 1_000_000)
+    }
+
     fn on_app_attached(&mut self, app: AppId, _shape: link::ChannelConfig) {
         self.apps.insert(app, AppSlot::default());
     }
@@ -216,6 +221,15 @@ mod tests {
         let mut out = Decisions::with_capacity(64);
         agent.on_event(app, LANE, &Message::Tier(message), MonoNanos::now(), &mut out);
         out.len()
+    }
+
+    #[test]
+    fn the_agent_may_sleep_a_sixty_fourth_of_an_epoch_within_bounds() {
+        let sleep = |epoch_ns| TierAgent::new(TierConfig { epoch_ns, ..TierConfig::default() });
+        assert_eq!(sleep(250_000_000).idle_sleep_ns(), 1_000_000);
+        assert_eq!(sleep(32_000_000).idle_sleep_ns(), 500_000);
+        assert_eq!(sleep(1_000_000).idle_sleep_ns(), 50_000);
+        assert_eq!(crate::policy::Echo::default().idle_sleep_ns(), 50_000);
     }
 
     #[test]

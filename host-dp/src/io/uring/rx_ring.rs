@@ -1,11 +1,18 @@
 //! A `PACKET_MMAP` receive ring (TPACKET_V2): the kernel writes each received frame into the
-//! next slot of a ring shared with us and flips the slot's status to USER; we read slots in
-//! order, straight from memory, and hand each back by setting its status to KERNEL. No system
-//! call per frame, which is what lets the AF_PACKET backend beat `recvmmsg`.
+//! next slot of a ring shared with us and flips the slot's status to USER. The port reads
+//! slots in order, straight from memory (no system call per frame, which is what lets the
+//! AF_PACKET backend beat `recvmmsg`), and lends each slot out as a frame: the slot goes back
+//! to the kernel (status KERNEL) when the frame is dropped or its transmission completes.
 //!
-//! Invariants: the mapping is `frame_nr * frame_size` bytes the kernel set up for this socket
-//! and lives until `Drop` unmaps it; a slot's bytes are read only after its status word says
-//! USER (Acquire), and never after it was set back to KERNEL (Release).
+//! The kernel fills slots strictly in order and stops at a slot still lent out (frames that
+//! arrive meanwhile are dropped and counted by the kernel), so the port lends at most
+//! [`RxRing::lend_max`] slots at once and copies frames into pool buffers beyond that.
+//!
+//! Invariants: the mapping is `frame_nr * FRAME_SIZE` bytes the kernel set up for the socket
+//! and lives until `Drop` unmaps it (the ring is owned by the pool, which every frame keeps
+//! alive); a slot's bytes are touched only between its status reading USER (Acquire) and our
+//! setting it back to KERNEL (Release), and by one owner at a time: the port's cursor, then
+//! the frame it lent the slot to.
 
 use std::num::NonZeroUsize;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -16,18 +23,34 @@ use super::UringError;
 
 /// `enum tpacket_versions { TPACKET_V1, TPACKET_V2, TPACKET_V3 }` (linux/if_packet.h).
 const TPACKET_V2: libc::c_int = 1;
-const FRAME_SIZE: usize = 2048;
+/// Bytes per slot: header, padding and one frame of up to 1514 bytes (and then some).
+pub(super) const FRAME_SIZE: usize = 2048;
 const BLOCK_SIZE: usize = 64 * 1024;
 /// `struct tpacket2_hdr` offsets.
 const SNAPLEN: usize = 8;
 const MAC: usize = 12;
 const LEN: usize = 4;
 
+/// What the next slot holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Slot {
+    /// Nothing yet: the kernel still owns it.
+    Empty,
+    /// A frame at `offset` in the slot, `len` bytes.
+    Frame {
+        /// Where the Ethernet header starts, from the slot's start.
+        offset: usize,
+        /// The frame's length.
+        len: usize,
+    },
+    /// A frame that did not fit the slot (cut short by the kernel): to be dropped.
+    Truncated,
+}
+
 pub(super) struct RxRing {
     base: NonNull<u8>,
     len: usize,
     frame_nr: usize,
-    next: usize,
 }
 
 impl RxRing {
@@ -73,10 +96,23 @@ impl RxRing {
             )
         }
         .map_err(|e| UringError::Sys { call: "mmap(PACKET_RX_RING)", source: e.into() })?;
-        Ok(RxRing { base: base.cast(), len, frame_nr, next: 0 })
+        Ok(RxRing { base: base.cast(), len, frame_nr })
     }
 
-    fn slot(&self, index: usize) -> *mut u8 {
+    /// Slots in the ring.
+    pub(super) fn slots(&self) -> usize {
+        self.frame_nr
+    }
+
+    /// Most slots lent out at once: a quarter of the ring, so that the kernel always finds
+    /// free slots ahead of it while frames are held briefly.
+    pub(super) fn lend_max(&self) -> usize {
+        self.frame_nr / 4
+    }
+
+    /// The start of slot `index` (its header; a frame's bytes are at its offset).
+    pub(super) fn slot(&self, index: usize) -> *mut u8 {
+        assert!(index < self.frame_nr, "slot {index} out of range");
         self.base.as_ptr().wrapping_add(index * FRAME_SIZE)
     }
 
@@ -87,53 +123,51 @@ impl RxRing {
         unsafe { &*self.slot(index).cast::<AtomicU32>() }
     }
 
-    /// Hands ready frames, in order, to `take` (which copies them out and returns false when
-    /// it has no room: the frame then stays for the next call). Returns how many were taken;
-    /// `truncated` counts frames larger than a slot (dropped).
-    pub(super) fn poll(
-        &mut self,
-        max: usize,
-        truncated: &mut u64,
-        mut take: impl FnMut(&[u8]) -> bool,
-    ) -> usize {
-        let mut taken = 0;
-        while taken < max {
-            let index = self.next;
-            // Acquire pairs with the kernel's release of the slot: its bytes are written.
-            if self.status(index).load(Ordering::Acquire) & libc::TP_STATUS_USER == 0 {
-                break;
-            }
-            let slot = self.slot(index);
-            let field = |offset: usize| {
-                // SAFETY: the header fields lie in the slot's first 32 bytes.
-                unsafe { slot.wrapping_add(offset).cast::<u32>().read_unaligned() }
-            };
-            let (snaplen, len) = (field(SNAPLEN) as usize, field(LEN) as usize);
-            // SAFETY: as above, a u16 at offset 12.
-            let mac = usize::from(unsafe { slot.wrapping_add(MAC).cast::<u16>().read_unaligned() });
-            if snaplen < len || mac + snaplen > FRAME_SIZE {
-                *truncated += 1;
-            } else {
-                // SAFETY: `mac + snaplen <= FRAME_SIZE`: the frame lies inside this slot,
-                // which is ours until we set its status back below.
-                let data = unsafe { std::slice::from_raw_parts(slot.wrapping_add(mac), snaplen) };
-                if !take(data) {
-                    break;
-                }
-                taken += 1;
-            }
-            // Release: we are done reading the slot before the kernel may refill it.
-            self.status(index).store(libc::TP_STATUS_KERNEL, Ordering::Release);
-            self.next = (index + 1) % self.frame_nr;
+    /// What slot `index` holds. A frame's bytes are then ours until [`RxRing::release`].
+    pub(super) fn peek(&self, index: usize) -> Slot {
+        // Acquire pairs with the kernel's release of the slot: its bytes are written.
+        if self.status(index).load(Ordering::Acquire) & libc::TP_STATUS_USER == 0 {
+            return Slot::Empty;
         }
-        taken
+        let slot = self.slot(index);
+        let field = |offset: usize| {
+            // SAFETY: the header fields lie in the slot's first 32 bytes.
+            unsafe { slot.wrapping_add(offset).cast::<u32>().read_unaligned() }
+        };
+        let (snaplen, len) = (field(SNAPLEN) as usize, field(LEN) as usize);
+        // SAFETY: as above, a u16 at offset 12.
+        let mac = usize::from(unsafe { slot.wrapping_add(MAC).cast::<u16>().read_unaligned() });
+        if snaplen < len || mac + snaplen > FRAME_SIZE {
+            Slot::Truncated
+        } else {
+            Slot::Frame { offset: mac, len: snaplen }
+        }
+    }
+
+    /// The `len` bytes at `offset` in slot `index`, as [`RxRing::peek`] reported them.
+    ///
+    /// # Safety
+    /// The caller holds the slot: `peek` read it as a frame and it was not released since;
+    /// the slice must be gone before [`RxRing::release`] hands the slot back.
+    pub(super) unsafe fn frame_bytes(&self, index: usize, offset: usize, len: usize) -> &[u8] {
+        assert!(offset + len <= FRAME_SIZE, "frame beyond its slot");
+        // SAFETY: inside slot `index` of the live mapping (checked above and in `slot`), held
+        // by the caller, so the kernel does not write it while the slice lives.
+        unsafe { std::slice::from_raw_parts(self.slot(index).wrapping_add(offset), len) }
+    }
+
+    /// Hands slot `index` back to the kernel; its bytes are not touched after this.
+    pub(super) fn release(&self, index: usize) {
+        // Release: every read and write of the slot happens before the kernel may refill it.
+        self.status(index).store(libc::TP_STATUS_KERNEL, Ordering::Release);
     }
 }
 
 impl Drop for RxRing {
     fn drop(&mut self) {
-        // SAFETY: `base..base + len` is exactly the mapping made in `new`; no reference into
-        // it outlives `self` (slices from `poll` do not escape the closure).
+        // SAFETY: `base..base + len` is exactly the mapping made in `new`; the pool that owns
+        // the ring is dropped only after the last frame (each holds an `Rc` to it), so no
+        // reference into the mapping outlives it.
         let _ = unsafe { nix::sys::mman::munmap(self.base.cast(), self.len) };
     }
 }
