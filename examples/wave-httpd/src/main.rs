@@ -50,7 +50,13 @@ struct Client {
     request: Vec<u8>,
     reply: Vec<u8>,
     close_after_reply: bool,
+    /// When the connection was first seen closed with nothing left to send.
+    closing_since: Option<Instant>,
 }
+
+/// How long a closed connection waits for the peer to acknowledge our FIN before it is
+/// released anyway (with a RST, as `release` does for an unfinished connection).
+const LINGER: Duration = Duration::from_secs(2);
 
 /// Longest request head we accept (then 431 and close).
 const HEAD_MAX: usize = 16 * 1024;
@@ -94,9 +100,11 @@ fn run(args: Args) -> anyhow::Result<u64> {
                 request: Vec::new(),
                 reply: Vec::new(),
                 close_after_reply: false,
+                closing_since: None,
             });
         }
-        clients.retain_mut(|client| serve(&mut stack, client, &mut buf, &mut served));
+        let now = Instant::now();
+        clients.retain_mut(|client| serve(&mut stack, client, &mut buf, &mut served, now));
     }
 }
 
@@ -106,6 +114,7 @@ fn serve<L: netstack::Link>(
     client: &mut Client,
     buf: &mut [u8],
     served: &mut u64,
+    now: Instant,
 ) -> bool {
     if !client.reply.is_empty() {
         let sent = stack.send(client.conn, &client.reply).unwrap_or(0);
@@ -133,10 +142,15 @@ fn serve<L: netstack::Link>(
             client.close_after_reply = true;
         }
     }
+    // Released once our FIN is acknowledged, so the client sees a clean close rather than a
+    // RST after the reply; a peer that never acknowledges is cut off after `LINGER`.
     let closed = stack.state(client.conn).map_or(true, |s| s == ConnState::Closed);
     if closed && stack.unsent(client.conn).unwrap_or(0) == 0 {
-        stack.release(client.conn);
-        return false;
+        let since = *client.closing_since.get_or_insert(now);
+        if stack.finished(client.conn).unwrap_or(true) || now - since >= LINGER {
+            stack.release(client.conn);
+            return false;
+        }
     }
     true
 }

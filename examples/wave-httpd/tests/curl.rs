@@ -1,5 +1,7 @@
 //! curl (the kernel's TCP stack) against `wave-httpd` (ours), through a veth in a throwaway
-//! namespace: two requests on one kept-alive connection, then one more; bad flags refused.
+//! namespace: two requests on one kept-alive connection, then one more; then a Python client
+//! that asks to close and must see the reply end in a clean close (EOF), not a reset; bad
+//! flags refused.
 //! Needs root (namespaces, AF_PACKET) and curl (scripts/setup.sh installs it).
 
 #[path = "../../../host-dp/tests/netns/mod.rs"]
@@ -28,7 +30,7 @@ fn curl_talks_to_a_wave_server() {
     run("ip", &["netns", "exec", ns.name(), "ethtool", "-K", "vb", "tx", "off"]);
     let mut server = Command::new("ip")
         .args(["netns", "exec", ns.name(), BIN, "--iface", "va", "--ip", "198.18.0.2/24"])
-        .args(["--port", "8080", "--max-requests", "3", "--seconds", "60"])
+        .args(["--port", "8080", "--max-requests", "4", "--seconds", "60"])
         .stderr(Stdio::piped())
         .spawn()
         .expect("wave-httpd");
@@ -48,10 +50,20 @@ fn curl_talks_to_a_wave_server() {
         head.starts_with("HTTP/1.1 200 OK\r\n") && head.contains("Server: wave-httpd"),
         "{head}"
     );
+    // A clean close: the whole reply, then EOF (a RST would raise ConnectionResetError).
+    let python = "import socket\n\
+        s = socket.create_connection(('198.18.0.2', 8080), timeout=20)\n\
+        s.sendall(b'GET /d HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n')\n\
+        data = b''\n\
+        while chunk := s.recv(65536):\n    data += chunk\n\
+        assert data.endswith(b'you asked for /d\\n'), data\n\
+        print('eof')\n";
+    let eof = run("ip", &["netns", "exec", ns.name(), "python3", "-c", python]);
+    assert_eq!(eof, "eof\n");
     let status = server.wait().unwrap();
-    assert!(status.success(), "wave-httpd exits after its 3 requests");
+    assert!(status.success(), "wave-httpd exits after its 4 requests");
     let last = lines.map_while(Result::ok).last().unwrap_or_default();
-    assert!(last.contains("stopped after 3 requests"), "{last}");
+    assert!(last.contains("stopped after 4 requests"), "{last}");
 }
 
 #[test]
