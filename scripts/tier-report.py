@@ -6,8 +6,9 @@ Per setup, the median over runs (and the range) of each measure of the window; t
 is compared with the all-resident run of the same round (a ratio per round, then the median),
 both per second of wall time and per second of the worker's CPU time (the fair measure on
 this shared VM). The side-by-side rounds compare each tiered setup with the resident twin
-that ran beside it on the same vCPU, per second of each worker's CPU time. The warm-up (the policy learning the arena) is reported from the per-second
-series. Usage: tier-report.py RESULTS_DIR
+that ran beside it on the same vCPU, per second of each worker's CPU time. The warm-up
+(the policy learning the arena) is reported from the per-second series.
+Usage: tier-report.py RESULTS_DIR
 """
 
 import csv
@@ -193,7 +194,9 @@ def read_pairs(out):
     """setup -> run -> (the tiered row, its resident twin's row) from memory-pairs.csv."""
     path = out / "memory-pairs.csv"
     rows = list(csv.DictReader(open(path))) if path.exists() else []
-    twins = {(r["setup"][len("twin-"):], r["run"]): r for r in rows if r["setup"].startswith("twin-")}
+    twins = {
+        (r["setup"][len("twin-"):], r["run"]): r for r in rows if r["setup"].startswith("twin-")
+    }
     pairs = defaultdict(dict)
     for r in rows:
         if (r["setup"], r["run"]) in twins:
@@ -265,16 +268,17 @@ def caveats(by, base, ratios, values, pairs):
         "- How far rounds one after another drift: an earlier run of this script on 2026-11-23",
         "  (the policy's idle sleeps still 50 µs) measured offloaded 0.797, on-host 0.866,",
         "  random 0.775 and kernel 0.908 of all-resident one after another (three rounds), and",
-        "  side by side offloaded 1.001 (0.997–1.003), on-host 0.999, random 0.989 (0.988–0.995)",
-        "  and kernel 1.145 (five pairs). The pairs repeat to within 1 %; the rounds do not.",
+        "  side by side offloaded 1.001 (0.997–1.003), on-host 0.999, random 0.989",
+        "  (0.988–0.995) and kernel 1.145 (five pairs). The pairs repeat to within 1 %; the",
+        "  rounds do not.",
         "- The policy's CPU in `ipu-cp` is its idle polling (spin, yield, then sleeps: 1 ms",
         "  while only tier apps are attached, 1/64 of an epoch; 50 µs sleeps, the scheduling",
         "  agent's, took 16 % of a core) and its decisions, well under 1 % of a core for",
         "  262 144 pages at four epochs a second (the policy called inline measured 0.5 %).",
         "- Write tracking (`WP_ASYNC` + `PAGEMAP_SCAN`) runs once per epoch in the mechanism",
-        "  thread (its CPU is in the mechanism's column; the scan alone is the `tracking` line",
-        "  below). Its use here is the kept copy of a promoted page that is only read; with",
-        "  this workload's few promotions it rarely matters (reuses per second below).",
+        "  thread (its CPU is in the mechanism's column; the scan alone is the `Write tracking`",
+        "  line above). Its use here is the kept copy of a promoted page that is only read; with",
+        "  this workload's few promotions it rarely matters (reuses per second above).",
         "- Faults are resolved in the faulting thread (SIGBUS); the kernel's own accesses to",
         "  a page not in memory would get EFAULT, which this workload never makes.",
         "- The policy reads page states from the app's page-state table (link ABI 7): a 4 MiB",
