@@ -9,12 +9,16 @@ use std::time::{Duration, Instant};
 use host_dp::io::uring::{RxMode, UringConfig, UringError, UringPort};
 use host_dp::io::{PacketIo, QueueId};
 
+/// Ports on the two ends of the namespace's veth pair (`va`, `vb`).
+fn ports(config: UringConfig) -> (UringPort, UringPort) {
+    (UringPort::open("va", config).unwrap(), UringPort::open("vb", config).unwrap())
+}
+
 #[test]
 fn suite_over_a_veth_pair_both_directions() {
     let ns = netns::Netns::with_veth_pair("uring");
     ns.run(|| {
-        let mut a = UringPort::open("va", UringConfig::default()).unwrap();
-        let mut b = UringPort::open("vb", UringConfig::default()).unwrap();
+        let (mut a, mut b) = ports(UringConfig::default());
         conformance::suite(&mut a, &mut b);
         conformance::suite(&mut b, &mut a);
         assert_eq!(a.error_counts(), (0, 0));
@@ -26,8 +30,7 @@ fn suite_with_io_uring_receives() {
     let ns = netns::Netns::with_veth_pair("uring-rx");
     ns.run(|| {
         let config = UringConfig { rx_mode: RxMode::IoUring, ..UringConfig::default() };
-        let mut a = UringPort::open("va", config).unwrap();
-        let mut b = UringPort::open("vb", config).unwrap();
+        let (mut a, mut b) = ports(config);
         conformance::suite(&mut a, &mut b);
         conformance::suite(&mut b, &mut a);
         assert_eq!(a.error_counts(), (0, 0));
@@ -40,8 +43,7 @@ fn frames_pass_intact_with_the_qdisc_bypassed() {
     let ns = netns::Netns::with_veth_pair("uring-qb");
     ns.run(|| {
         let config = UringConfig { qdisc_bypass: true, ..UringConfig::default() };
-        let mut a = UringPort::open("va", config).unwrap();
-        let mut b = UringPort::open("vb", config).unwrap();
+        let (mut a, mut b) = ports(config);
         conformance::integrity_and_order(&mut a, &mut b, 2_000);
         conformance::mtu_and_oversize(&mut a, &mut b);
         assert_eq!(a.error_counts(), (0, 0));
@@ -55,8 +57,7 @@ fn teardown_and_reinit() {
         for round in 0..3 {
             for rx_mode in [RxMode::MmapRing, RxMode::IoUring] {
                 let config = UringConfig { rx_mode, ..UringConfig::default() };
-                let mut a = UringPort::open("va", config).unwrap();
-                let mut b = UringPort::open("vb", config).unwrap();
+                let (mut a, mut b) = ports(config);
                 conformance::integrity_and_order(&mut a, &mut b, 300 + round);
             }
         }
@@ -69,8 +70,7 @@ fn teardown_and_reinit() {
 fn received_frames_can_be_held_and_forwarded_in_place() {
     let ns = netns::Netns::with_veth_pair("uring-zc");
     ns.run(|| {
-        let mut a = UringPort::open("va", UringConfig::default()).unwrap();
-        let mut b = UringPort::open("vb", UringConfig::default()).unwrap();
+        let (mut a, mut b) = ports(UringConfig::default());
         let max = a.capabilities().frame_len_max;
         let lengths = conformance::lengths(&mut conformance::Lcg::new(11), 600, max);
         let (mut held, mut burst) = (Vec::new(), Vec::new());
@@ -109,8 +109,7 @@ fn received_frames_can_be_held_and_forwarded_in_place() {
 fn a_frame_held_past_a_whole_ring_stops_it_until_dropped() {
     let ns = netns::Netns::with_veth_pair("uring-hold");
     ns.run(|| {
-        let mut a = UringPort::open("va", UringConfig::default()).unwrap();
-        let mut b = UringPort::open("vb", UringConfig::default()).unwrap();
+        let (mut a, mut b) = ports(UringConfig::default());
         conformance::send(&mut a, 0, &[100]);
         let held = conformance::receive_frames(&mut b, 1);
         let (mut next, mut got) = (1u64, Vec::new());

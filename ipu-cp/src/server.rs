@@ -189,14 +189,14 @@ fn agent_loop(
             agent.attach(Attachment::Socket(session), now);
             backoff.busy();
         }
-        // Idle sleeps as long as the most hurried policy with an app allows (the tier
-        // policy alone works in epochs: its 50 µs sleeps took 16 % of a core).
-        let slack = agents.iter().filter(|a| a.app_count() > 0).map(Agent::idle_sleep).min();
-        backoff.set_sleep(slack.unwrap_or(Backoff::SLEEP));
         let work: usize = agents.iter_mut().map(|agent| agent.poll(now)).sum();
         if work > 0 {
             backoff.busy();
         } else {
+            // Idle sleeps as long as the most hurried policy with an app allows (the tier
+            // policy alone works in epochs: its 50 µs sleeps took 16 % of a core).
+            let slack = agents.iter().filter(|a| a.app_count() > 0).map(Agent::idle_sleep).min();
+            backoff.set_sleep(slack.unwrap_or(Backoff::SLEEP));
             backoff.idle();
         }
         if now.since(last_export) >= METRICS_EXPORT_INTERVAL_NS {

@@ -314,7 +314,7 @@ impl PacketIo for UringPort {
                 break;
             }
             self.tx_in_flight += 1;
-            if frame.index_for_submit() >= self.config.buffers {
+            if self.pool.ring_slot(frame.index_for_submit()).is_some() {
                 self.ring_tx_in_flight += 1;
             }
             sent += 1;

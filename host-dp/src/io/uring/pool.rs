@@ -97,13 +97,18 @@ impl Pool {
         self.free.borrow_mut().pop()
     }
 
+    /// The ring slot that buffer index `index` names, if it names one (not a pool buffer).
+    pub(super) fn ring_slot(&self, index: u32) -> Option<usize> {
+        index.checked_sub(self.count).map(|slot| slot as usize)
+    }
+
     /// Returns a buffer to the free list, or a ring slot to the kernel.
     pub(super) fn give_back(&self, index: u32) {
-        match (index.checked_sub(self.count), self.ring.as_ref()) {
+        match (self.ring_slot(index), self.ring.as_ref()) {
             (None, _) => self.free.borrow_mut().push(index),
             (Some(slot), Some(ring)) => {
-                ring.release(slot as usize);
-                self.lent_slots[slot as usize].set(false);
+                ring.release(slot);
+                self.lent_slots[slot].set(false);
                 self.lent.set(self.lent.get() - 1);
             }
             (Some(_), None) => unreachable!("a ring slot index without a ring"),
@@ -123,11 +128,11 @@ impl Pool {
     /// Where the frame (`index`, `offset`) starts, and how long it may grow.
     #[inline]
     fn place(&self, index: u32, offset: u32) -> (*mut u8, usize) {
-        match (index.checked_sub(self.count), self.ring.as_ref()) {
+        match (self.ring_slot(index), self.ring.as_ref()) {
             (None, _) => (self.buffer(index), self.frame_len_max),
             (Some(slot), Some(ring)) => {
                 let room = (FRAME_SIZE - offset as usize).min(self.frame_len_max);
-                (ring.slot(slot as usize).wrapping_add(offset as usize), room)
+                (ring.slot(slot).wrapping_add(offset as usize), room)
             }
             (Some(_), None) => unreachable!("a ring slot index without a ring"),
         }

@@ -78,7 +78,7 @@ impl UringPort {
                 }
                 TX => {
                     self.tx_in_flight -= 1;
-                    if index >= self.config.buffers {
+                    if self.pool.ring_slot(index).is_some() {
                         self.ring_tx_in_flight -= 1;
                     }
                     if result < 0 {
@@ -91,6 +91,7 @@ impl UringPort {
         }
         self.completions = completions; // empty again, capacity kept
     }
+
     /// Takes up to `max` frames from the receive ring, in order: each slot lent out as a frame
     /// while the pool may lend, else copied into a pool buffer (none free: the frame waits).
     /// It stops at a slot still lent out: a frame held that long stops the ring (the kernel
