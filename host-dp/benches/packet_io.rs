@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! cargo bench -p host-dp --features dpdk --bench packet_io -- [--repeats 5] [--seconds 0.5]
+//!     [--only dpdk|shm|uring|uring-mmap|uring-ops] [--len 64|1500]
 //! ```
 //!
 //! Needs root (a network namespace with a veth pair for the kernel paths).
@@ -181,8 +182,13 @@ fn main() -> anyhow::Result<()> {
     // runs every path it starts (`uring`: both AF_PACKET receive modes).
     let only = flag("--only").cloned();
     let run = |path: &str| only.as_deref().is_none_or(|o| path.starts_with(o));
+    // `--len N` runs one frame length instead of both.
+    let lens: Vec<usize> = match flag("--len") {
+        Some(v) => vec![v.parse()?],
+        None => vec![64, 1500],
+    };
     let mut rows = Vec::new();
-    for len in [64usize, 1500] {
+    for len in lens {
         let bytes = template(len);
         #[cfg(feature = "dpdk")]
         {
@@ -190,8 +196,9 @@ fn main() -> anyhow::Result<()> {
             let config = host_dp::io::dpdk::PortConfig::default();
             let (mut a, mut b) =
                 host_dp::io::dpdk::DpdkPort::ring_pair(dpdk::eal(), pool.clone(), config)?;
+            let pages = if dpdk::eal().hugepages() { "hugepages" } else { "4 KiB pages" };
             let mut row = Row {
-                name: format!("DPDK ring pair, {len} B"),
+                name: format!("DPDK ring pair ({pages}), {len} B"),
                 baseline: "raw DPDK loop (dpdk-sys), same ports".into(),
                 ours: vec![],
                 base: vec![],

@@ -12,8 +12,10 @@
 //!
 //! Frames are whole Ethernet frames without the FCS, at most
 //! [`Capabilities::frame_len_max`] bytes. A longer frame is refused with
-//! [`IoError::FrameTooLong`] (from [`Frame::set_len`], or from `tx_burst` for a frame whose
-//! length was set past the limit by other means), and nothing after it in the batch is sent.
+//! [`IoError::FrameTooLong`]: by [`Frame::set_len`] when its buffer cannot hold it, and in
+//! any case by `tx_burst`, which keeps it (and everything after it in the batch) unsent. A
+//! buffer may be larger than the port's limit (a DPDK mbuf knows its room, not its port's
+//! MTU, as with `rte_pktmbuf_append`).
 
 pub mod shm;
 pub mod uring;
@@ -50,7 +52,8 @@ pub trait Frame {
     /// The frame's bytes, writable.
     fn data_mut(&mut self) -> &mut [u8];
     /// Sets the frame length (bytes beyond the old length are whatever the buffer held).
-    /// Refuses lengths above `frame_len_max` or the buffer's room.
+    /// Refuses lengths above the buffer's room, leaving the frame as it was; a length within
+    /// the room but above the port's `frame_len_max` is refused by `tx_burst` instead.
     fn set_len(&mut self, len: usize) -> Result<(), IoError>;
     /// Current length.
     fn len(&self) -> usize {

@@ -154,15 +154,31 @@ pub fn batch_sizes<A: PacketIo, B: PacketIo>(a: &mut A, b: &mut B, max_batch: us
     }
 }
 
-/// Frames of exactly the maximum length pass; one byte more is refused.
+/// Frames of exactly the maximum length pass; one byte more is refused: by `set_len` when
+/// the buffer cannot hold it, otherwise by `tx_burst`, which sends the frames before it and
+/// keeps it and those after it.
 pub fn mtu_and_oversize<A: PacketIo, B: PacketIo>(a: &mut A, b: &mut B) {
     let max = a.capabilities().frame_len_max;
     send(a, 2_000_000, &[max; 8]);
     assert_eq!(receive(b, 8), (2_000_000..2_000_008).collect::<Vec<_>>());
     let mut frames = Vec::new();
-    assert_eq!(a.alloc(&mut frames, 1), 1);
-    assert_eq!(frames[0].set_len(max + 1), Err(IoError::FrameTooLong { len: max + 1, max }));
-    assert_eq!(frames[0].len(), 0, "a refused length leaves the frame as it was");
+    assert_eq!(a.alloc(&mut frames, 4), 4);
+    fill(&mut frames[0], 2_100_000, 64);
+    fill(&mut frames[1], 2_100_001, max);
+    fill(&mut frames[3], 2_100_003, 64);
+    match frames[2].set_len(max + 1) {
+        Err(refused) => {
+            assert_eq!(refused, IoError::FrameTooLong { len: max + 1, max }, "room is the limit");
+            assert_eq!(frames[2].len(), 0, "a refused length leaves the frame as it was");
+        }
+        Ok(()) => {
+            let result = a.tx_burst(Q, &mut frames);
+            assert_eq!(result, Err(IoError::FrameTooLong { len: max + 1, max }));
+            assert_eq!(frames.len(), 2, "the oversize frame and the one after it stay unsent");
+            assert_eq!(frames[0].len(), max + 1);
+            assert_eq!(receive(b, 2), vec![2_100_000, 2_100_001], "the frames before it went");
+        }
+    }
 }
 
 /// Offering more than the port can take ends in backpressure (a short `alloc` or a short

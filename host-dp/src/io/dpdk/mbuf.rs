@@ -1,4 +1,8 @@
 //! `Mbuf`: an owned `rte_mbuf`, freed to its pool on drop; the DPDK backend's frame type.
+//! It is the pointer and nothing else (`#[repr(transparent)]`), so a `Vec<Mbuf>` is an array
+//! of `rte_mbuf *` that DPDK's burst calls fill and drain in place. Like
+//! `rte_pktmbuf_append`, [`Frame::set_len`] refuses what the buffer cannot hold; the port's
+//! frame limit (its MTU) is enforced where it is known, by `tx_burst`.
 //!
 //! Invariants: the pointer is non-null, came from `rte_pktmbuf_alloc*` or an rx burst, is a
 //! single-segment mbuf (ports are set up without scatter-rx, and frames fit one buffer)
@@ -14,9 +18,9 @@ use crate::io::{Frame, IoError};
 
 /// An owned packet buffer.
 #[derive(Debug)]
+#[repr(transparent)]
 pub struct Mbuf {
     raw: NonNull<rte_mbuf>,
-    frame_len_max: usize,
 }
 
 impl Mbuf {
@@ -24,8 +28,8 @@ impl Mbuf {
     ///
     /// # Safety
     /// `raw` must be a valid single-segment mbuf that nothing else owns or frees.
-    pub(super) unsafe fn from_raw(raw: NonNull<rte_mbuf>, frame_len_max: usize) -> Mbuf {
-        Mbuf { raw, frame_len_max }
+    pub(super) unsafe fn from_raw(raw: NonNull<rte_mbuf>) -> Mbuf {
+        Mbuf { raw }
     }
 
     /// The data pointer and length: DPDK's `rte_pktmbuf_mtod` and `rte_pktmbuf_data_len`,
@@ -63,9 +67,6 @@ impl Frame for Mbuf {
 
     #[inline]
     fn set_len(&mut self, len: usize) -> Result<(), IoError> {
-        if len > self.frame_len_max {
-            return Err(IoError::FrameTooLong { len, max: self.frame_len_max });
-        }
         // SAFETY: the mbuf is valid and exclusively ours (`&mut self`, module invariants).
         let m = unsafe { self.raw.as_mut() };
         // Single segment (invariants): what rte_pktmbuf_append/trim do, with the room check.

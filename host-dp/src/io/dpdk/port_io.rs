@@ -1,50 +1,41 @@
 //! The packet I/O contract on a started `DpdkPort`: bulk allocation, rx/tx bursts of up to
-//! `BURST` mbufs per DPDK call, and bulk free. Ownership moves exactly when DPDK takes or
-//! hands over an mbuf: `adopt` wraps the pointers DPDK gave, `forget_first` drops the
-//! `Mbuf`s of those it took without freeing them.
+//! `BURST` mbufs per DPDK call, and bulk free, all working in place on the caller's
+//! `Vec<Mbuf>`. An `Mbuf` is exactly an `rte_mbuf *` (`#[repr(transparent)]`), so DPDK
+//! writes received and allocated pointers straight into the vector's spare capacity and
+//! reads transmitted ones straight out of it: no pointer is copied between our frames and
+//! DPDK's arrays. (Copying them through a stack array, with the frame limit stored beside
+//! each pointer, cost 5–7 % of the raw loop's rate at 1500 B: see `docs/results/packet-io.md`.)
+//!
+//! Ownership moves exactly when DPDK takes or hands over an mbuf: the vector's length grows
+//! over the pointers DPDK gave, and `forget_first` removes those it took without freeing them.
 
-use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 
 use super::{BURST, DpdkPort, Mbuf};
-use crate::io::{Capabilities, IoError, PacketIo, QueueId, check_queue};
+use crate::io::{Capabilities, Frame, IoError, PacketIo, QueueId, check_queue};
 
 type RawMbuf = *mut dpdk_sys::rte_mbuf;
 
-/// A burst's worth of mbuf pointers, left uninitialised (zeroing 512 bytes per call was a
-/// measurable share of a 64-byte frame's cost): DPDK or our own loops fill a prefix, and
-/// only that prefix is ever read ([`filled`]).
-fn scratch() -> [MaybeUninit<RawMbuf>; BURST] {
-    [const { MaybeUninit::uninit() }; BURST]
+/// The start of `out`'s spare capacity as DPDK pointer slots.
+#[inline]
+fn spare(out: &mut Vec<Mbuf>) -> *mut RawMbuf {
+    // `Mbuf` is `#[repr(transparent)]` over `NonNull<rte_mbuf>`, which has the layout of
+    // `*mut rte_mbuf`.
+    out.spare_capacity_mut().as_mut_ptr().cast()
 }
 
-/// The first `n` pointers of `raw`.
+/// Counts as frames of `out` the `n` pointers DPDK just wrote into its spare capacity.
 ///
 /// # Safety
-/// The first `n` entries must have been written (by DPDK, which fills the prefix of a burst
-/// it reports, or by our own loops).
+/// The first `n` spare slots of `out` must hold valid, non-null, single-segment mbufs that
+/// DPDK gave up (allocated or received; ports never enable scatter-rx), each owned by nobody
+/// else: each becomes owned by the `Mbuf` in its slot (module invariants of `mbuf.rs`).
 #[inline]
-unsafe fn filled(raw: &[MaybeUninit<RawMbuf>], n: usize) -> &[RawMbuf] {
-    assert!(n <= raw.len(), "{n} pointers out of a burst of {}", raw.len());
-    // SAFETY: `MaybeUninit<T>` has `T`'s layout, and the caller guarantees the first `n`
-    // entries are initialised; `n` is in bounds (checked above).
-    unsafe { std::slice::from_raw_parts(raw.as_ptr().cast::<RawMbuf>(), n) }
-}
-
-impl DpdkPort {
-    /// Fallback when the pool has fewer mbufs than a bulk request: fills `raw` one by one and
-    /// returns how many it got.
-    fn alloc_one_by_one(&mut self, raw: &mut [MaybeUninit<RawMbuf>]) -> usize {
-        for (got, slot) in raw.iter_mut().enumerate() {
-            // SAFETY: the pool is valid while the port holds it.
-            let m = unsafe { dpdk_sys::rte_pktmbuf_alloc_(self.pool.raw.as_ptr()) };
-            if m.is_null() {
-                return got;
-            }
-            slot.write(m);
-        }
-        raw.len()
-    }
+unsafe fn adopt(out: &mut Vec<Mbuf>, n: usize) {
+    debug_assert!(n <= out.capacity() - out.len());
+    // SAFETY: the caller guarantees the `n` slots after the length are initialised with
+    // valid `Mbuf` bit patterns (non-null pointers), within capacity.
+    unsafe { out.set_len(out.len() + n) };
 }
 
 impl PacketIo for DpdkPort {
@@ -55,38 +46,41 @@ impl PacketIo for DpdkPort {
     }
 
     fn alloc(&mut self, out: &mut Vec<Mbuf>, count: usize) -> usize {
-        let max = self.caps.frame_len_max;
-        let mut raw = scratch();
+        out.reserve(count);
+        let pool = self.pool.raw.as_ptr();
         let mut given = 0;
         while given < count {
             let chunk = (count - given).min(BURST);
             let n = u32::try_from(chunk).expect("at most BURST");
-            let pool = self.pool.raw.as_ptr();
-            // SAFETY: the pool is valid while the port holds it; `raw` has room for `chunk`.
-            let bulk =
-                unsafe { dpdk_sys::rte_pktmbuf_alloc_bulk_(pool, raw.as_mut_ptr().cast(), n) };
-            let got = if bulk == 0 { chunk } else { self.alloc_one_by_one(&mut raw[..chunk]) };
-            // SAFETY: a bulk allocation that succeeds fills all `chunk` slots; one by one
-            // fills the first `got`.
-            adopt(out, unsafe { filled(&raw, got) }, max);
-            given += got;
-            if got < chunk {
-                break; // the pool is empty
+            // SAFETY: the pool is valid while the port holds it; `out` has room for `count`
+            // more pointers (reserved above), of which `given` are used.
+            if unsafe { dpdk_sys::rte_pktmbuf_alloc_bulk_(pool, spare(out), n) } == 0 {
+                // SAFETY: a bulk allocation that succeeds fills all `chunk` slots with fresh
+                // mbufs from our pool.
+                unsafe { adopt(out, chunk) };
+                given += chunk;
+                continue;
+            }
+            // The pool has fewer mbufs than the chunk: take what is left one by one.
+            while given < count {
+                // SAFETY: the pool is valid while the port holds it.
+                let Some(m) = NonNull::new(unsafe { dpdk_sys::rte_pktmbuf_alloc_(pool) }) else {
+                    return given; // the pool is empty
+                };
+                // SAFETY: a fresh single-segment mbuf that only this frame owns.
+                out.push(unsafe { Mbuf::from_raw(m) });
+                given += 1;
             }
         }
         given
     }
 
     fn free_batch(&mut self, frames: &mut Vec<Mbuf>) {
-        let mut raw = scratch();
-        for chunk in frames.chunks(BURST) {
-            for (slot, frame) in raw.iter_mut().zip(chunk) {
-                slot.write(frame.as_raw());
-            }
+        for chunk in frames.chunks_mut(BURST) {
             let n = u32::try_from(chunk.len()).expect("at most BURST");
-            // SAFETY: the first `n` pointers were just written and are mbufs owned by
-            // `frames`, which forgets them below without dropping (each is freed once, here).
-            unsafe { dpdk_sys::rte_pktmbuf_free_bulk(raw.as_mut_ptr().cast(), n) };
+            // SAFETY: `chunk` is `n` owned mbufs, laid out as `rte_mbuf *` (transparent);
+            // `frames` forgets them below without dropping, so each is freed once, here.
+            unsafe { dpdk_sys::rte_pktmbuf_free_bulk(chunk.as_mut_ptr().cast(), n) };
         }
         forget_first(frames, frames.len());
     }
@@ -98,17 +92,16 @@ impl PacketIo for DpdkPort {
         max: usize,
     ) -> Result<usize, IoError> {
         check_queue(queue, self.config.rx_queues)?;
-        let frame_max = self.caps.frame_len_max;
+        out.reserve(max);
         let mut received = 0;
-        let mut raw = scratch();
         while received < max {
             let want = u16::try_from((max - received).min(BURST)).expect("at most BURST");
-            let slots = raw.as_mut_ptr().cast();
-            // SAFETY: started port, valid queue; `raw` has room for `want` pointers.
-            let got = unsafe { dpdk_sys::rte_eth_rx_burst_(self.id, queue.0, slots, want) };
-            // Scatter-rx is never enabled: every received mbuf is one segment.
-            // SAFETY: an rx burst fills the first `got` slots.
-            adopt(out, unsafe { filled(&raw, usize::from(got)) }, frame_max);
+            // SAFETY: started port, valid queue; `out` has room for `max` more pointers
+            // (reserved above), of which `received` are used.
+            let got = unsafe { dpdk_sys::rte_eth_rx_burst_(self.id, queue.0, spare(out), want) };
+            // SAFETY: an rx burst fills the first `got` slots with received mbufs it gives
+            // up; scatter-rx is never enabled, so each is one segment.
+            unsafe { adopt(out, usize::from(got)) };
             received += usize::from(got);
             if got < want {
                 break;
@@ -120,57 +113,36 @@ impl PacketIo for DpdkPort {
     fn tx_burst(&mut self, queue: QueueId, frames: &mut Vec<Mbuf>) -> Result<usize, IoError> {
         check_queue(queue, self.config.tx_queues)?;
         let max = self.caps.frame_len_max;
-        let mut oversize = None;
         let mut sent = 0;
-        let mut raw = scratch();
-        while sent < frames.len() && oversize.is_none() {
-            // Up to a burst of frames, stopping before the first one over the MTU.
-            let mut chunk = 0;
-            for (slot, frame) in raw.iter_mut().zip(&frames[sent..]) {
-                if crate::io::Frame::len(frame) > max {
-                    oversize = Some(sent + chunk);
-                    break;
-                }
-                slot.write(frame.as_raw());
-                chunk += 1;
+        let result = loop {
+            if sent == frames.len() {
+                break Ok(());
             }
-            if chunk == 0 {
-                break;
-            }
-            let n = u16::try_from(chunk).expect("at most BURST");
-            let slots = raw.as_mut_ptr().cast();
-            // SAFETY: started port, valid queue; the first `n` pointers were just written and
-            // are owned mbufs. The device takes ownership of those it accepts, which we forget
-            // below.
-            let accepted =
-                usize::from(unsafe { dpdk_sys::rte_eth_tx_burst_(self.id, queue.0, slots, n) });
+            // Up to a burst of frames, stopping before the first one over the port's limit.
+            let end = frames.len().min(sent + BURST);
+            let oversize = frames[sent..end].iter().position(|f| f.len() > max);
+            let n = oversize.unwrap_or(end - sent);
+            let accepted = if n == 0 {
+                0
+            } else {
+                let count = u16::try_from(n).expect("at most BURST");
+                let slots = frames[sent..].as_mut_ptr().cast();
+                // SAFETY: started port, valid queue; `slots` starts `n` owned mbufs laid out
+                // as `rte_mbuf *` (transparent). The device takes ownership of those it
+                // accepts, which are forgotten below; it only reads the array.
+                usize::from(unsafe { dpdk_sys::rte_eth_tx_burst_(self.id, queue.0, slots, count) })
+            };
             sent += accepted;
-            if accepted < chunk {
-                break;
+            if accepted < n {
+                break Ok(()); // backpressure: the device's queue is full
             }
-        }
+            if oversize.is_some() {
+                break Err(IoError::FrameTooLong { len: frames[sent].len(), max });
+            }
+        };
         forget_first(frames, sent); // now the device's
-        match oversize {
-            Some(at) if sent == at => {
-                let len = crate::io::Frame::len(&frames[0]);
-                Err(IoError::FrameTooLong { len, max })
-            }
-            _ => Ok(sent),
-        }
+        result.map(|()| sent)
     }
-}
-
-/// Appends owned `Mbuf`s for `raw`, pointers DPDK just handed over (allocated or received).
-#[inline]
-fn adopt(out: &mut Vec<Mbuf>, raw: &[RawMbuf], frame_len_max: usize) {
-    out.extend(raw.iter().map(|&m| {
-        // SAFETY: DPDK fills the first `got` slots of a burst with valid, non-null,
-        // single-segment mbufs that it gives up (ports never enable scatter-rx), so each is
-        // owned by exactly the `Mbuf` made here.
-        let m = unsafe { NonNull::new_unchecked(m) };
-        // SAFETY: as above: the mbuf is valid, single-segment and owned by nobody else.
-        unsafe { Mbuf::from_raw(m, frame_len_max) }
-    }));
 }
 
 /// Removes the first `n` frames of `frames` without dropping them (DPDK owns them now, or has
@@ -179,7 +151,7 @@ fn adopt(out: &mut Vec<Mbuf>, raw: &[RawMbuf], frame_len_max: usize) {
 fn forget_first(frames: &mut Vec<Mbuf>, n: usize) {
     if n == frames.len() {
         // SAFETY: length 0 is within capacity; the elements are not dropped (`Mbuf` is a
-        // pointer and a number: forgetting one leaks nothing of Rust's).
+        // pointer: forgetting one leaks nothing of Rust's).
         unsafe { frames.set_len(0) };
     } else {
         frames.drain(..n).for_each(std::mem::forget);
