@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo bench -p host-dp --features dpdk --bench packet_io -- [--repeats 5] [--seconds 0.5]
-//!     [--only dpdk|shm|uring|uring-mmap|uring-ops] [--len 64|1500]
+//!     [--only dpdk|shm|uring|uring-txring|uring-mmap|uring-ops] [--len 64|1500]
 //! ```
 //!
 //! Needs root (a network namespace with a veth pair for the kernel paths).
@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 #[cfg(feature = "dpdk")]
 use host_dp::io::shm::{ShmPort, Side, WireConfig};
-use host_dp::io::uring::{RxMode, UringConfig, UringPort};
+use host_dp::io::uring::{RxMode, TxMode, UringConfig, UringPort};
 use host_dp::io::{Frame, PacketIo, QueueId};
 
 const BURST: usize = 32;
@@ -178,8 +178,8 @@ fn main() -> anyhow::Result<()> {
     let flag = |name: &str| args.iter().position(|a| a == name).and_then(|i| args.get(i + 1));
     let repeats: usize = flag("--repeats").map_or(Ok(5), |v| v.parse())?;
     let seconds: f64 = flag("--seconds").map_or(Ok(0.5), |v| v.parse())?;
-    // `--only dpdk|shm|uring|uring-mmap|uring-ops` runs one path (for profiling); a prefix
-    // runs every path it starts (`uring`: both AF_PACKET receive modes).
+    // `--only dpdk|shm|uring|uring-txring|uring-mmap|uring-ops` runs one path (for
+    // profiling); a prefix runs every path it starts (`uring`: every AF_PACKET path).
     let only = flag("--only").cloned();
     let run = |path: &str| only.as_deref().is_none_or(|o| path.starts_with(o));
     // `--len N` runs one frame length instead of both.
@@ -227,19 +227,20 @@ fn main() -> anyhow::Result<()> {
                 rows.push(row);
             }
         }
-        if !run("uring-mmap") && !run("uring-ops") {
+        if !["uring-mmap", "uring-ops", "uring-txring"].into_iter().any(run) {
             continue;
         }
         let ns = netns::Netns::with_veth_pair("bench");
-        for (rx_mode, label, path) in [
-            (RxMode::MmapRing, "io_uring tx + PACKET_MMAP rx", "uring-mmap"),
-            (RxMode::IoUring, "io_uring tx + io_uring rx", "uring-ops"),
+        for (rx_mode, tx_mode, label, path) in [
+            (RxMode::MmapRing, TxMode::MmapRing, "PACKET_MMAP tx + rx rings", "uring-txring"),
+            (RxMode::MmapRing, TxMode::IoUring, "io_uring tx + PACKET_MMAP rx", "uring-mmap"),
+            (RxMode::IoUring, TxMode::IoUring, "io_uring tx + io_uring rx", "uring-ops"),
         ] {
             if !run(path) {
                 continue;
             }
             let row = ns.run(|| {
-                let config = UringConfig { rx_mode, ..UringConfig::default() };
+                let config = UringConfig { rx_mode, tx_mode, ..UringConfig::default() };
                 let mut row = Row {
                     name: format!("AF_PACKET on veth, {label}, {len} B"),
                     baseline: "sendmmsg/recvmmsg on AF_PACKET, same veth".into(),

@@ -6,8 +6,8 @@ mod netns;
 
 use std::time::{Duration, Instant};
 
-use host_dp::io::uring::{RxMode, UringConfig, UringError, UringPort};
-use host_dp::io::{PacketIo, QueueId};
+use host_dp::io::uring::{RxMode, TxMode, UringConfig, UringError, UringPort};
+use host_dp::io::{Frame, PacketIo, QueueId};
 
 /// Ports on the two ends of the namespace's veth pair (`va`, `vb`).
 fn ports(config: UringConfig) -> (UringPort, UringPort) {
@@ -39,6 +39,70 @@ fn suite_with_io_uring_receives() {
 }
 
 #[test]
+fn suite_with_a_send_per_frame_under_both_receive_modes() {
+    let ns = netns::Netns::with_veth_pair("uring-txs");
+    ns.run(|| {
+        for rx_mode in [RxMode::MmapRing, RxMode::IoUring] {
+            let config = UringConfig { rx_mode, tx_mode: TxMode::IoUring, ..Default::default() };
+            let (mut a, mut b) = ports(config);
+            conformance::suite(&mut a, &mut b);
+            conformance::suite(&mut b, &mut a);
+            assert_eq!(a.error_counts(), (0, 0));
+            assert_eq!(b.error_counts(), (0, 0));
+        }
+    });
+}
+
+/// A frame shorter than an Ethernet header is taken and counted as a failed send, on both
+/// transmit paths (the kernel refuses it), and the frames around it arrive.
+#[test]
+fn a_runt_frame_is_counted_and_the_rest_pass() {
+    let ns = netns::Netns::with_veth_pair("uring-runt");
+    ns.run(|| {
+        for tx_mode in [TxMode::IoUring, TxMode::MmapRing] {
+            let (mut a, mut b) = ports(UringConfig { tx_mode, ..UringConfig::default() });
+            let mut frames = Vec::new();
+            assert_eq!(a.alloc(&mut frames, 3), 3);
+            conformance::fill(&mut frames[0], 10, 64);
+            frames[1].set_len(10).unwrap();
+            conformance::fill(&mut frames[2], 11, 64);
+            assert_eq!(a.tx_burst(QueueId(0), &mut frames), Ok(3), "{tx_mode:?}");
+            assert_eq!(conformance::receive(&mut b, 2), vec![10, 11], "{tx_mode:?}");
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while a.error_counts().1 == 0 {
+                a.tx_burst(QueueId(0), &mut Vec::new()).unwrap(); // reaps completions
+                assert!(Instant::now() < deadline, "the runt was never counted ({tx_mode:?})");
+            }
+            assert_eq!(a.error_counts(), (0, 1), "{tx_mode:?}");
+        }
+    });
+}
+
+/// On a 9000-byte MTU the rings' slots grow to fit: frames of every length up to 9014 bytes
+/// pass intact through the transmit and receive rings, and one byte more is refused.
+#[test]
+fn jumbo_frames_pass_through_both_rings() {
+    let ns = netns::Netns::with_veth_pair("uring-jumbo");
+    ns.run(|| {
+        for interface in ["va", "vb"] {
+            let status = std::process::Command::new("ip")
+                .args(["link", "set", interface, "mtu", "9000"])
+                .status()
+                .expect("run ip");
+            assert!(status.success(), "set the MTU of {interface}");
+        }
+        for rx_mode in [RxMode::MmapRing, RxMode::IoUring] {
+            let (mut a, mut b) = ports(UringConfig { rx_mode, ..UringConfig::default() });
+            assert_eq!(a.capabilities().frame_len_max, 9014);
+            conformance::integrity_and_order(&mut a, &mut b, 500);
+            conformance::mtu_and_oversize(&mut a, &mut b);
+            assert_eq!(a.error_counts(), (0, 0));
+            assert_eq!(b.error_counts(), (0, 0));
+        }
+    });
+}
+
+#[test]
 fn frames_pass_intact_with_the_qdisc_bypassed() {
     let ns = netns::Netns::with_veth_pair("uring-qb");
     ns.run(|| {
@@ -55,8 +119,12 @@ fn teardown_and_reinit() {
     let ns = netns::Netns::with_veth_pair("uring-re");
     ns.run(|| {
         for round in 0..3 {
-            for rx_mode in [RxMode::MmapRing, RxMode::IoUring] {
-                let config = UringConfig { rx_mode, ..UringConfig::default() };
+            for (rx_mode, tx_mode) in [
+                (RxMode::MmapRing, TxMode::MmapRing),
+                (RxMode::IoUring, TxMode::MmapRing),
+                (RxMode::MmapRing, TxMode::IoUring),
+            ] {
+                let config = UringConfig { rx_mode, tx_mode, ..UringConfig::default() };
                 let (mut a, mut b) = ports(config);
                 conformance::integrity_and_order(&mut a, &mut b, 300 + round);
             }
@@ -65,41 +133,48 @@ fn teardown_and_reinit() {
 }
 
 /// Received frames are ring slots lent in place: a receiver may hold many (past a quarter of
-/// the ring they arrive as copies), send them on as they are, and every slot comes back.
+/// the ring they arrive as copies), send them on as they are (in place with a `Send` per
+/// frame, copied into the transmit ring otherwise), and every slot comes back.
 #[test]
 fn received_frames_can_be_held_and_forwarded_in_place() {
     let ns = netns::Netns::with_veth_pair("uring-zc");
     ns.run(|| {
-        let (mut a, mut b) = ports(UringConfig::default());
-        let max = a.capabilities().frame_len_max;
-        let lengths = conformance::lengths(&mut conformance::Lcg::new(11), 600, max);
-        let (mut held, mut burst) = (Vec::new(), Vec::new());
-        for (start, chunk) in (0u64..).step_by(32).zip(lengths.chunks(32)) {
-            conformance::send(&mut a, start, chunk);
-            let deadline = Instant::now() + Duration::from_secs(10);
-            while (held.len() as u64) < start + chunk.len() as u64 {
-                b.rx_burst(QueueId(0), &mut burst, 64).unwrap();
-                held.extend(burst.drain(..).filter(conformance::is_test_frame));
-                assert!(Instant::now() < deadline, "only {} frames arrived", held.len());
-            }
+        for tx_mode in [TxMode::IoUring, TxMode::MmapRing] {
+            held_frames_are_forwarded_and_come_back(UringConfig { tx_mode, ..Default::default() });
         }
-        let seqs: Vec<u64> = held.iter().map(conformance::check).collect();
-        assert_eq!(seqs, (0..600).collect::<Vec<_>>());
-        assert!(b.rx_copies() > 0, "holding 600 frames must go past the ring's lending");
-        assert!(b.rx_copies() < 600, "frames must be lent in place while the ring may lend");
-        // Forward 64 of them back from `b`, as they are, lent slots and copies alike.
-        let mut forward: Vec<_> = held.drain(..64).collect();
-        while !forward.is_empty() {
-            b.tx_burst(QueueId(0), &mut forward).unwrap();
-        }
-        assert_eq!(conformance::receive(&mut a, 64), (0..64).collect::<Vec<_>>());
-        drop(held);
-        // Every slot went back to the kernel: three rings' worth more arrive, lent in place.
-        let copies = b.rx_copies();
-        conformance::integrity_and_order(&mut a, &mut b, 3_000);
-        assert_eq!(b.rx_copies(), copies);
-        assert_eq!(b.error_counts(), (0, 0));
     });
+}
+
+fn held_frames_are_forwarded_and_come_back(config: UringConfig) {
+    let (mut a, mut b) = ports(config);
+    let max = a.capabilities().frame_len_max;
+    let lengths = conformance::lengths(&mut conformance::Lcg::new(11), 600, max);
+    let (mut held, mut burst) = (Vec::new(), Vec::new());
+    for (start, chunk) in (0u64..).step_by(32).zip(lengths.chunks(32)) {
+        conformance::send(&mut a, start, chunk);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while (held.len() as u64) < start + chunk.len() as u64 {
+            b.rx_burst(QueueId(0), &mut burst, 64).unwrap();
+            held.extend(burst.drain(..).filter(conformance::is_test_frame));
+            assert!(Instant::now() < deadline, "only {} frames arrived", held.len());
+        }
+    }
+    let seqs: Vec<u64> = held.iter().map(conformance::check).collect();
+    assert_eq!(seqs, (0..600).collect::<Vec<_>>());
+    assert!(b.rx_copies() > 0, "holding 600 frames must go past the ring's lending");
+    assert!(b.rx_copies() < 600, "frames must be lent in place while the ring may lend");
+    // Forward 64 of them back from `b`, as they are, lent slots and copies alike.
+    let mut forward: Vec<_> = held.drain(..64).collect();
+    while !forward.is_empty() {
+        b.tx_burst(QueueId(0), &mut forward).unwrap();
+    }
+    assert_eq!(conformance::receive(&mut a, 64), (0..64).collect::<Vec<_>>());
+    drop(held);
+    // Every slot went back to the kernel: three rings' worth more arrive, lent in place.
+    let copies = b.rx_copies();
+    conformance::integrity_and_order(&mut a, &mut b, 3_000);
+    assert_eq!(b.rx_copies(), copies);
+    assert_eq!(b.error_counts(), (0, 0));
 }
 
 /// A frame held while a whole ring of frames arrives stops the ring at its slot (the kernel

@@ -6,9 +6,11 @@
 //! in place (copying into pool buffers only once a quarter of the ring is lent), or keeps one
 //! multishot `Recv` armed that takes a buffer per frame from `rx_depth` pool buffers provided in a
 //! buffer ring; a completion names the buffer it filled, which becomes a frame. Transmit
-//! posts one `Send` per frame, at most `tx_depth` in flight (the local queue: a full queue is
-//! reported as backpressure); completions return the buffers. The socket ignores its own
-//! outgoing frames (`PACKET_IGNORE_OUTGOING`).
+//! copies frames into a `PACKET_MMAP` transmit ring of `tx_depth` slots on a transmit-only
+//! socket and asks the kernel to send them with one `Send` of no bytes per burst (the
+//! default), or posts one `Send` per frame, at most `tx_depth` in flight, whose completions
+//! return the buffers. Either way a full queue is reported as backpressure. The sockets
+//! ignore their own outgoing frames (`PACKET_IGNORE_OUTGOING`).
 //!
 //! Unsafe code lives in this folder. Invariants: a buffer handed to an operation, or
 //! provided in the buffer ring, is not touched by Rust until a completion gives it back; the
@@ -17,10 +19,12 @@
 //! leaked instead).
 
 mod buf_ring;
+mod mmap_ring;
 mod pool;
 mod rx;
 mod rx_ring;
 mod socket;
+mod tx_ring;
 
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -34,13 +38,16 @@ use pool::Pool;
 pub use pool::UringFrame;
 use rx_ring::RxRing;
 pub use socket::open_socket;
-use socket::{interface_mtu, set_option};
+use socket::{interface_index, interface_mtu, set_option};
+use tx_ring::TxRing;
 
 use super::{Capabilities, Frame, IoError, PacketIo, QueueId, check_queue};
 
 const RX: u64 = 1 << 32;
 const TX: u64 = 2 << 32;
 const CANCEL: u64 = 3 << 32;
+/// A `Send` of no bytes asking the kernel to send the marked slots of the transmit ring.
+const KICK: u64 = 4 << 32;
 const INDEX_MASK: u64 = 0xffff_ffff;
 
 /// How frames are received.
@@ -52,11 +59,25 @@ pub enum RxMode {
     IoUring,
 }
 
+/// How frames are sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxMode {
+    /// Frames copied into a `PACKET_MMAP` transmit ring, sent by one `Send` of no bytes on
+    /// the io_uring per burst (the default: 1.2-1.35x `sendmmsg` on a veth here, where one
+    /// `Send` per frame is 1.0-1.1x; `docs/results/packet-io.md`). Slots are sized to
+    /// the interface's MTU.
+    MmapRing,
+    /// One `Send` per frame on the io_uring, from the frame's own buffer.
+    IoUring,
+}
+
 /// Port shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UringConfig {
     /// How frames are received.
     pub rx_mode: RxMode,
+    /// How frames are sent.
+    pub tx_mode: TxMode,
     /// Frame buffers (receive and transmit together).
     pub buffers: u32,
     /// Buffers kept for receiving (posted, or provided in the ring).
@@ -81,6 +102,7 @@ impl Default for UringConfig {
     fn default() -> Self {
         UringConfig {
             rx_mode: RxMode::MmapRing,
+            tx_mode: TxMode::MmapRing,
             buffers: 2048,
             rx_depth: 256,
             tx_depth: 256,
@@ -134,6 +156,10 @@ pub struct UringPort {
     /// Of those, sends of receive-ring slots (forwarded frames): their completions are reaped
     /// by every receive, so that the slots go back before the kernel comes round to them.
     ring_tx_in_flight: u32,
+    /// The transmit ring, in `TxMode::MmapRing`.
+    tx_ring: Option<TxRing>,
+    /// Kicks of the transmit ring not yet completed.
+    kicks_in_flight: u32,
     /// Completed receives not yet handed out: (buffer, length).
     rx_ready: VecDeque<(u32, usize)>,
     rx_errors: u64,
@@ -165,8 +191,15 @@ impl UringPort {
             set_option(&socket, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)?;
         }
         let mtu = interface_mtu(&socket, interface)?;
+        let tx_ring = match config.tx_mode {
+            TxMode::MmapRing => {
+                let ifindex = interface_index(interface)?;
+                Some(TxRing::new(ifindex, config.tx_depth, mtu + 14, config.qdisc_bypass)?)
+            }
+            TxMode::IoUring => None,
+        };
         let rx_ring = match config.rx_mode {
-            RxMode::MmapRing => Some(RxRing::new(&socket, config.rx_depth.max(256) * 4)?),
+            RxMode::MmapRing => Some(RxRing::new(&socket, config.rx_depth.max(256) * 4, mtu + 14)?),
             RxMode::IoUring => None,
         };
         let entries = (config.rx_depth + config.tx_depth + 8).next_power_of_two();
@@ -210,6 +243,8 @@ impl UringPort {
             rx_posted: 0,
             tx_in_flight: 0,
             ring_tx_in_flight: 0,
+            tx_ring,
+            kicks_in_flight: 0,
             rx_ready: VecDeque::new(),
             rx_errors: 0,
             tx_errors: 0,
@@ -293,6 +328,9 @@ impl PacketIo for UringPort {
 
     fn tx_burst(&mut self, queue: QueueId, frames: &mut Vec<UringFrame>) -> Result<usize, IoError> {
         check_queue(queue, 1)?;
+        if self.tx_ring.is_some() {
+            return self.tx_through_ring(frames);
+        }
         self.reap();
         let max = self.caps.frame_len_max;
         let mut sent = 0;

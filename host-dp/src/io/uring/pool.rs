@@ -16,7 +16,7 @@ use std::cell::RefCell;
 use std::ptr::NonNull;
 use std::rc::Rc;
 
-use super::rx_ring::{FRAME_SIZE, RxRing};
+use super::rx_ring::RxRing;
 use crate::io::{Frame, IoError};
 
 pub(super) struct Pool {
@@ -85,7 +85,7 @@ impl Pool {
     /// caller read the slot's status as USER and gives up the slot to the frame.
     pub(super) fn lend(self: &Rc<Pool>, slot: usize, offset: usize, len: usize) -> UringFrame {
         debug_assert!(self.ring.as_ref().is_some_and(|r| slot < r.slots()));
-        debug_assert!(offset + len <= FRAME_SIZE);
+        debug_assert!(self.ring.as_ref().is_some_and(|r| offset + len <= r.frame_size()));
         self.lent.set(self.lent.get() + 1);
         self.lent_slots[slot].set(true);
         let index = self.count + u32::try_from(slot).expect("ring slots fit u32");
@@ -131,7 +131,7 @@ impl Pool {
         match (self.ring_slot(index), self.ring.as_ref()) {
             (None, _) => (self.buffer(index), self.frame_len_max),
             (Some(slot), Some(ring)) => {
-                let room = (FRAME_SIZE - offset as usize).min(self.frame_len_max);
+                let room = (ring.frame_size() - offset as usize).min(self.frame_len_max);
                 (ring.slot(slot).wrapping_add(offset as usize), room)
             }
             (Some(_), None) => unreachable!("a ring slot index without a ring"),

@@ -4,7 +4,7 @@
 use io_uring::opcode;
 
 use super::rx_ring::Slot;
-use super::{INDEX_MASK, RX, TX, UringFrame, UringPort, buf_ring};
+use super::{INDEX_MASK, KICK, RX, TX, UringFrame, UringPort, buf_ring};
 use crate::io::Frame;
 
 impl UringPort {
@@ -74,6 +74,12 @@ impl UringPort {
                             self.rx_errors += 1;
                             self.pool.give_back(index);
                         }
+                    }
+                }
+                KICK => {
+                    self.kicks_in_flight -= 1;
+                    if result < 0 {
+                        self.tx_errors += 1;
                     }
                 }
                 TX => {

@@ -10,13 +10,7 @@ use super::UringError;
 /// A raw `AF_PACKET` socket bound to `interface`, ignoring its own outgoing frames, with a
 /// receive buffer of `rcvbuf_bytes`: what the port uses, public for baselines and tools.
 pub fn open_socket(interface: &str, rcvbuf_bytes: u32) -> Result<OwnedFd, UringError> {
-    let name =
-        CString::new(interface).map_err(|_| UringError::NoSuchInterface(interface.into()))?;
-    // SAFETY: `name` is NUL-terminated.
-    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    if ifindex == 0 {
-        return Err(UringError::NoSuchInterface(interface.to_owned()));
-    }
+    let ifindex = interface_index(interface)?;
     let protocol = u16::try_from(libc::ETH_P_ALL).expect("0x0003").to_be();
     // SAFETY: plain socket(2) call; the result is checked below.
     let raw = unsafe {
@@ -40,7 +34,7 @@ pub fn open_socket(interface: &str, rcvbuf_bytes: u32) -> Result<OwnedFd, UringE
     let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     address.sll_family = u16::try_from(libc::AF_PACKET).expect("17");
     address.sll_protocol = protocol;
-    address.sll_ifindex = i32::try_from(ifindex).expect("ifindex fits i32");
+    address.sll_ifindex = ifindex;
     let size = u32::try_from(std::mem::size_of::<libc::sockaddr_ll>()).expect("small struct");
     // SAFETY: `address` is a valid sockaddr_ll of `size` bytes for the call.
     let bound = unsafe {
@@ -53,6 +47,18 @@ pub fn open_socket(interface: &str, rcvbuf_bytes: u32) -> Result<OwnedFd, UringE
         });
     }
     Ok(socket)
+}
+
+/// The interface's index (in the calling thread's network namespace).
+pub(super) fn interface_index(interface: &str) -> Result<i32, UringError> {
+    let name =
+        CString::new(interface).map_err(|_| UringError::NoSuchInterface(interface.into()))?;
+    // SAFETY: `name` is NUL-terminated.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    match i32::try_from(ifindex) {
+        Ok(index) if index > 0 => Ok(index),
+        _ => Err(UringError::NoSuchInterface(interface.to_owned())),
+    }
 }
 
 /// The interface's MTU, asked through the socket (sysfs would show the namespace that mounted
