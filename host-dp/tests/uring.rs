@@ -25,30 +25,21 @@ fn suite_over_a_veth_pair_both_directions() {
     });
 }
 
+/// The other receive and transmit modes: multishot io_uring receives, a `Send` per frame.
 #[test]
-fn suite_with_io_uring_receives() {
-    let ns = netns::Netns::with_veth_pair("uring-rx");
+fn suite_under_the_other_receive_and_transmit_modes() {
+    let ns = netns::Netns::with_veth_pair("uring-modes");
     ns.run(|| {
-        let config = UringConfig { rx_mode: RxMode::IoUring, ..UringConfig::default() };
-        let (mut a, mut b) = ports(config);
-        conformance::suite(&mut a, &mut b);
-        conformance::suite(&mut b, &mut a);
-        assert_eq!(a.error_counts(), (0, 0));
-        assert_eq!(b.error_counts(), (0, 0));
-    });
-}
-
-#[test]
-fn suite_with_a_send_per_frame_under_both_receive_modes() {
-    let ns = netns::Netns::with_veth_pair("uring-txs");
-    ns.run(|| {
-        for rx_mode in [RxMode::MmapRing, RxMode::IoUring] {
-            let config = UringConfig { rx_mode, tx_mode: TxMode::IoUring, ..Default::default() };
-            let (mut a, mut b) = ports(config);
+        for (rx_mode, tx_mode) in [
+            (RxMode::IoUring, TxMode::MmapRing),
+            (RxMode::MmapRing, TxMode::IoUring),
+            (RxMode::IoUring, TxMode::IoUring),
+        ] {
+            let (mut a, mut b) = ports(UringConfig { rx_mode, tx_mode, ..Default::default() });
             conformance::suite(&mut a, &mut b);
             conformance::suite(&mut b, &mut a);
-            assert_eq!(a.error_counts(), (0, 0));
-            assert_eq!(b.error_counts(), (0, 0));
+            assert_eq!(a.error_counts(), (0, 0), "{rx_mode:?} {tx_mode:?}");
+            assert_eq!(b.error_counts(), (0, 0), "{rx_mode:?} {tx_mode:?}");
         }
     });
 }
