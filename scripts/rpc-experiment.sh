@@ -4,7 +4,7 @@
 # Debian's memcached (one thread), each behind its own veth, one server core each, interleaved
 # rate by rate and run by run; then the report and the plot. Needs root (namespaces, veth,
 # AF_PACKET). The namespaces are removed on exit. About 3 minutes with the defaults.
-#   RUNS=3 RATES=2000,5000,... SECONDS_PER_RATE=2 SERVER_CPU=1 CLIENT_CPU=0
+#   RUNS=3 RATES=2000,5000,... SECONDS_PER_RATE=2 SERVER_CPU=1 CLIENT_CPU=0 SERVER_TX=ring|send
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh --plots
@@ -15,6 +15,7 @@ rates=${RATES:-2000,5000,10000,20000,40000,60000,90000,120000,150000,220000}
 seconds=${SECONDS_PER_RATE:-2}
 server_cpu=${SERVER_CPU:-1}
 client_cpu=${CLIENT_CPU:-0}
+server_tx=${SERVER_TX:-ring}   # rpc-server --tx: the transmit ring, or a Send per frame
 a="wave-rpcx-a-$$"   # the client, rpc-server's interface (va, no IP) and vb, vc
 b="wave-rpcx-b-$$"   # memcached's end (vd)
 work=$(mktemp -d)
@@ -40,7 +41,7 @@ ip -n "$b" addr add 198.18.1.2/24 dev vd
 # Our stack reads raw frames: the kernel's end must send them fully checksummed.
 ip netns exec "$a" ethtool -K vb tx off >/dev/null
 ip netns exec "$a" taskset -c "$server_cpu" ./target/release/rpc-server --iface va \
-    --ip 198.18.0.2/24 --workers 1 --seconds 100000 2>"$work/rpc-server.log" &
+    --ip 198.18.0.2/24 --workers 1 --seconds 100000 --tx "$server_tx" 2>"$work/rpc-server.log" &
 ip netns exec "$b" taskset -c "$server_cpu" memcached -u nobody -t 1 -U 0 -c 4096 \
     -l 198.18.1.2 -p 11211 &
 mc_pid=$!

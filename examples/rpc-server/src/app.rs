@@ -14,7 +14,7 @@ use crate::backend::Backend;
 use anyhow::Context;
 use host_dp::io::QueueId;
 use host_dp::io::shm::{ShmPort, Side};
-use host_dp::io::uring::{UringConfig, UringPort};
+use host_dp::io::uring::{TxMode, UringConfig, UringPort};
 use host_dp::net::{ControlConfig, NetRuntime, Plane, PlaneConfig, PortLink};
 use host_dp::runtime::{AgentLink, AgentOptions, LocalPolicy, Runtime, RuntimeConfig};
 use ipu_cp::Mode;
@@ -31,6 +31,10 @@ pub struct Args {
     /// The interface to serve on (no IP address of its own), over AF_PACKET.
     #[arg(long, required_unless_present = "wire_fd", conflicts_with = "wire_fd")]
     pub iface: Option<String>,
+    /// How the AF_PACKET port sends: a `PACKET_MMAP` transmit ring, one system call per
+    /// burst (ring), or an io_uring `Send` per frame (send).
+    #[arg(long, value_enum, default_value = "ring")]
+    pub tx: Tx,
     /// Serve on a shared-memory wire instead: side A of the wire region in this inherited
     /// memfd (as `loadgen` passes it; no root needed).
     #[arg(long, value_name = "FD", requires = "wire_len")]
@@ -73,6 +77,15 @@ pub struct Args {
     pub seconds: Option<u64>,
 }
 
+/// How the AF_PACKET port sends (`--tx`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Tx {
+    /// `TxMode::MmapRing`.
+    Ring,
+    /// `TxMode::IoUring`.
+    Send,
+}
+
 fn parse_cidr(text: &str) -> Result<(Ipv4Addr, u8), String> {
     let (ip, len) = text.split_once('/').ok_or("expected ADDRESS/PREFIX, e.g. 198.18.0.2/24")?;
     let ip = ip.parse().map_err(|e| format!("bad address `{ip}`: {e}"))?;
@@ -89,7 +102,11 @@ pub fn run<B: Backend>(args: Args, name: &str, store: Arc<B>) -> anyhow::Result<
     match (&args.iface, args.wire_fd, args.wire_len) {
         (Some(iface), _, _) => {
             // The workers take turns on the port: no single-issuer io_uring.
-            let uring = UringConfig { single_issuer: false, ..UringConfig::default() };
+            let tx_mode = match args.tx {
+                Tx::Ring => TxMode::MmapRing,
+                Tx::Send => TxMode::IoUring,
+            };
+            let uring = UringConfig { single_issuer: false, tx_mode, ..UringConfig::default() };
             let port = UringPort::open(iface, uring)
                 .with_context(|| format!("opening {iface} (AF_PACKET needs root)"))?;
             serve(PortLink::new(port, QueueId(0)), &args, &stop, name, store)

@@ -24,13 +24,15 @@ fn run(program: &str, args: &[&str]) -> String {
 }
 
 /// The namespace with the kernel's end at 198.18.0.1 and `rpc-server` on the other end.
-fn server(tag: &str) -> (netns::Netns, Child) {
+/// The server in a fresh namespace, with `extra` flags.
+fn server(tag: &str, extra: &[&str]) -> (netns::Netns, Child) {
     let ns = netns::Netns::with_veth_pair(tag);
     run("ip", &["-n", ns.name(), "addr", "add", "198.18.0.1/24", "dev", "vb"]);
     run("ip", &["netns", "exec", ns.name(), "ethtool", "-K", "vb", "tx", "off"]);
     let mut child = Command::new("ip")
         .args(["netns", "exec", ns.name(), BIN, "--iface", "va", "--ip", "198.18.0.2/24"])
         .args(["--workers", "2", "--control", "on-host", "--seconds", "120"])
+        .args(extra)
         .stderr(Stdio::piped())
         .spawn()
         .expect("rpc-server");
@@ -49,7 +51,7 @@ fn stop(mut child: Child) {
 
 #[test]
 fn memccapable_ascii_tests_all_pass() {
-    let (ns, child) = server("mccap");
+    let (ns, child) = server("mccap", &[]);
     let out = Command::new("ip")
         .args(["netns", "exec", ns.name(), "memccapable", "-a", "-h", "198.18.0.2"])
         .args(["-p", "11211", "-t", "10"])
@@ -64,7 +66,8 @@ fn memccapable_ascii_tests_all_pass() {
 
 #[test]
 fn memcaslap_get_set_mix_runs_without_errors() {
-    let (ns, child) = server("mcslap");
+    // The other transmit path: an io_uring `Send` per frame (memccapable runs the default).
+    let (ns, child) = server("mcslap", &["--tx", "send"]);
     // 20 000 operations (90 % get, 10 % set), 16 connections, 10 % of gets verified.
     let out = Command::new("ip")
         .args(["netns", "exec", ns.name(), "memcaslap", "-s", "198.18.0.2:11211"])
@@ -78,4 +81,13 @@ fn memcaslap_get_set_mix_runs_without_errors() {
     assert!(text.contains("Ops: 20000"), "{text}");
     assert!(!text.contains("ERROR"), "error replies: {text}");
     assert!(text.contains("cmd_get: 18000") && text.contains("get_misses: 0"), "{text}");
+}
+
+#[test]
+fn an_unknown_transmit_mode_is_refused() {
+    let out = Command::new(BIN).args(["--iface", "va", "--tx", "carrier-pigeon"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(text.contains("invalid value 'carrier-pigeon' for '--tx <TX>'"), "{text}");
+    assert!(text.contains("[possible values: ring, send]"), "{text}");
 }
