@@ -69,6 +69,41 @@ fn a_runt_frame_is_counted_and_the_rest_pass() {
     });
 }
 
+/// Frames put in the transmit ring while the device is down are not lost: the kick fails and
+/// leaves them marked, and once the device is up the next `tx_burst`, even an empty one,
+/// kicks again and they arrive, in order.
+#[test]
+fn frames_queued_in_the_transmit_ring_while_down_go_once_it_is_up() {
+    let ns = netns::Netns::with_veth_pair("uring-down");
+    ns.run(|| {
+        let (mut a, mut b) = ports(UringConfig::default());
+        conformance::send(&mut a, 0, &[64; 4]);
+        assert_eq!(conformance::receive(&mut b, 4), vec![0, 1, 2, 3]);
+        let link = |state: &str| {
+            let status = std::process::Command::new("ip")
+                .args(["link", "set", "va", state])
+                .status()
+                .expect("run ip");
+            assert!(status.success(), "ip link set va {state}");
+        };
+        link("down");
+        conformance::send(&mut a, 4, &[64; 8]); // taken into the ring; the kick fails
+        link("up");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (mut got, mut frames) = (Vec::new(), Vec::new());
+        while got.len() < 8 {
+            a.tx_burst(QueueId(0), &mut Vec::new()).unwrap(); // kicks what waits
+            b.rx_burst(QueueId(0), &mut frames, 64).unwrap();
+            got.extend(
+                frames.drain(..).filter(conformance::is_test_frame).map(|f| conformance::check(&f)),
+            );
+            assert!(Instant::now() < deadline, "only {got:?} arrived after the link came up");
+        }
+        assert_eq!(got, (4..12).collect::<Vec<_>>());
+        assert_eq!(a.error_counts(), (0, 0));
+    });
+}
+
 /// On a 9000-byte MTU the rings' slots grow to fit: frames of every length up to 9014 bytes
 /// pass intact through the transmit and receive rings, and one byte more is refused.
 #[test]

@@ -76,12 +76,8 @@ impl UringPort {
                         }
                     }
                 }
-                KICK => {
-                    self.kicks_in_flight -= 1;
-                    if result < 0 {
-                        self.tx_errors += 1;
-                    }
-                }
+                // A failed kick loses nothing: its slots stay marked for the next one.
+                KICK => self.kicks_in_flight -= 1,
                 TX => {
                     self.tx_in_flight -= 1;
                     if self.pool.ring_slot(index).is_some() {

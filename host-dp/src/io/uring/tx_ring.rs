@@ -127,12 +127,21 @@ impl TxRing {
         self.next = (index + 1) % self.map.slots();
         true
     }
+
+    /// True while the last slot filled still waits for a kick: the kernel sends slots in
+    /// order, so an earlier kick stopped before it (the device was down, or its queue full).
+    pub(super) fn waiting(&self) -> bool {
+        let last = self.next.checked_sub(1).unwrap_or(self.map.slots() - 1);
+        self.map.status(last).load(Ordering::Acquire) == libc::TP_STATUS_SEND_REQUEST
+    }
 }
 
 impl super::UringPort {
     /// `tx_burst` in `TxMode::MmapRing`: copies frames into the ring up to the first one over
     /// the limit or the first slot still the kernel's, returns their buffers at once, and
-    /// kicks the ring once.
+    /// kicks the ring once. A kick that could not send everything (the device down, its
+    /// queue full) leaves the slots marked, nothing lost: the next call kicks again, even
+    /// with no frames, and until then a full ring is backpressure.
     pub(super) fn tx_through_ring(
         &mut self,
         frames: &mut Vec<super::UringFrame>,
@@ -165,7 +174,10 @@ impl super::UringPort {
             .user_data(KICK);
         self.tx_errors += runts as u64;
         drop(frames.drain(..sent)); // copied: their buffers (or receive slots) go back now
-        if sent > runts {
+        // New frames always get a kick (one in flight may have passed their slots already);
+        // frames left over from a failed kick get one when no other is in flight.
+        let kick_needed = sent > runts || (self.kicks_in_flight == 0 && ring.waiting());
+        if kick_needed {
             if !self.push(&kick) {
                 // The submission queue is full: submitting empties it.
                 self.ring.submit().map_err(|e| IoError::Device(e.raw_os_error().unwrap_or(0)))?;
