@@ -1,8 +1,7 @@
 //! A `PACKET_MMAP` transmit ring (TPACKET_V2) on its own transmit-only socket: the port copies
 //! each frame into the next free slot, marks it SEND_REQUEST, and one `Send` of no bytes on
 //! the io_uring asks the kernel to send every marked slot in order (`tpacket_snd`). That is
-//! one system call per burst and no per-frame message to parse, and the kernel sends each
-//! slot's payload from the ring's pages without copying it again. The kernel sets a slot
+//! one system call per burst and no per-frame message to parse. The kernel sets a slot
 //! back to AVAILABLE once its frame has left (for a veth, before the send returns; for a NIC,
 //! when the device is done with it); a slot not yet AVAILABLE is backpressure.
 //!
