@@ -122,6 +122,7 @@ pub trait PacketIo {
 }
 
 /// Checks a queue index against a count.
+#[inline]
 pub(crate) fn check_queue(queue: QueueId, count: u16) -> Result<usize, IoError> {
     if queue.0 < count { Ok(usize::from(queue.0)) } else { Err(IoError::NoSuchQueue(queue.0)) }
 }
