@@ -6,6 +6,7 @@
 //! ```text
 //! cargo bench -p host-dp --features dpdk --bench packet_io -- [--repeats 5] [--seconds 0.5]
 //!     [--only dpdk|shm|uring|uring-txring|uring-mmap|uring-ops] [--len 64|1500]
+//!     [--data-room 2176|1642]
 //! ```
 //!
 //! Needs root (a network namespace with a veth pair for the kernel paths).
@@ -108,8 +109,9 @@ mod dpdk {
         Eal::init(EalConfig::default()).expect("EAL")
     }
 
-    pub(crate) fn pool() -> std::sync::Arc<Mempool> {
-        Mempool::new(eal(), 8191, 2176).expect("pool")
+    /// The pool both DPDK loops share; `data_room` includes DPDK's 128-byte headroom.
+    pub(crate) fn pool(data_room: u16) -> std::sync::Arc<Mempool> {
+        Mempool::new(eal(), 8191, data_room).expect("pool")
     }
 
     pub(crate) fn raw_loop(
@@ -182,6 +184,12 @@ fn main() -> anyhow::Result<()> {
     // profiling); a prefix runs every path it starts (`uring`: every AF_PACKET path).
     let only = flag("--only").cloned();
     let run = |path: &str| only.as_deref().is_none_or(|o| path.starts_with(o));
+    // `--data-room N`: the DPDK pool's buffer size with headroom (default 2176, DPDK's
+    // RTE_MBUF_DEFAULT_BUF_SIZE); 1642 sizes it to a 1500-byte MTU, which spares our
+    // `tx_burst` its per-frame length check (one pool size per process: the check depends on
+    // every pool the process made).
+    #[cfg_attr(not(feature = "dpdk"), allow(unused_variables))]
+    let data_room: u16 = flag("--data-room").map_or(Ok(2176), |v| v.parse())?;
     // `--len N` runs one frame length instead of both.
     let lens: Vec<usize> = match flag("--len") {
         Some(v) => vec![v.parse()?],
@@ -192,13 +200,13 @@ fn main() -> anyhow::Result<()> {
         let bytes = template(len);
         #[cfg(feature = "dpdk")]
         {
-            let pool = dpdk::pool();
+            let pool = dpdk::pool(data_room);
             let config = host_dp::io::dpdk::PortConfig::default();
             let (mut a, mut b) =
                 host_dp::io::dpdk::DpdkPort::ring_pair(dpdk::eal(), pool.clone(), config)?;
             let pages = if dpdk::eal().hugepages() { "hugepages" } else { "4 KiB pages" };
             let mut row = Row {
-                name: format!("DPDK ring pair ({pages}), {len} B"),
+                name: format!("DPDK ring pair ({pages}, {data_room}-byte buffers), {len} B"),
                 baseline: "raw DPDK loop (dpdk-sys), same ports".into(),
                 ours: vec![],
                 base: vec![],

@@ -70,7 +70,10 @@ impl Frame for Mbuf {
         // SAFETY: the mbuf is valid and exclusively ours (`&mut self`, module invariants).
         let m = unsafe { self.raw.as_mut() };
         // Single segment (invariants): what rte_pktmbuf_append/trim do, with the room check.
-        let room = usize::from(m.buf_len).saturating_sub(usize::from(m.data_off));
+        // The room never counts headroom below DPDK's default (a driver receives no more), so
+        // no frame outgrows its pool's room (`mempool::largest_room`).
+        let front = usize::from(m.data_off).max(super::mempool::HEADROOM);
+        let room = usize::from(m.buf_len).saturating_sub(front);
         if len > room {
             return Err(IoError::FrameTooLong { len, max: room });
         }

@@ -273,7 +273,7 @@ impl DpdkPort {
         let mut mtu = 1500u16;
         // SAFETY: started port; mtu is a valid out-parameter.
         let _ = unsafe { dpdk_sys::rte_eth_dev_get_mtu(id, &mut mtu) };
-        let room = usize::from(pool.data_room) - dpdk_sys::RTE_PKTMBUF_HEADROOM as usize;
+        let room = usize::from(pool.data_room).saturating_sub(mempool::HEADROOM);
         let caps = Capabilities {
             frame_len_max: (usize::from(mtu) + ETHERNET_HEADER).min(room),
             rx_queues: rxq,
