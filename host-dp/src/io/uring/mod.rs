@@ -191,15 +191,18 @@ impl UringPort {
             set_option(&socket, libc::SOL_PACKET, libc::PACKET_QDISC_BYPASS, 1)?;
         }
         let mtu = interface_mtu(&socket, interface)?;
+        let frame_len_max = mtu + 14;
         let tx_ring = match config.tx_mode {
             TxMode::MmapRing => {
                 let ifindex = interface_index(interface)?;
-                Some(TxRing::new(ifindex, config.tx_depth, mtu + 14, config.qdisc_bypass)?)
+                Some(TxRing::new(ifindex, config.tx_depth, frame_len_max, config.qdisc_bypass)?)
             }
             TxMode::IoUring => None,
         };
         let rx_ring = match config.rx_mode {
-            RxMode::MmapRing => Some(RxRing::new(&socket, config.rx_depth.max(256) * 4, mtu + 14)?),
+            RxMode::MmapRing => {
+                Some(RxRing::new(&socket, config.rx_depth.max(256) * 4, frame_len_max)?)
+            }
             RxMode::IoUring => None,
         };
         let entries = (config.rx_depth + config.tx_depth + 8).next_power_of_two();
@@ -220,7 +223,6 @@ impl UringPort {
             }
             RxMode::MmapRing => None,
         };
-        let frame_len_max = mtu + 14;
         let buffer_size = frame_len_max.next_multiple_of(64);
         let caps = Capabilities {
             frame_len_max,
@@ -270,6 +272,11 @@ impl UringPort {
 
     fn fd(&self) -> types::Fd {
         types::Fd(self.socket.as_ref().map_or(-1, AsRawFd::as_raw_fd))
+    }
+
+    /// Submits what is queued; a failure is the device's error.
+    fn submit(&mut self) -> Result<(), IoError> {
+        self.ring.submit().map(drop).map_err(|e| IoError::Device(e.raw_os_error().unwrap_or(0)))
     }
 
     /// Pushes one operation; false when the submission queue is full.
@@ -322,7 +329,7 @@ impl PacketIo for UringPort {
             received += 1;
         }
         self.post_receives();
-        self.ring.submit().map_err(|e| IoError::Device(e.raw_os_error().unwrap_or(0)))?;
+        self.submit()?;
         Ok(received)
     }
 
@@ -360,7 +367,7 @@ impl PacketIo for UringPort {
         for frame in frames.drain(..sent) {
             let _ = frame.into_index(); // in flight: the completion returns the buffer
         }
-        self.ring.submit().map_err(|e| IoError::Device(e.raw_os_error().unwrap_or(0)))?;
+        self.submit()?;
         result.map(|()| sent)
     }
 }

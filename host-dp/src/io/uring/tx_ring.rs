@@ -167,23 +167,24 @@ impl super::UringPort {
             }
             sent += 1;
         }
-        let kick = opcode::Send::new(types::Fd(ring.fd()), std::ptr::null(), 0)
-            .flags(libc::MSG_DONTWAIT)
-            .build()
-            .user_data(KICK);
-        self.tx_errors += runts as u64;
-        drop(frames.drain(..sent)); // copied: their buffers (or receive slots) go back now
         // New frames always get a kick (one in flight may have passed their slots already);
         // frames left over from a failed kick get one when no other is in flight.
         let kick_needed = sent > runts || (self.kicks_in_flight == 0 && ring.waiting());
+        let fd = types::Fd(ring.fd());
+        self.tx_errors += runts as u64;
+        drop(frames.drain(..sent)); // copied: their buffers (or receive slots) go back now
         if kick_needed {
+            let kick = opcode::Send::new(fd, std::ptr::null(), 0)
+                .flags(libc::MSG_DONTWAIT)
+                .build()
+                .user_data(KICK);
             if !self.push(&kick) {
                 // The submission queue is full: submitting empties it.
-                self.ring.submit().map_err(|e| IoError::Device(e.raw_os_error().unwrap_or(0)))?;
+                self.submit()?;
                 assert!(self.push(&kick), "an empty submission queue takes one entry");
             }
             self.kicks_in_flight += 1;
-            self.ring.submit().map_err(|e| IoError::Device(e.raw_os_error().unwrap_or(0)))?;
+            self.submit()?;
         }
         result.map(|()| sent)
     }
