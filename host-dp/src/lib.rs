@@ -13,7 +13,10 @@
 //! It must never: block a worker across cores, allocate on the data path after set-up, or
 //! silently drop a frame (backpressure is reported, oversize frames are refused).
 
+pub mod host;
 pub mod io;
 pub mod net;
 pub mod runtime;
 pub mod tier;
+
+pub use host::{Host, HostBuilder, HostConfig, HostError, HostHandle, ServiceMode};

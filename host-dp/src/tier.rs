@@ -301,6 +301,7 @@ fn push(agent: &mut Agent, message: TierMessage, waited_ns: &mut u64) -> bool {
 #[derive(Debug)]
 pub struct TierThread {
     stop: Arc<AtomicBool>,
+    attached: Arc<AtomicBool>,
     handle: Option<JoinHandle<TierHostStats>>,
 }
 
@@ -312,12 +313,14 @@ impl TierThread {
         mut reattach: Option<Reattach>,
     ) -> std::io::Result<TierThread> {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let attached = Arc::new(AtomicBool::new(host.is_attached()));
+        let (flag, attached_now) = (stop.clone(), attached.clone());
         let handle = std::thread::Builder::new().name("wave-tier".into()).spawn(move || {
             let mut next_epoch = Instant::now() + epoch;
             while !flag.load(Ordering::Relaxed) {
                 std::thread::sleep(Duration::from_millis(1));
                 host.tick(MonoNanos::now());
+                attached_now.store(host.is_attached(), Ordering::Relaxed);
                 if Instant::now() < next_epoch {
                     continue;
                 }
@@ -332,7 +335,12 @@ impl TierThread {
             }
             host.stats()
         })?;
-        Ok(TierThread { stop, handle: Some(handle) })
+        Ok(TierThread { stop, attached, handle: Some(handle) })
+    }
+
+    /// Whether an agent decides (as of the thread's last tick).
+    pub fn is_attached(&self) -> bool {
+        self.attached.load(Ordering::Relaxed)
     }
 
     /// Stops the thread; returns what its host did.

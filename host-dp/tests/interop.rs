@@ -352,7 +352,8 @@ fn python_clients_against_an_echo_server_of_tasks_on_two_workers() {
         let plane = Plane::new(
             PortLink::new(port, QueueId(0)),
             PlaneConfig { control, ..PlaneConfig::default() },
-        );
+        )
+        .expect("a fresh port lends nothing");
         let liveness =
             LivenessConfig { heartbeat_interval_ns: 100_000, peer_timeout_ns: 2_000_000_000 };
         let shape =
@@ -379,7 +380,7 @@ fn python_clients_against_an_echo_server_of_tasks_on_two_workers() {
         runtime
             .spawn(async move {
                 loop {
-                    let mut stream = listener.accept().await;
+                    let (mut stream, _peer) = listener.accept().await.unwrap();
                     counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let serve = async move {
                         let mut buf = vec![0u8; 16 * 1024];

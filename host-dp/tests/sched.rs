@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use host_dp::runtime::{AgentLink, AgentOptions, Mode, Runtime, RuntimeConfig, preempt_point};
+use host_dp::runtime::{AgentLink, AgentOptions, Runtime, RuntimeConfig, Scheduler, preempt_point};
 use ipu_cp::on_host::{OnHostAgent, OnHostOptions};
 use ipu_cp::policy::{self, PolicyConfig};
 use link::proto::Epoch;
@@ -88,7 +88,7 @@ fn fifo_on_host_runs_every_task_once_through_the_agent() {
         let (runtime, agent) = on_host(2, "fifo", depth, 0);
         run_exactly_once(&runtime, 20_000);
         let stats = runtime.stats();
-        assert_eq!(runtime.mode(), Mode::Agent);
+        assert_eq!(runtime.scheduler(), Scheduler::Agent);
         assert_eq!(stats.committed.load(Ordering::Relaxed), 20_000, "depth {depth}");
         assert_eq!(stats.local_runs.load(Ordering::Relaxed), 0, "the agent decided every run");
         assert_eq!(stats.rejected.load(Ordering::Relaxed), 0);
@@ -191,7 +191,7 @@ fn losing_the_agent_falls_back_to_local_scheduling_without_losing_a_task() {
         if index == count / 2 {
             agent.take().unwrap().stop(); // mid-run; the runtime must notice and carry on locally
             let deadline = Instant::now() + Duration::from_secs(5);
-            while runtime.mode() != Mode::Fallback {
+            while runtime.scheduler() != Scheduler::Fallback {
                 assert!(Instant::now() < deadline, "no fallback after the agent left");
                 std::thread::sleep(Duration::from_micros(100));
             }

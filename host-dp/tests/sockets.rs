@@ -23,7 +23,8 @@ fn setup() -> (Runtime, Arc<NetRuntime<MemoryWire>>, Stack<MemoryWire>) {
     let (a, b) = MemoryWire::pair(4096, 1514);
     let now = Instant::now();
     let control = ControlConfig { workers: 2, ip: SERVER, ..ControlConfig::default() };
-    let plane = Plane::new(a, PlaneConfig { control, ..PlaneConfig::default() });
+    let plane = Plane::new(a, PlaneConfig { control, ..PlaneConfig::default() })
+        .expect("a fresh wire lends nothing");
     let workers = (0..2)
         .map(|w| {
             plane.worker(
@@ -65,7 +66,7 @@ fn an_echo_server_of_tasks_serves_many_connections_byte_exact() {
     runtime
         .spawn(async move {
             loop {
-                let mut stream = listener.accept().await;
+                let (mut stream, _peer) = listener.accept().await.unwrap();
                 handle
                     .spawn(async move {
                         let mut buf = vec![0u8; 4096];

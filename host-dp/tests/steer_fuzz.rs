@@ -77,7 +77,8 @@ fn plane() -> (std::sync::Arc<Plane<MemoryWire>>, Vec<NetWorker<MemoryWire>>, Me
         unaccepted_timeout_ns: 50_000_000,
         ..ControlConfig::default()
     };
-    let plane = Plane::new(a, PlaneConfig { control, ..PlaneConfig::default() });
+    let plane = Plane::new(a, PlaneConfig { control, ..PlaneConfig::default() })
+        .expect("a fresh wire lends nothing");
     plane.listen(7, 1, 8).unwrap();
     let now = Instant::now();
     let workers = (0..2).map(|w| plane.worker(w, StackConfig::default(), now).unwrap()).collect();

@@ -13,7 +13,8 @@
 //! - [`tier`]: the page-tiering policy (cold ages, an adaptive threshold against a
 //!   promotion-rate target, rate limits, a DRAM budget), as pure decisions; not yet wired.
 //! - [`on_host`]: the agent in a thread of the app (on-host mode).
-//! - [`process`]: the `ipu-cp` binary as a child process (benchmarks, fault tests).
+//! - `process` (feature `cli`): the `ipu-cp` binary as a child process (benchmarks, fault
+//!   tests).
 //! - [`server`]: the Unix-socket front door: accepts apps, runs the handshake in its own
 //!   thread, and hands admitted sessions to the agent.
 //!
@@ -25,33 +26,12 @@ pub mod agent;
 pub mod net;
 pub mod on_host;
 pub mod policy;
+#[cfg(feature = "cli")]
 pub mod process;
 pub mod sched;
 pub mod server;
 pub mod stats;
 pub mod tier;
-
-/// Where a subsystem's policy runs: the three setups every experiment compares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Mode {
-    /// No agent: the host's own local policy.
-    Local,
-    /// The policy in an agent thread of the app, over the heap transport.
-    OnHost,
-    /// The policy in the separate `ipu-cp` process, over memfd shared memory.
-    Offloaded,
-}
-
-impl Mode {
-    /// The name used in reports.
-    pub fn name(self) -> &'static str {
-        match self {
-            Mode::Local => "local",
-            Mode::OnHost => "on-host",
-            Mode::Offloaded => "offloaded",
-        }
-    }
-}
 
 /// Pins the calling thread to `cpu`. Fails if the CPU does not exist or is not allowed.
 pub fn pin_current_thread(cpu: usize) -> nix::Result<()> {

@@ -6,9 +6,10 @@
 use smoltcp::iface::SocketSet;
 use smoltcp::socket::{Socket, tcp};
 
+use crate::NetError;
 use crate::conns::{Phase, SlotId};
 use crate::link::Link;
-use crate::stack::{Conn, DYING_MAX, Listener, NetError, SPARE_SOCKETS, Stack};
+use crate::stack::{Conn, DYING_MAX, Listener, SPARE_SOCKETS, Stack};
 
 impl<L: Link> Stack<L> {
     /// A closed TCP socket with our defaults: a spare one if there is one (its buffers were

@@ -16,10 +16,13 @@
 //! on its queue. Version choice:
 //! `docs/adr/0005-smoltcp-version.md`.
 
+#![forbid(unsafe_code)]
+
 mod backlog;
 mod capture;
 mod conns;
 mod device;
+mod error;
 mod impair;
 pub mod link;
 mod poll;
@@ -29,7 +32,8 @@ mod udp;
 
 pub use capture::Capture;
 pub use device::DeviceStats;
+pub use error::NetError;
 pub use impair::{ImpairStats, Impaired, Impairment};
 pub use link::{Link, LinkFrame, MemoryWire};
-pub use stack::{Conn, ConnState, NetError, Stack, StackConfig, StackStats};
+pub use stack::{Conn, ConnState, Stack, StackConfig, StackStats};
 pub use udp::UdpSock;

@@ -19,6 +19,7 @@ use smoltcp::socket::tcp;
 use smoltcp::time::Instant as SmolInstant;
 use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Address};
 
+use crate::NetError;
 use crate::conns::{ConnTable, Phase, SlotId};
 use crate::device::{DeviceStats, LinkDevice};
 use crate::link::Link;
@@ -54,27 +55,6 @@ impl Default for StackConfig {
             random_seed: 0x5eed,
         }
     }
-}
-
-/// Why a socket call failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum NetError {
-    /// The config is out of bounds.
-    #[error("invalid stack config: {0}")]
-    Config(&'static str),
-    /// No such connection (closed and released, or never ours).
-    #[error("no such connection")]
-    NoSuchConn,
-    /// The port is listened on already, or the endpoint is in use.
-    #[error("address in use")]
-    AddrInUse,
-    /// The connection cannot send or receive any more (reset, or closed by the peer for
-    /// receiving).
-    #[error("connection closed")]
-    Closed,
-    /// Invalid argument (port 0, unspecified address).
-    #[error("invalid argument: {0}")]
-    Invalid(&'static str),
 }
 
 /// A connection (a TCP socket), by handle. A handle kept past `release` finds nothing, even
@@ -310,6 +290,13 @@ impl<L: Link> Stack<L> {
     /// The peer's address.
     pub fn peer(&mut self, conn: Conn) -> Result<Option<SocketAddrV4>, NetError> {
         Ok(self.tcp(conn)?.remote_endpoint().map(|ep| match ep.addr {
+            IpAddress::Ipv4(ip) => SocketAddrV4::new(ip, ep.port),
+        }))
+    }
+
+    /// Our address of `conn` (`None` before it is bound).
+    pub fn local(&mut self, conn: Conn) -> Result<Option<SocketAddrV4>, NetError> {
+        Ok(self.tcp(conn)?.local_endpoint().map(|ep| match ep.addr {
             IpAddress::Ipv4(ip) => SocketAddrV4::new(ip, ep.port),
         }))
     }

@@ -8,8 +8,9 @@ use smoltcp::iface::SocketHandle;
 use smoltcp::socket::udp;
 use smoltcp::wire::IpAddress;
 
+use crate::NetError;
 use crate::link::Link;
-use crate::stack::{NetError, Stack};
+use crate::stack::Stack;
 
 /// A bound UDP socket, by handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -36,7 +36,7 @@ pub const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 pub const PORT: u16 = 7000;
 
 /// Who decides: local, on-host or offloaded.
-pub use ipu_cp::Mode;
+pub use host_dp::ServiceMode as Mode;
 
 /// One setup.
 #[derive(Debug, Clone)]
@@ -228,7 +228,8 @@ impl Rig {
         let client = StackConfig { ip: CLIENT, mac: [2, 0, 0, 0, 0, 1], ..StackConfig::default() };
         let client = Stack::new(b, client, now)?;
         let control = ControlConfig { workers, ip: SERVER, ..control };
-        let plane = Plane::new(a, PlaneConfig { control, ..PlaneConfig::default() });
+        let plane = Plane::new(a, PlaneConfig { control, ..PlaneConfig::default() })
+            .expect("a fresh wire lends nothing");
         let workers = (0..workers)
             .map(|w| {
                 let config =

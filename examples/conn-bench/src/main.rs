@@ -26,7 +26,7 @@ enum Command {
         #[command(flatten)]
         common: Common,
         /// Who admits and places.
-        #[arg(long, value_enum, default_value = "on-host")]
+        #[arg(long, default_value = "on-host")]
         mode: Mode,
         /// Admissions prestaged per listener (0: every SYN asks).
         #[arg(long, default_value_t = 16)]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use ipu_cp::Mode;
+use host_dp::ServiceMode as Mode;
 use ipu_cp::process::ControlPlane;
 use loadgen::engine::{self, Mix, Point, Transport};
 use loadgen::{KernelTransport, StackTransport, WireServer};
@@ -33,7 +33,7 @@ enum Command {
         #[arg(long, default_value = "wire")]
         server: String,
         /// rpc-server's connection control (with --server wire).
-        #[arg(long, value_enum, default_value = "local")]
+        #[arg(long, default_value = "local")]
         control: Mode,
         /// The server started with --server wire: rpc-server, or rocksdb-server (on a fresh
         /// database in a temporary folder; it answers SCANs).

@@ -3,16 +3,10 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use host_dp::runtime::Reattach;
-use host_dp::tier::{TierHost, TierThread};
-use ipu_cp::on_host::{OnHostAgent, OnHostOptions};
-use ipu_cp::tier::{TierConfig, adapter::TierAgent};
-use link::{ChannelConfig, LivenessConfig, MonoNanos};
-use memmgr::{Arena, FaultMode};
+use memmgr::Arena;
 use rocksdb_server::{RocksStore, StoreOptions, arena_cache};
 
 /// A RocksDB server speaking the memcached protocol on Wave's stack and runtime.
@@ -40,65 +34,29 @@ struct Cli {
     tier_arena_mb: usize,
     /// Who decides the arena's tiering: nobody (local: no demotion), an agent thread
     /// (on-host), or `ipu-cp` (offloaded, with --ipu-cp).
-    #[arg(long, value_enum, default_value = "on-host")]
-    tier_policy: ipu_cp::Mode,
+    #[arg(long, default_value = "on-host")]
+    tier_policy: host_dp::ServiceMode,
     /// The tier policy's epoch, ms.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60_000))]
     tier_epoch_ms: u64,
 }
 
-/// The tiered arena and what runs it.
-struct Tier {
-    arena: Arc<Arena>,
-    thread: TierThread,
-    _agent: Option<OnHostAgent>,
+/// The host's config: the shared flags, and the tier flags (a tiered arena for the block
+/// cache, when asked for).
+fn host_config(cli: &Cli) -> anyhow::Result<host_dp::HostConfig> {
+    let mut config = cli.server.host.host_config()?;
+    if cli.tier_arena_mb > 0 {
+        config.tier.arena_mb = cli.tier_arena_mb;
+        config.tier.mode = cli.tier_policy;
+        config.tier.epoch_ms = cli.tier_epoch_ms;
+    }
+    Ok(config)
 }
 
-fn start_tier(cli: &Cli) -> anyhow::Result<Option<Tier>> {
-    if cli.tier_arena_mb == 0 {
-        return Ok(None);
-    }
-    let arena = Arc::new(
-        Arena::with_faults(cli.tier_arena_mb * 256, FaultMode::Handler)
-            .context("the tiered arena (userfaultfd: run as root)")?,
-    );
-    let shape = ChannelConfig { workers: 1, ring_capacity: 4096, prestage_slots: 1, delay_ns: 0 };
-    let liveness =
-        LivenessConfig { heartbeat_interval_ns: 1_000_000, peer_timeout_ns: 1_000_000_000 };
-    let config = TierConfig { epoch_ns: cli.tier_epoch_ms * 1_000_000, ..TierConfig::default() };
-    let mut host = TierHost::new(arena.clone());
-    let (mut agent, mut reattach): (Option<OnHostAgent>, Option<Reattach>) = (None, None);
-    match cli.tier_policy {
-        ipu_cp::Mode::Local => {}
-        ipu_cp::Mode::OnHost => {
-            let now = MonoNanos::now();
-            let (link, cp) = host_dp::tier::heap_pair(&arena, shape, liveness, now)?;
-            let policy = Box::new(TierAgent::new(config));
-            agent = Some(OnHostAgent::start(policy, cp, OnHostOptions::default())?);
-            host.attach(link, now).map_err(anyhow::Error::msg)?;
-        }
-        ipu_cp::Mode::Offloaded => {
-            let socket =
-                cli.server.ipu_cp.clone().context("--tier-policy offloaded needs --ipu-cp")?;
-            let tiered = arena.clone();
-            let connect = move || {
-                let timeout = Duration::from_secs(1);
-                host_dp::tier::connect(&tiered, &socket, shape, liveness, timeout).ok()
-            };
-            let mut connect: Reattach = Box::new(connect);
-            let link = connect().context("attaching the tier service to ipu-cp")?;
-            host.attach(link, MonoNanos::now()).map_err(anyhow::Error::msg)?;
-            reattach = Some(connect);
-        }
-    }
-    let thread = TierThread::spawn(host, Duration::from_millis(cli.tier_epoch_ms), reattach)?;
-    Ok(Some(Tier { arena, thread, _agent: agent }))
-}
-
-fn open(cli: &Cli, tier: Option<&Tier>) -> anyhow::Result<RocksStore> {
+fn open(cli: &Cli, arena: Option<&Arc<Arena>>) -> anyhow::Result<RocksStore> {
     let capacity = cli.block_cache_mb << 20;
     let options = StoreOptions {
-        block_cache: Some(arena_cache::block_cache(capacity, tier.map(|t| &t.arena))?),
+        block_cache: Some(arena_cache::block_cache(capacity, arena)?),
         write_buffer_bytes: cli.write_buffer_kb.map(|kb| kb << 10),
         block_bytes: cli.block_bytes.and_then(|b| usize::try_from(b).ok()),
     };
@@ -118,17 +76,16 @@ fn rss_kib() -> u64 {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let result = start_tier(&cli).and_then(|tier| {
-        let store = Arc::new(open(&cli, tier.as_ref())?);
-        let served = rpc_server::app::run(cli.server, "rocksdb-server", store.clone());
+    let result = host_config(&cli).and_then(rpc_server::app::start).and_then(|host| {
+        let store = Arc::new(open(&cli, host.arena())?);
+        let host = rpc_server::app::run(&cli.server, host, "rocksdb-server", store.clone())?;
         // Measured before anything is torn down: what the process holds in DRAM now.
         let mut last = format!(
             "rocksdb-server: final: rss_kib={} cache_kib={}",
             rss_kib(),
             store.block_cache_bytes().unwrap_or(0) >> 10
         );
-        if let Some(Tier { arena, thread, .. }) = tier {
-            let stats = thread.stop();
+        if let Some(arena) = host.arena() {
             let c = arena.counters();
             let in_use = memmgr::capi::installed().map_or(0, memmgr::ArenaAlloc::in_use);
             let compressed = (0..arena.pages()).filter(|&p| arena.is_compressed(p)).count();
@@ -145,10 +102,11 @@ fn main() -> std::process::ExitCode {
                 memmgr::get(&c.faults),
                 arena_cache::heap_fallbacks(),
             );
-            eprintln!("rocksdb-server: tier host {stats:?}");
+            eprintln!("rocksdb-server: tier agent attached: {}", host.stats().tier_attached);
         }
         eprintln!("{last}");
-        served
+        host.shutdown();
+        Ok(())
     });
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -20,8 +20,11 @@ struct Cli {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let store = Arc::new(Store::new(cli.memory_mb << 20));
-    match rpc_server::app::run(cli.server, "rpc-server", store) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+    let served = cli.server.host.host_config().and_then(rpc_server::app::start).and_then(|host| {
+        rpc_server::app::run(&cli.server, host, "rpc-server", store).map(host_dp::Host::shutdown)
+    });
+    match served {
+        Ok(_) => std::process::ExitCode::SUCCESS,
         Err(error) => {
             eprintln!("rpc-server: error: {error:#}");
             std::process::ExitCode::FAILURE

@@ -30,7 +30,7 @@ enum Command {
         #[command(flatten)]
         common: Common,
         /// Who schedules.
-        #[arg(long, value_enum, default_value = "on-host")]
+        #[arg(long, default_value = "on-host")]
         mode: Mode,
         /// Policy (fifo, shinjuku).
         #[arg(long, default_value = "shinjuku")]

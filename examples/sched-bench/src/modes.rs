@@ -14,7 +14,7 @@ use link::proto::{Epoch, Service};
 use link::{ChannelConfig, LivenessConfig, MonoNanos};
 
 /// Who decides: local, on-host or offloaded.
-pub use ipu_cp::Mode;
+pub use host_dp::ServiceMode as Mode;
 
 /// Everything that shapes one run's scheduling.
 #[derive(Debug, Clone)]

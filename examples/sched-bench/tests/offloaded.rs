@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::{Duration, Instant};
 
-use host_dp::runtime::{Mode as RuntimeMode, Runtime, RuntimeConfig, RuntimeError};
+use host_dp::runtime::{Runtime, RuntimeConfig, RuntimeError, Scheduler};
 use link::LivenessConfig;
 use sched_bench::modes::{self, ControlPlane, Mode, Setup};
 
@@ -99,7 +99,7 @@ fn a_million_tasks_run_exactly_once_under_an_offloaded_fifo() {
     wait_until("all tasks", Duration::from_secs(300), || runtime.tasks_alive() == 0);
     assert_exactly_once(&marks);
     let stats = runtime.stats();
-    assert_eq!(runtime.mode(), RuntimeMode::Agent);
+    assert_eq!(runtime.scheduler(), Scheduler::Agent);
     assert_eq!(stats.committed.load(Ordering::Relaxed), count as u64, "all by decisions");
     assert_eq!(stats.local_runs.load(Ordering::Relaxed), 0);
 }
@@ -145,14 +145,14 @@ fn killed_control_plane_falls_back_then_a_restarted_one_takes_over_with_no_task_
             let killed = Instant::now();
             cp.kill(); // SIGKILL, mid-run: no goodbye
             wait_until("the fallback", Duration::from_secs(5), || {
-                runtime.mode() == RuntimeMode::Fallback
+                runtime.scheduler() == Scheduler::Fallback
             });
             detected = Some(killed.elapsed());
         }
         if index == 2 * count / 3 {
             let restarted = modes::start_control_plane(&setup, "fault").unwrap();
             wait_until("the re-attach", Duration::from_secs(10), || {
-                runtime.mode() == RuntimeMode::Agent
+                runtime.scheduler() == Scheduler::Agent
             });
             cp = restarted;
         }

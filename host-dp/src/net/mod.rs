@@ -10,13 +10,15 @@
 //! - [`sockets`]: the stacks driven by the runtime's workers, and async `TcpListener` /
 //!   `TcpStream` for its tasks.
 
+mod any;
 pub mod control;
 pub mod plane;
 mod port;
 mod ports;
 pub mod sockets;
 
+pub use any::{AnyFrame, AnyPort, Tagged};
 pub use control::{ConnControl, ControlConfig, ControlStats};
-pub use plane::{NetWorker, Plane, PlaneConfig, PlaneStats, WorkerLink};
+pub use plane::{NetWorker, Plane, PlaneConfig, PlaneStats, SharedLink, WorkerLink};
 pub use port::{PortFrame, PortLink};
 pub use sockets::{NetRuntime, TcpListener, TcpStream, UdpSocket};

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use link::{HostEnd, HostWorker, MonoNanos, PeerStatus};
 
-use super::{Mode, RuntimeError, RuntimeStats, Shared};
+use super::{RuntimeError, RuntimeStats, Scheduler, Shared};
 
 /// A channel to an agent: the host's end and, for a separate process, its session socket
 /// (kept open for the session's life; its hang-up means the agent is gone).
@@ -137,8 +137,8 @@ impl Monitor {
         while !shared.stop.load(Ordering::Acquire) {
             std::thread::sleep(Duration::from_nanos(self.interval_ns));
             let now = MonoNanos::now();
-            match shared.mode() {
-                Mode::Agent => {
+            match shared.scheduler() {
+                Scheduler::Agent => {
                     shared.beat(now);
                     let status = self.peer.check(now);
                     let lost = matches!(status, PeerStatus::Dead { .. } | PeerStatus::Closed)
@@ -150,14 +150,14 @@ impl Monitor {
                         RuntimeStats::add(&shared.stats.fallbacks, 1);
                     }
                 }
-                Mode::Fallback if now.since(last_try) >= self.reattach_interval_ns => {
+                Scheduler::Fallback if now.since(last_try) >= self.reattach_interval_ns => {
                     last_try = now;
                     let link = self.reattach.as_mut().and_then(|reattach| reattach());
                     if let Some(link) = link {
                         self.install(link, shared);
                     }
                 }
-                Mode::Fallback | Mode::Local => {}
+                Scheduler::Fallback | Scheduler::Local => {}
             }
         }
         if let Some(heartbeat) = shared.heartbeat.lock().expect("heartbeat").as_mut() {
@@ -182,7 +182,7 @@ impl Monitor {
         self.session = link.session;
         // Release: a worker that sees the new generation finds its lane in the mailbox.
         shared.link_generation.store(generation, Ordering::Release);
-        shared.mode.store(Mode::Agent as u8, Ordering::SeqCst);
+        shared.mode.store(Scheduler::Agent as u8, Ordering::SeqCst);
         RuntimeStats::add(&shared.stats.reattaches, 1);
     }
 }

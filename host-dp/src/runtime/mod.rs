@@ -21,6 +21,7 @@ mod agent;
 mod join;
 mod local;
 mod registry;
+mod stats;
 mod task;
 mod timer;
 mod worker;
@@ -39,6 +40,7 @@ pub use agent::{AgentLink, AgentOptions, Reattach};
 pub use join::JoinHandle;
 pub use local::LocalPolicy;
 use registry::Registry;
+pub use stats::{RuntimeStats, SchedCounters};
 use task::Task;
 pub use timer::{Sleep, sleep, sleep_until};
 pub use worker::preempt_point;
@@ -98,45 +100,13 @@ pub enum RuntimeError {
 /// Who schedules now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
-pub enum Mode {
+pub enum Scheduler {
     /// The local run queue, by design (no agent).
     Local = 0,
     /// The agent's decisions.
     Agent = 1,
     /// The local run queue, because the agent died or left; waiting to re-attach.
     Fallback = 2,
-}
-
-/// Counters of one runtime (relaxed; read any time).
-#[derive(Debug, Default)]
-pub struct RuntimeStats {
-    /// Yields at preempt points.
-    pub preemptions: AtomicU64,
-    /// Decisions applied.
-    pub committed: AtomicU64,
-    /// Decisions refused because the task had changed since (never applied).
-    pub stale: AtomicU64,
-    /// Decisions refused as invalid (unknown task, another worker, bad record).
-    pub rejected: AtomicU64,
-    /// Task runs taken from the local queue.
-    pub local_runs: AtomicU64,
-    /// Events sent to the agent.
-    pub events: AtomicU64,
-    /// Switches to local scheduling after the agent was lost.
-    pub fallbacks: AtomicU64,
-    /// Agents attached again after a fallback.
-    pub reattaches: AtomicU64,
-    /// Nanoseconds workers spent on scheduling work (choosing, committing, reporting), summed
-    /// over workers; measured under an agent only.
-    pub sched_ns: AtomicU64,
-}
-
-impl RuntimeStats {
-    fn add(counter: &AtomicU64, n: u64) {
-        if n > 0 {
-            counter.fetch_add(n, Ordering::Relaxed);
-        }
-    }
 }
 
 /// A worker's new lane and the link generation it belongs to, left by a re-attach.
@@ -182,7 +152,7 @@ pub struct Handle {
 
 impl std::fmt::Debug for Handle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Handle").field("mode", &self.shared.mode()).finish()
+        f.debug_struct("Handle").field("mode", &self.shared.scheduler()).finish()
     }
 }
 
@@ -204,7 +174,7 @@ impl Handle {
 }
 
 impl Shared {
-    fn new(config: &RuntimeConfig, mode: Mode) -> Shared {
+    fn new(config: &RuntimeConfig, mode: Scheduler) -> Shared {
         Shared {
             registry: Registry::new(config.tasks_max),
             local: local::LocalQueues::new(config.local_policy),
@@ -237,18 +207,18 @@ impl Shared {
         }
     }
 
-    pub(crate) fn mode(&self) -> Mode {
+    pub(crate) fn scheduler(&self) -> Scheduler {
         // SeqCst: pairs with the task-state CAS in the fallback argument (switch_to_local).
         match self.mode.load(Ordering::SeqCst) {
-            1 => Mode::Agent,
-            2 => Mode::Fallback,
-            _ => Mode::Local,
+            1 => Scheduler::Agent,
+            2 => Scheduler::Fallback,
+            _ => Scheduler::Local,
         }
     }
 
     /// A task became QUEUED at `seq`: tell the agent, or queue it locally.
     pub(crate) fn became_runnable(&self, task: &Arc<Task>, seq: u64, change: TaskChange) {
-        if self.mode() == Mode::Agent && worker::report(self, change, task.id(), seq) {
+        if self.scheduler() == Scheduler::Agent && worker::report(self, change, task.id(), seq) {
             return;
         }
         self.push_local(task);
@@ -270,7 +240,7 @@ impl Shared {
     /// of the two sides sees the other's write, and queues the task (twice is harmless: the
     /// local-queue flag keeps one entry, and running needs the CAS from QUEUED).
     fn switch_to_local(&self) {
-        self.mode.store(Mode::Fallback as u8, Ordering::SeqCst);
+        self.mode.store(Scheduler::Fallback as u8, Ordering::SeqCst);
         self.registry.for_each(|task| {
             if task.snapshot().1 == task::Phase::Queued {
                 self.push_local(task);
@@ -290,7 +260,7 @@ impl std::fmt::Debug for Runtime {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Runtime")
             .field("workers", &self.workers.len())
-            .field("mode", &self.shared.mode())
+            .field("mode", &self.shared.scheduler())
             .finish()
     }
 }
@@ -299,7 +269,7 @@ impl Runtime {
     /// Starts the workers under local scheduling.
     pub fn start(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
         check(&config)?;
-        let shared = Arc::new(Shared::new(&config, Mode::Local));
+        let shared = Arc::new(Shared::new(&config, Scheduler::Local));
         let lanes = (0..config.workers).map(|_| None).collect();
         let options = agent::LaneOptions { prefetch: false, tick_ns: 0 };
         let workers = worker::start_all(&shared, &config, lanes, options)?;
@@ -317,7 +287,7 @@ impl Runtime {
         if lanes != config.workers + 1 {
             return Err(RuntimeError::Config("the agent channel needs workers + 1 lanes"));
         }
-        let shared = Arc::new(Shared::new(&config, Mode::Agent));
+        let shared = Arc::new(Shared::new(&config, Scheduler::Agent));
         let (lanes, monitor, options) = agent::split(options, &shared);
         let workers = worker::start_all(&shared, &config, lanes, options)?;
         let monitor = agent::start_monitor(monitor, &shared)?;
@@ -334,8 +304,8 @@ impl Runtime {
     }
 
     /// Who schedules now.
-    pub fn mode(&self) -> Mode {
-        self.shared.mode()
+    pub fn scheduler(&self) -> Scheduler {
+        self.shared.scheduler()
     }
 
     /// A handle that spawns into this runtime.
@@ -351,6 +321,11 @@ impl Runtime {
     /// The counters.
     pub fn stats(&self) -> &RuntimeStats {
         &self.shared.stats
+    }
+
+    /// A copy of the counters now.
+    pub fn counters(&self) -> SchedCounters {
+        self.shared.stats.read()
     }
 
     /// Yields at preempt points so far.

@@ -213,6 +213,12 @@ impl ShmPort {
         })
     }
 
+    /// True while no frame this port lent is alive (the port holds the only `Rc` on its
+    /// state).
+    pub fn lends_nothing(&self) -> bool {
+        Rc::strong_count(&self.inner) == 1 && Rc::weak_count(&self.inner) == 0
+    }
+
     /// Descriptors from the peer that were refused (bad buffer index or length).
     pub fn malformed_count(&self) -> u64 {
         self.inner.malformed.get()

@@ -263,6 +263,12 @@ impl UringPort {
         (self.rx_errors, self.tx_errors)
     }
 
+    /// True while no frame this port lent is alive (the port holds the only `Rc` on its pool;
+    /// operations in flight hold bare indices).
+    pub fn lends_nothing(&self) -> bool {
+        Rc::strong_count(&self.pool) == 1 && Rc::weak_count(&self.pool) == 0
+    }
+
     /// Frames received by copying them out of the `PACKET_MMAP` ring into pool buffers,
     /// because a quarter of its slots were lent out as frames still held (the rest were lent
     /// in place, without a copy).

@@ -80,6 +80,16 @@ impl ConnControl {
         false
     }
 
+    /// Detaches the agent in order: it sees `Closed` at once (not a loss), and the local
+    /// policy decides from now on. Nothing to do without one.
+    pub fn detach(&mut self) {
+        if let Some(mut agent) = self.agent.take() {
+            agent.liveness.heartbeat.close();
+            self.outbox.clear();
+            self.ports.add_local(self.config.local_ports.clone());
+        }
+    }
+
     pub(super) fn fall_back(&mut self, _now: MonoNanos, out: &mut Vec<Output>) {
         self.agent = None;
         self.outbox.clear();

@@ -376,3 +376,9 @@ fn flow_hash(flow: &FlowKey) -> u32 {
     }
     hash
 }
+
+impl Drop for ConnControl {
+    fn drop(&mut self) {
+        self.detach(); // an orderly goodbye: the agent sees it at once
+    }
+}

@@ -1,31 +1,76 @@
-//! Thread confinement by lock: the plane's one unsafe item.
+//! Thread confinement by lock: the plane's unsafe items.
 //!
 //! The packet backends are per-thread types (their buffer pools are shared with their frames
 //! through `Rc`), and the plane shares one port between worker threads. It may, because every
-//! use of the port goes through the plane's mutex: see the proof on the `Send` impl.
+//! use of the port goes through the plane's mutex, and because only links that promise what
+//! that needs ([`SharedLink`]) and lend nothing when the plane takes them can be confined.
 
 use std::ops::{Deref, DerefMut};
+
+use netstack::{Capture, Impaired, MemoryWire};
+
+use super::Inner;
+use crate::io::shm::ShmPort;
+use crate::io::uring::UringPort;
+use crate::net::{AnyPort, PortLink};
+
+/// A link the plane may share between its worker threads, touching it only under its lock.
+///
+/// Implemented for the audited links: ports of every backend behind a [`PortLink`], the
+/// in-memory wire, and the impairment and capture layers over them.
+///
+/// # Safety
+///
+/// Implement it only for a link that
+/// 1. has no thread affinity: no thread-locals, no handle that works only on the thread that
+///    made it (an io_uring set up single-issuer is the one known case; it fails with an
+///    error, not undefined behaviour);
+/// 2. keeps all of its state that is not thread-safe (`Rc`, `Cell`, `RefCell`) reachable only
+///    through the value itself and through the frames it lends; and
+/// 3. answers [`SharedLink::lends_nothing`] truthfully: true only while no frame it lent and
+///    no other handle to that state exists outside the value.
+///
+/// ```compile_fail
+/// // A link over a per-thread `Rc` cannot be shared by a plane: it is not a `SharedLink`.
+/// use std::rc::Rc;
+/// struct RcLink(Rc<()>);
+/// impl netstack::Link for RcLink {
+///     type Frame = Vec<u8>;
+///     fn frame_len_max(&self) -> usize { 1514 }
+///     fn receive(&mut self, _: &mut Vec<Vec<u8>>, _: usize) -> usize { 0 }
+///     fn alloc(&mut self) -> Option<Vec<u8>> { None }
+///     fn send(&mut self, _: &mut Vec<Vec<u8>>) -> usize { 0 }
+/// }
+/// let _ = host_dp::net::Plane::new(RcLink(Rc::new(())), Default::default());
+/// ```
+pub unsafe trait SharedLink: netstack::Link {
+    /// True while nothing outside this value shares its thread-unsafe state: no frame it
+    /// lent is alive elsewhere (frames in flight inside it do not count).
+    fn lends_nothing(&self) -> bool;
+}
 
 /// A value only ever touched with the plane's lock held.
 pub(super) struct Confined<T>(T);
 
-impl<T> Confined<T> {
-    pub(super) fn new(value: T) -> Confined<T> {
-        Confined(value)
+impl<L: SharedLink> Confined<Inner<L>> {
+    /// Confines `inner`, if its link lends nothing now.
+    pub(super) fn new(inner: Inner<L>) -> Option<Confined<Inner<L>>> {
+        inner.link.lends_nothing().then_some(Confined(inner))
     }
 }
 
-// SAFETY: a `Confined` is created by `Plane::new` and lives only inside the plane's `Mutex`
-// until the plane drops. Every access to the value, and every clone or drop of anything it
-// lends (frames, and the `Rc` each frame holds on its pool), happens while that mutex is held,
-// and nothing it lends outlives the critical section: received frames are recycled
-// (`Plane::pump`), transmit buffers are sent or dropped (`Plane::reset`, `WorkerLink::send`,
-// which clear their vectors before unlocking). The mutex orders all of these accesses, so no
-// two threads ever touch the value or its non-atomic reference counts at once. Links used by
-// the plane must have no other thread affinity (no thread-locals, no thread-bound handles);
-// an io_uring set up single-issuer is the one known case, and it fails with an error, not
-// undefined behaviour (the plane's docs say to open the port without it).
-unsafe impl<T> Send for Confined<T> {}
+// SAFETY: a `Confined` is made only by `Confined::new`, from a link that lends nothing at
+// that moment (checked there, truthfully by `SharedLink`'s contract), inside `Plane::new`,
+// and lives only inside the plane's `Mutex` until the plane drops. So the link's
+// thread-unsafe state is reachable only through this value, which every thread reaches only
+// under the mutex. Every clone or drop of anything the link lends afterwards (frames, and the
+// `Rc` each frame holds on its pool) happens while that mutex is held, and nothing it lends
+// outlives the critical section: received frames are recycled (`Plane::pump`), transmit
+// buffers are sent or dropped (`Plane::reset`, `WorkerLink::send`, which clear their vectors
+// before unlocking). The mutex orders all of these accesses, so no two threads ever touch the
+// value or its non-atomic reference counts at once, and the link has no thread affinity
+// (`SharedLink`'s contract) that moving it between threads could break.
+unsafe impl<L: SharedLink> Send for Confined<Inner<L>> {}
 
 impl<T> Deref for Confined<T> {
     type Target = T;
@@ -37,5 +82,66 @@ impl<T> Deref for Confined<T> {
 impl<T> DerefMut for Confined<T> {
     fn deref_mut(&mut self) -> &mut T {
         &mut self.0
+    }
+}
+
+// SAFETY: a `UringPort`'s pool and receive ring are shared only with the frames it lends (each
+// holds an `Rc<Pool>`; operations in flight hold a bare index), it keeps no thread-locals,
+// and `lends_nothing` is true only when the port's `Rc` is the pool's only one. `PortLink`
+// adds only frames it keeps inside itself.
+unsafe impl SharedLink for PortLink<UringPort> {
+    fn lends_nothing(&self) -> bool {
+        self.port().lends_nothing()
+    }
+}
+
+// SAFETY: a `ShmPort`'s thread-unsafe state (`Rc<Inner>`: free list, return ring) is shared
+// only with the frames it lends, each holding an `Rc`; the region under it is an `Arc` of
+// atomics, and `lends_nothing` is true only when the port's `Rc` is the only one.
+unsafe impl SharedLink for PortLink<ShmPort> {
+    fn lends_nothing(&self) -> bool {
+        self.port().lends_nothing()
+    }
+}
+
+// SAFETY: a DPDK port is `Send` (a port id and an `Arc` of a thread-safe mempool) and its
+// frames are mbuf pointers freed into that mempool, whose operations are safe from any thread;
+// it has no thread-unsafe state to lend.
+#[cfg(feature = "dpdk")]
+unsafe impl SharedLink for PortLink<crate::io::dpdk::DpdkPort> {
+    fn lends_nothing(&self) -> bool {
+        true
+    }
+}
+
+// SAFETY: each variant holds one of the links above, whose promises carry over; the frames a
+// `Tagged` keeps in its scratch vector are inside the value, and only during a call.
+unsafe impl SharedLink for AnyPort {
+    fn lends_nothing(&self) -> bool {
+        self.backend_lends_nothing()
+    }
+}
+
+// SAFETY: the in-memory wire is an `Arc` of mutex-guarded queues of `Vec<u8>` frames: all of
+// it is thread-safe, and it lends nothing that is not.
+unsafe impl SharedLink for MemoryWire {
+    fn lends_nothing(&self) -> bool {
+        true
+    }
+}
+
+// SAFETY: the impairment layer adds plain values and frames it keeps inside itself; what it
+// lends is what its inner link lends, checked through that link.
+unsafe impl<L: SharedLink> SharedLink for Impaired<L> {
+    fn lends_nothing(&self) -> bool {
+        self.inner().lends_nothing()
+    }
+}
+
+// SAFETY: the capture layer adds a writer that is `Send` (no thread affinity) and plain
+// values; what it lends is what its inner link lends.
+unsafe impl<L: SharedLink, W: std::io::Write + Send> SharedLink for Capture<L, W> {
+    fn lends_nothing(&self) -> bool {
+        self.inner().lends_nothing()
     }
 }

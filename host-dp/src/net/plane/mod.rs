@@ -27,6 +27,7 @@ use link::proto::FlowKey;
 use netstack::steer::{FrameClass, arp_reply_from, classify, rst_for_syn};
 use netstack::{Link, LinkFrame, NetError};
 
+use super::AnyPort;
 use super::control::{ConnControl, ControlConfig, ControlStats, Output, Verdict};
 use crate::runtime::AgentLink;
 
@@ -103,7 +104,7 @@ struct Inner<L: Link> {
 }
 
 /// The port, the flow table and every worker's inbox.
-pub struct Plane<L: Link> {
+pub struct Plane<L: Link = AnyPort> {
     inner: Mutex<Confined<Inner<L>>>,
     inboxes: Vec<ArrayQueue<Vec<u8>>>,
     generation: AtomicU64,
@@ -120,10 +121,18 @@ impl<L: Link> std::fmt::Debug for Plane<L> {
     }
 }
 
-impl<L: Link> Plane<L> {
+impl<L: SharedLink> Plane<L> {
     /// A plane over `link` with `config.control.workers` stacks (local control until an agent
-    /// attaches).
-    pub fn new(link: L, config: PlaneConfig) -> Arc<Plane<L>> {
+    /// attaches). Refused with [`NetError::LinkInUse`] while `link` has frames lent out: the
+    /// plane shares the link between threads, so nothing of it may live outside.
+    ///
+    /// ```
+    /// use host_dp::net::{Plane, PlaneConfig};
+    /// let (wire, _peer) = netstack::MemoryWire::pair(64, 1514);
+    /// let plane = Plane::new(wire, PlaneConfig::default())?;
+    /// # Ok::<(), netstack::NetError>(())
+    /// ```
+    pub fn new(link: L, config: PlaneConfig) -> Result<Arc<Plane<L>>, NetError> {
         let workers = usize::from(config.control.workers.max(1));
         let frame_len_max = link.frame_len_max();
         let (ip, burst) = (config.control.ip, config.burst.max(1));
@@ -136,9 +145,10 @@ impl<L: Link> Plane<L> {
             shared: Shared::default(),
             udp: HashMap::new(),
         };
+        let inner = Confined::new(inner).ok_or(NetError::LinkInUse)?;
         let inboxes = (0..workers).map(|_| ArrayQueue::new(config.inbox_frames.max(1))).collect();
-        Arc::new(Plane {
-            inner: Mutex::new(Confined::new(inner)),
+        Ok(Arc::new(Plane {
+            inner: Mutex::new(inner),
             inboxes,
             generation: AtomicU64::new(0),
             ip,
@@ -146,9 +156,11 @@ impl<L: Link> Plane<L> {
             frame_len_max,
             burst,
             counters: Counters::default(),
-        })
+        }))
     }
+}
 
+impl<L: Link> Plane<L> {
     fn lock(&self) -> MutexGuard<'_, Confined<Inner<L>>> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -156,6 +168,17 @@ impl<L: Link> Plane<L> {
     /// Attaches a connection-control agent (a one-lane channel of the net service).
     pub fn attach(&self, link: AgentLink, now: MonoNanos) -> Result<(), &'static str> {
         self.lock().control.attach(link, now)
+    }
+
+    /// The stacks' shared address.
+    pub fn ip(&self) -> Ipv4Addr {
+        self.ip
+    }
+
+    /// Detaches the connection-control agent in order (it sees `Closed`, not a loss); the
+    /// local policy decides from now on.
+    pub fn detach(&self) {
+        self.lock().control.detach();
     }
 
     /// True while an agent decides admissions.
@@ -313,4 +336,5 @@ fn flow_key(local_port: u16, remote: SocketAddrV4) -> FlowKey {
 mod confine;
 mod worker;
 use confine::Confined;
+pub use confine::SharedLink;
 pub use worker::{NetWorker, WorkerLink};

@@ -27,7 +27,7 @@ pub use preempt::preempt_point;
 
 use super::agent::LaneOptions;
 use super::task::{Outcome, Task};
-use super::{Handle, Mode, RuntimeConfig, RuntimeError, RuntimeStats, Shared};
+use super::{Handle, RuntimeConfig, RuntimeError, RuntimeStats, Scheduler, Shared};
 
 /// Most decisions read from the ring per look.
 const DECISION_BATCH: usize = 16;
@@ -214,7 +214,7 @@ impl Ctx {
         self.install_new_lane();
         self.flush_overflow();
         let mut picked = None;
-        if shared.mode() == Mode::Agent && self.lane.is_some() {
+        if shared.scheduler() == Scheduler::Agent && self.lane.is_some() {
             self.read_decisions();
             picked = self.pick_decision().or_else(|| self.pick_prestaged());
         }
@@ -250,7 +250,7 @@ impl Ctx {
         }
         let (change, seq) = outcome.change_and_seq();
         let current = Origin::Decision(self.generation);
-        let agent = shared.mode() == Mode::Agent && self.lane.is_some();
+        let agent = shared.scheduler() == Scheduler::Agent && self.lane.is_some();
         match (agent, running.origin == current, outcome) {
             (true, true, _) => {
                 let ran_ns = elapsed_ns(running.started);
@@ -369,7 +369,7 @@ pub(super) fn report(shared: &Shared, change: TaskChange, task: TaskId, seq: u64
                 return true;
             }
         }
-        if shared.mode() != Mode::Agent || shared.stop.load(Ordering::Acquire) {
+        if shared.scheduler() != Scheduler::Agent || shared.stop.load(Ordering::Acquire) {
             return false;
         }
         if attempt < 100 {

@@ -9,7 +9,7 @@ use link::MonoNanos;
 use link::proto::Barrier;
 
 use super::{Ctx, Origin, SLICE, nanos, poll_ingress, with_ctx};
-use crate::runtime::{Mode, RuntimeStats};
+use crate::runtime::{RuntimeStats, Scheduler};
 
 impl Ctx {
     /// At a preempt point of the running task: tick, look for a preemption, and (with
@@ -17,7 +17,7 @@ impl Ctx {
     fn at_preempt_point(&mut self, now: Instant) -> bool {
         let (tick_ns, prefetch) = (self.options.tick_ns, self.options.prefetch);
         let Some(running) = self.running.as_mut() else { return false };
-        if running.origin == Origin::Local || self.shared.mode() != Mode::Agent {
+        if running.origin == Origin::Local || self.shared.scheduler() != Scheduler::Agent {
             return false;
         }
         let tick = tick_ns > 0 && nanos(now - running.last_tick) >= tick_ns;

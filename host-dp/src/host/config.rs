@@ -1,0 +1,544 @@
+//! The host's configuration: one set of fields, read from code, a TOML file or `WAVE_*`
+//! environment variables, with the same names and meanings everywhere.
+//!
+//! ```toml
+//! workers = 2
+//! ip = "198.18.0.2/24"
+//! ipu_cp = "/run/wave.sock"       # the control plane, for services run offloaded
+//!
+//! [port]
+//! kind = "af-packet"              # or "wire" (an inherited memfd), or "dpdk"
+//! iface = "veth0"
+//!
+//! [control]                       # connection admission and placement
+//! mode = "offloaded"              # local | on-host | offloaded
+//!
+//! [sched]                         # task scheduling
+//! mode = "on-host"
+//! policy = "shinjuku"
+//! slice_us = 30
+//! ```
+//!
+//! Environment variables name a top-level key (`WAVE_WORKERS=4`, `WAVE_IPU_CP=/run/wave.sock`)
+//! or a section's key (`WAVE_SCHED_POLICY=fifo`, `WAVE_PORT_IFACE=veth0`); their values are
+//! TOML values, or plain strings. Unknown keys and bad values are refused, naming the key (and
+//! the variable).
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Where a service's policy runs: the three setups every experiment compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceMode {
+    /// No agent: the host's own local policy.
+    #[default]
+    Local,
+    /// The policy in an agent thread of this process (`ipu-cp`'s code, as a library).
+    OnHost,
+    /// The policy in the separate `ipu-cp` process, over shared memory.
+    Offloaded,
+}
+
+impl ServiceMode {
+    /// The name in configs and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            ServiceMode::Local => "local",
+            ServiceMode::OnHost => "on-host",
+            ServiceMode::Offloaded => "offloaded",
+        }
+    }
+}
+
+impl std::fmt::Display for ServiceMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ServiceMode {
+    type Err = String;
+    fn from_str(text: &str) -> Result<ServiceMode, String> {
+        match text {
+            "local" => Ok(ServiceMode::Local),
+            "on-host" => Ok(ServiceMode::OnHost),
+            "offloaded" => Ok(ServiceMode::Offloaded),
+            _ => Err(format!("`{text}`: expected local, on-host or offloaded")),
+        }
+    }
+}
+
+/// An IPv4 address with its prefix length, written `198.18.0.2/24`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Cidr {
+    /// The address.
+    pub ip: Ipv4Addr,
+    /// The prefix length, 0..=32.
+    pub prefix_len: u8,
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Cidr, String> {
+        let (ip, len) =
+            text.split_once('/').ok_or("expected ADDRESS/PREFIX, e.g. 198.18.0.2/24")?;
+        let ip = ip.parse().map_err(|e| format!("bad address `{ip}`: {e}"))?;
+        let prefix_len = len.parse().ok().filter(|&l| l <= 32).ok_or("prefix length 0..=32")?;
+        Ok(Cidr { ip, prefix_len })
+    }
+}
+
+impl TryFrom<String> for Cidr {
+    type Error = String;
+    fn try_from(text: String) -> Result<Cidr, String> {
+        text.parse()
+    }
+}
+
+impl From<Cidr> for String {
+    fn from(cidr: Cidr) -> String {
+        cidr.to_string()
+    }
+}
+
+impl std::fmt::Display for Cidr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.ip, self.prefix_len)
+    }
+}
+
+/// How an AF_PACKET port sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TxSetting {
+    /// A `PACKET_MMAP` transmit ring, one system call per burst.
+    #[default]
+    Ring,
+    /// An io_uring `Send` per frame.
+    Send,
+}
+
+/// The port the host serves on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
+pub enum PortConfig {
+    /// AF_PACKET on an interface with no IP address of its own (needs `CAP_NET_RAW`).
+    AfPacket {
+        /// The interface.
+        iface: String,
+        /// How it sends.
+        #[serde(default)]
+        tx: TxSetting,
+    },
+    /// Side A of a shared-memory wire in an inherited memfd (as `loadgen` passes it).
+    Wire {
+        /// The inherited descriptor.
+        fd: u32,
+        /// The region's length, bytes.
+        len: usize,
+    },
+    /// A DPDK port (cargo feature `dpdk`).
+    Dpdk {
+        /// The device: a PCI address, or a virtual device's name.
+        device: String,
+        /// Create `device` as a virtual device with these arguments (`iface=veth0` for
+        /// `net_af_packet0`); without them, open a device EAL already probed.
+        #[serde(default)]
+        vdev_args: Option<String>,
+        /// Mbufs in the port's pool.
+        #[serde(default = "default_mbufs")]
+        mbufs: u32,
+    },
+}
+
+fn default_mbufs() -> u32 {
+    8191
+}
+
+/// Connection control: who admits and places connections.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlSettings {
+    /// Where the admission policy runs.
+    pub mode: ServiceMode,
+    /// Handshakes queued per listener and worker.
+    pub backlog: usize,
+    /// The tenant this app's listeners count against.
+    pub tenant: u16,
+    /// Admission policy on-host: most connections per listener.
+    pub max_per_listener: u32,
+    /// Admission policy on-host: SYNs per second per listener (0: no limit).
+    pub syn_rate_per_s: u32,
+    /// Admission policy on-host: admissions kept prestaged per listener.
+    pub prestage_depth: u16,
+}
+
+impl Default for ControlSettings {
+    fn default() -> Self {
+        ControlSettings {
+            mode: ServiceMode::Local,
+            backlog: 128,
+            tenant: 1,
+            max_per_listener: 65_536,
+            syn_rate_per_s: 0,
+            prestage_depth: 8,
+        }
+    }
+}
+
+/// The scheduling policy of local and on-host scheduling (offloaded, `ipu-cp`'s own).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SchedPolicy {
+    /// Tasks run to completion in arrival order.
+    #[default]
+    Fifo,
+    /// A time slice, honoured at preempt points, after which a task goes to the queue's tail.
+    Shinjuku,
+}
+
+impl SchedPolicy {
+    /// The name in configs and `ipu-cp`'s policy table.
+    pub fn name(self) -> &'static str {
+        match self {
+            SchedPolicy::Fifo => "fifo",
+            SchedPolicy::Shinjuku => "shinjuku",
+        }
+    }
+}
+
+impl std::str::FromStr for SchedPolicy {
+    type Err = String;
+    fn from_str(text: &str) -> Result<SchedPolicy, String> {
+        match text {
+            "fifo" => Ok(SchedPolicy::Fifo),
+            "shinjuku" => Ok(SchedPolicy::Shinjuku),
+            _ => Err(format!("`{text}`: expected fifo or shinjuku")),
+        }
+    }
+}
+
+/// Task scheduling.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SchedSettings {
+    /// Where the scheduling policy runs.
+    pub mode: ServiceMode,
+    /// The policy (local and on-host).
+    pub policy: SchedPolicy,
+    /// Shinjuku's time slice, µs (local and on-host).
+    pub slice_us: u64,
+    /// Decisions staged per worker ahead of the one it runs (on-host).
+    pub prestage_depth: u16,
+    /// Most tasks alive at once.
+    pub tasks_max: usize,
+}
+
+impl Default for SchedSettings {
+    fn default() -> Self {
+        SchedSettings {
+            mode: ServiceMode::Local,
+            policy: SchedPolicy::Fifo,
+            slice_us: 30,
+            prestage_depth: 1,
+            tasks_max: 1 << 16,
+        }
+    }
+}
+
+/// Page tiering of a memory arena the host makes for the app.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TierSettings {
+    /// Where the tiering policy runs (local: the arena stays resident).
+    pub mode: ServiceMode,
+    /// The arena's size, MiB (0: no arena).
+    pub arena_mb: usize,
+    /// The tiering epoch, ms.
+    pub epoch_ms: u64,
+}
+
+impl Default for TierSettings {
+    fn default() -> Self {
+        TierSettings { mode: ServiceMode::Local, arena_mb: 0, epoch_ms: 1000 }
+    }
+}
+
+/// How the host and its agents tell each other they are alive, and how soon it tries again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LivenessSettings {
+    /// How often each side beats, µs.
+    pub heartbeat_us: u64,
+    /// Silence after which the peer counts as lost and the local policy takes over, ms.
+    pub peer_timeout_ms: u64,
+    /// How often a lost offloaded service tries to re-attach to `ipu-cp`, ms.
+    pub reattach_ms: u64,
+    /// How long one attach to `ipu-cp` may take, ms.
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for LivenessSettings {
+    fn default() -> Self {
+        LivenessSettings {
+            heartbeat_us: 100,
+            peer_timeout_ms: 1000,
+            reattach_ms: 20,
+            connect_timeout_ms: 5000,
+        }
+    }
+}
+
+impl LivenessSettings {
+    /// As `link` takes it.
+    pub fn link(&self) -> link::LivenessConfig {
+        link::LivenessConfig {
+            heartbeat_interval_ns: self.heartbeat_us.saturating_mul(1000),
+            peer_timeout_ns: self.peer_timeout_ms.saturating_mul(1_000_000),
+        }
+    }
+}
+
+/// Everything an app chooses about its Wave host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HostConfig {
+    /// The port (required, here or through the builder).
+    pub port: Option<PortConfig>,
+    /// Our address and prefix.
+    pub ip: Cidr,
+    /// The default gateway, if any.
+    pub gateway: Option<Ipv4Addr>,
+    /// Worker threads, one stack each.
+    pub workers: u16,
+    /// CPU for each worker (one per worker), or none to leave placement to the OS.
+    pub cpus: Option<Vec<usize>>,
+    /// Idle workers spin and never sleep (dedicated cores).
+    pub spin_when_idle: bool,
+    /// The `ipu-cp` socket, for services run offloaded.
+    pub ipu_cp: Option<PathBuf>,
+    /// Connection control.
+    pub control: ControlSettings,
+    /// Task scheduling.
+    pub sched: SchedSettings,
+    /// Page tiering.
+    pub tier: TierSettings,
+    /// Liveness and re-attach.
+    pub liveness: LivenessSettings,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            port: None,
+            ip: Cidr { ip: Ipv4Addr::new(198, 18, 0, 2), prefix_len: 24 },
+            gateway: None,
+            workers: 1,
+            cpus: None,
+            spin_when_idle: false,
+            ipu_cp: None,
+            control: ControlSettings::default(),
+            sched: SchedSettings::default(),
+            tier: TierSettings::default(),
+            liveness: LivenessSettings::default(),
+        }
+    }
+}
+
+/// Most workers one host runs.
+pub const WORKERS_MAX: u16 = 1024;
+
+/// Why a configuration was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A TOML document did not parse into the fields (unknown key, bad value).
+    #[error("{origin}: {message}")]
+    Toml {
+        /// Where it came from (a path, or "config").
+        origin: String,
+        /// What is wrong, with the key.
+        message: String,
+    },
+    /// An environment variable named no field, or held a bad value.
+    #[error("environment variable {var}: {message}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A file could not be read.
+    #[error("reading {path}: {message}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        message: String,
+    },
+    /// The fields parse, but do not fit together.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// The key at fault.
+        key: &'static str,
+        /// Why.
+        reason: String,
+    },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, reason: reason.into() }
+}
+
+/// The sections of the config, for telling `WAVE_SCHED_POLICY` (section `sched`, key
+/// `policy`) from `WAVE_IPU_CP` (top-level key `ipu_cp`).
+const SECTIONS: [&str; 5] = ["port", "control", "sched", "tier", "liveness"];
+
+/// The top-level keys that are not sections.
+const TOP_KEYS: [&str; 6] = ["ip", "gateway", "workers", "cpus", "spin_when_idle", "ipu_cp"];
+
+/// The keys of `section`.
+fn section_keys(section: &str) -> &'static [&'static str] {
+    match section {
+        "port" => &["kind", "iface", "tx", "fd", "len", "device", "vdev_args", "mbufs"],
+        "control" => {
+            &["mode", "backlog", "tenant", "max_per_listener", "syn_rate_per_s", "prestage_depth"]
+        }
+        "sched" => &["mode", "policy", "slice_us", "prestage_depth", "tasks_max"],
+        "tier" => &["mode", "arena_mb", "epoch_ms"],
+        "liveness" => &["heartbeat_us", "peer_timeout_ms", "reattach_ms", "connect_timeout_ms"],
+        _ => &[],
+    }
+}
+
+/// Variables with the prefix that are not fields (the POSIX layer's config file path).
+const ENV_NOT_FIELDS: [&str; 1] = ["WAVE_CONFIG"];
+
+impl HostConfig {
+    /// Parses a TOML document.
+    pub fn from_toml(text: &str) -> Result<HostConfig, ConfigError> {
+        toml::from_str(text)
+            .map_err(|e| ConfigError::Toml { origin: "config".into(), message: e.to_string() })
+    }
+
+    /// Reads a TOML file.
+    pub fn from_file(path: &Path) -> Result<HostConfig, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::Read { path: path.into(), message: e.to_string() })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Toml {
+            origin: path.display().to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// The defaults, then the file `WAVE_CONFIG` names (if set), then the other `WAVE_*`
+    /// variables.
+    pub fn from_env() -> Result<HostConfig, ConfigError> {
+        let base = match std::env::var_os("WAVE_CONFIG") {
+            Some(path) => HostConfig::from_file(Path::new(&path))?,
+            None => HostConfig::default(),
+        };
+        base.with_vars(std::env::vars())
+    }
+
+    /// This config with `vars` applied: each `WAVE_*` variable (but `WAVE_CONFIG`) sets the
+    /// field it names; other variables are ignored.
+    pub fn with_vars(
+        self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<HostConfig, ConfigError> {
+        let mut vars: Vec<(String, String)> = vars
+            .into_iter()
+            .filter(|(var, _)| var.starts_with("WAVE_") && !ENV_NOT_FIELDS.contains(&var.as_str()))
+            .collect();
+        vars.sort(); // one order, whatever the environment's
+        let mut table =
+            toml::Table::try_from(&self).map_err(|e| invalid("config", e.to_string()))?;
+        let applied: Vec<String> = vars.iter().map(|(var, _)| var.clone()).collect();
+        for (var, text) in vars {
+            let name = var["WAVE_".len()..].to_ascii_lowercase();
+            let value = env_value(&text);
+            let unknown =
+                || ConfigError::Env { var: var.clone(), message: "names no field".into() };
+            match SECTIONS.iter().find(|s| name.starts_with(&format!("{s}_"))) {
+                Some(&section) => {
+                    let key = name[section.len() + 1..].to_owned();
+                    if !section_keys(section).contains(&key.as_str()) {
+                        return Err(unknown());
+                    }
+                    let entry = table
+                        .entry(section)
+                        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                    if let toml::Value::Table(inner) = entry {
+                        inner.insert(key, value);
+                    }
+                }
+                None if TOP_KEYS.contains(&name.as_str()) => {
+                    table.insert(name, value);
+                }
+                None => return Err(unknown()),
+            }
+        }
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| ConfigError::Env { var: applied.join(", "), message: e.to_string() })
+    }
+
+    /// Checks that the fields fit together (the builder does, before it starts anything).
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.workers == 0 || self.workers > WORKERS_MAX {
+            return Err(invalid("workers", format!("must be 1..={WORKERS_MAX}")));
+        }
+        if self.cpus.as_ref().is_some_and(|cpus| cpus.len() != usize::from(self.workers)) {
+            return Err(invalid("cpus", "must name one CPU per worker"));
+        }
+        let modes = [
+            ("control.mode", self.control.mode),
+            ("sched.mode", self.sched.mode),
+            ("tier.mode", self.tier.mode),
+        ];
+        for (key, mode) in modes {
+            if mode == ServiceMode::Offloaded && self.ipu_cp.is_none() {
+                return Err(invalid(key, "offloaded needs ipu_cp, the control plane's socket"));
+            }
+        }
+        if self.control.backlog == 0 {
+            return Err(invalid("control.backlog", "must be at least 1"));
+        }
+        if self.sched.slice_us == 0 {
+            return Err(invalid("sched.slice_us", "must be at least 1"));
+        }
+        if self.sched.tasks_max == 0 || self.sched.tasks_max > 1 << 30 {
+            return Err(invalid("sched.tasks_max", "must be 1..=2^30"));
+        }
+        if self.tier.mode != ServiceMode::Local && self.tier.arena_mb == 0 {
+            return Err(invalid("tier.arena_mb", "a tiered service needs an arena"));
+        }
+        if self.tier.epoch_ms == 0 {
+            return Err(invalid("tier.epoch_ms", "must be at least 1"));
+        }
+        let liveness = &self.liveness;
+        if liveness.heartbeat_us == 0
+            || liveness.heartbeat_us.saturating_mul(1000)
+                >= liveness.peer_timeout_ms.saturating_mul(1_000_000)
+        {
+            return Err(invalid("liveness", "heartbeat_us must be non-zero and under the timeout"));
+        }
+        if liveness.reattach_ms == 0 || liveness.connect_timeout_ms == 0 {
+            return Err(invalid("liveness", "reattach_ms and connect_timeout_ms must be non-zero"));
+        }
+        Ok(())
+    }
+}
+
+/// A variable's text as a TOML value (`4`, `true`, `[0, 1]`, `"x"`), or as a string.
+fn env_value(text: &str) -> toml::Value {
+    let document = format!("value = {text}");
+    match document.parse::<toml::Table>() {
+        Ok(mut table) => table.remove("value").unwrap_or_else(|| text.into()),
+        Err(_) => toml::Value::String(text.to_owned()),
+    }
+}

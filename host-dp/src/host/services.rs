@@ -1,0 +1,337 @@
+//! Where the mode wiring lives, once: the port, and for each service its agent — none
+//! (local), a thread running `ipu-cp`'s policy over the heap transport (on-host), or a session
+//! with the `ipu-cp` process (offloaded), re-attached whenever that process comes back.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use ipu_cp::on_host::{OnHostAgent, OnHostOptions};
+use link::proto::{Epoch, Service};
+use link::{ChannelConfig, MonoNanos};
+
+use super::HostError;
+use super::config::{HostConfig, PortConfig, ServiceMode, TxSetting};
+use crate::io::QueueId;
+use crate::net::{AnyPort, Plane, PortLink};
+use crate::runtime::{AgentLink, AgentOptions, LocalPolicy, Reattach, Runtime, RuntimeConfig};
+use crate::tier::{TierHost, TierThread};
+
+/// The agents and the threads that keep them attached.
+#[derive(Debug, Default)]
+pub(super) struct Services {
+    /// On-host agent threads (stopped last, after the host side said goodbye).
+    agents: Vec<OnHostAgent>,
+    /// Re-attaches connection control to a restarted `ipu-cp`.
+    control_monitor: Option<Monitor>,
+    tier: Option<(Arc<memmgr::Arena>, TierThread)>,
+}
+
+/// Opens the port `config` names.
+pub(super) fn open_port(config: &PortConfig) -> Result<AnyPort, HostError> {
+    let port_error = |port: String| move |source| HostError::Port { port, source };
+    match config {
+        PortConfig::AfPacket { iface, tx } => {
+            use crate::io::uring::{TxMode, UringConfig, UringPort};
+            let tx_mode = match tx {
+                TxSetting::Ring => TxMode::MmapRing,
+                TxSetting::Send => TxMode::IoUring,
+            };
+            // The workers take turns on the port: no single-issuer io_uring.
+            let uring = UringConfig { single_issuer: false, tx_mode, ..UringConfig::default() };
+            let port = UringPort::open(iface, uring)
+                .map_err(|e| port_error(format!("AF_PACKET on {iface}"))(Box::new(e)))?;
+            Ok(PortLink::new(port, QueueId(0)).into())
+        }
+        PortConfig::Wire { fd, len } => {
+            use crate::io::shm::{ShmPort, Side};
+            let what = format!("wire in descriptor {fd}");
+            // The inherited descriptor, reopened through /proc: a descriptor of our own,
+            // read-write, without adopting a raw number (which would take unsafe code).
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(format!("/proc/self/fd/{fd}"))
+                .map_err(|e| port_error(what.clone())(Box::new(e)))?;
+            let region = link::region::Region::map_fd(file.into(), *len)
+                .map_err(|e| port_error(what.clone())(Box::new(e)))?;
+            let port = ShmPort::attach(Arc::new(region), Side::A)
+                .map_err(|e| port_error(what)(Box::new(e)))?;
+            Ok(PortLink::new(port, QueueId(0)).into())
+        }
+        PortConfig::Dpdk { device, vdev_args, mbufs } => open_dpdk(device, vdev_args, *mbufs),
+    }
+}
+
+#[cfg(feature = "dpdk")]
+fn open_dpdk(device: &str, vdev_args: &Option<String>, mbufs: u32) -> Result<AnyPort, HostError> {
+    use crate::io::dpdk::{DpdkPort, Eal, EalConfig, Mempool, PortConfig};
+    let error = |source: crate::io::dpdk::DpdkError| HostError::Port {
+        port: format!("DPDK {device}"),
+        source: Box::new(source),
+    };
+    let eal = Eal::init(EalConfig::default()).map_err(error)?;
+    let pool = Mempool::new(eal, mbufs, 2176).map_err(error)?;
+    let port = match vdev_args {
+        Some(args) => DpdkPort::create_vdev(eal, device, args, pool, PortConfig::default()),
+        None => DpdkPort::open(eal, device, pool, PortConfig::default()),
+    }
+    .map_err(error)?;
+    Ok(PortLink::new(port, QueueId(0)).into())
+}
+
+#[cfg(not(feature = "dpdk"))]
+fn open_dpdk(device: &str, _: &Option<String>, _: u32) -> Result<AnyPort, HostError> {
+    Err(HostError::Port {
+        port: format!("DPDK {device}"),
+        source: "host-dp was built without its `dpdk` feature".into(),
+    })
+}
+
+fn attach_error(service: &'static str) -> impl Fn(String) -> HostError {
+    move |message| HostError::Attach { service, message }
+}
+
+/// The one shape every service's channel is derived from.
+fn shape(lanes: u16, ring_capacity: u32, prestage_slots: u16) -> ChannelConfig {
+    ChannelConfig { workers: lanes, ring_capacity, prestage_slots, delay_ns: 0 }
+}
+
+/// Connects `service` to the `ipu-cp` at `socket`.
+fn connect(
+    socket: &Path,
+    service: Service,
+    channel: ChannelConfig,
+    config: &HostConfig,
+) -> Result<AgentLink, String> {
+    let timeout = Duration::from_millis(config.liveness.connect_timeout_ms);
+    let liveness = config.liveness.link();
+    link::transport::connect(socket, service, channel, Epoch(1), liveness, timeout)
+        .map(|conn| AgentLink { end: conn.end, session: Some(conn.stream) })
+        .map_err(|e| format!("ipu-cp at {}: {e}", socket.display()))
+}
+
+fn socket_of(config: &HostConfig) -> PathBuf {
+    config.ipu_cp.clone().expect("checked: offloaded modes have a socket")
+}
+
+/// Connection control's channel: one lane, tokens prestaged in its slots.
+const CONTROL_SHAPE: (u16, u32, u16) = (1, 256, 64);
+
+impl Services {
+    /// Attaches connection control as `config.control.mode` says.
+    pub(super) fn attach_control(
+        &mut self,
+        plane: &Arc<Plane>,
+        config: &HostConfig,
+    ) -> Result<(), HostError> {
+        let error = attach_error("connection control");
+        let (lanes, ring, slots) = CONTROL_SHAPE;
+        let channel = shape(lanes, ring, slots);
+        match config.control.mode {
+            ServiceMode::Local => Ok(()),
+            ServiceMode::OnHost => {
+                use ipu_cp::net::adapter::NetAgent;
+                use ipu_cp::net::{Admission, AdmissionConfig};
+                let (host, cp) = heap_pair(channel, config).map_err(&error)?;
+                let settings = &config.control;
+                let admission = AdmissionConfig {
+                    max_per_listener: settings.max_per_listener,
+                    syn_rate_per_s: settings.syn_rate_per_s,
+                    prestage_depth: settings.prestage_depth,
+                    ..AdmissionConfig::default()
+                };
+                let policy = NetAgent::new(Admission::new(admission));
+                self.agents.push(OnHostAgent::start(
+                    Box::new(policy),
+                    cp,
+                    OnHostOptions::default(),
+                )?);
+                plane.attach(host, MonoNanos::now()).map_err(|e| error(e.to_owned()))
+            }
+            ServiceMode::Offloaded => {
+                let socket = socket_of(config);
+                let link = connect(&socket, Service::Net, channel, config).map_err(&error)?;
+                plane.attach(link, MonoNanos::now()).map_err(|e| error(e.to_owned()))?;
+                let reattach = {
+                    let config = config.clone();
+                    move || connect(&socket, Service::Net, channel, &config).ok()
+                };
+                let interval = Duration::from_millis(config.liveness.reattach_ms);
+                self.control_monitor = Some(Monitor::start(plane.clone(), interval, reattach)?);
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts the runtime, scheduled as `config.sched` says (an agent channel has one lane
+    /// per worker and a submit lane).
+    pub(super) fn start_runtime(&mut self, config: &HostConfig) -> Result<Runtime, HostError> {
+        let error = attach_error("task scheduling");
+        let sched = &config.sched;
+        let runtime = RuntimeConfig {
+            workers: usize::from(config.workers),
+            cpus: config.cpus.clone(),
+            tasks_max: sched.tasks_max,
+            spin_when_idle: config.spin_when_idle,
+            local_policy: LocalPolicy::SharedFifo,
+            slice_ns: 0,
+        };
+        let channel = shape(config.workers + 1, 1024, 4);
+        let options = |link, reattach: Option<Reattach>| {
+            let mut options = AgentOptions::new(link);
+            options.reattach = reattach;
+            options.reattach_interval_ns = config.liveness.reattach_ms.saturating_mul(1_000_000);
+            options
+        };
+        match sched.mode {
+            ServiceMode::Local => {
+                let slice_ns = match sched.policy {
+                    super::SchedPolicy::Shinjuku => sched.slice_us.saturating_mul(1000),
+                    super::SchedPolicy::Fifo => 0,
+                };
+                Ok(Runtime::start(RuntimeConfig { slice_ns, ..runtime })?)
+            }
+            ServiceMode::OnHost => {
+                let policy_config = ipu_cp::policy::PolicyConfig {
+                    slice_ns: sched.slice_us.saturating_mul(1000),
+                    prestage_depth: sched.prestage_depth,
+                };
+                let policy = ipu_cp::policy::by_name(sched.policy.name(), policy_config)
+                    .expect("every SchedPolicy is one of ipu-cp's");
+                let (host, cp) = heap_pair(channel, config).map_err(&error)?;
+                self.agents.push(OnHostAgent::start(policy, cp, OnHostOptions::default())?);
+                Ok(Runtime::start_with_agent(runtime, options(host, None))?)
+            }
+            ServiceMode::Offloaded => {
+                let socket = socket_of(config);
+                let link = connect(&socket, Service::Sched, channel, config).map_err(&error)?;
+                let reattach: Reattach = {
+                    let config = config.clone();
+                    Box::new(move || connect(&socket, Service::Sched, channel, &config).ok())
+                };
+                Ok(Runtime::start_with_agent(runtime, options(link, Some(reattach)))?)
+            }
+        }
+    }
+
+    /// Makes the tiered arena and its mechanism thread, tiered as `config.tier` says.
+    pub(super) fn start_tier(&mut self, config: &HostConfig) -> Result<(), HostError> {
+        let settings = &config.tier;
+        if settings.arena_mb == 0 {
+            return Ok(());
+        }
+        let error = attach_error("page tiering");
+        let pages = settings.arena_mb.saturating_mul(256);
+        let arena = Arc::new(memmgr::Arena::with_faults(pages, memmgr::FaultMode::Handler)?);
+        let mut host = TierHost::new(arena.clone());
+        let channel = shape(1, 4096, 1);
+        let liveness = config.liveness.link();
+        let epoch = Duration::from_millis(settings.epoch_ms);
+        let mut reattach: Option<Reattach> = None;
+        match settings.mode {
+            ServiceMode::Local => {}
+            ServiceMode::OnHost => {
+                use ipu_cp::tier::{TierConfig, adapter::TierAgent};
+                let now = MonoNanos::now();
+                let (link, cp) = crate::tier::heap_pair(&arena, channel, liveness, now)
+                    .map_err(|e| error(e.to_string()))?;
+                let tier = TierConfig {
+                    epoch_ns: settings.epoch_ms.saturating_mul(1_000_000),
+                    ..TierConfig::default()
+                };
+                let policy = Box::new(TierAgent::new(tier));
+                self.agents.push(OnHostAgent::start(policy, cp, OnHostOptions::default())?);
+                host.attach(link, now).map_err(|e| error(e.to_owned()))?;
+            }
+            ServiceMode::Offloaded => {
+                let (socket, tiered) = (socket_of(config), arena.clone());
+                let timeout = Duration::from_millis(config.liveness.connect_timeout_ms);
+                let mut connect: Reattach = Box::new(move || {
+                    crate::tier::connect(&tiered, &socket, channel, liveness, timeout).ok()
+                });
+                let link = connect().ok_or_else(|| error("ipu-cp did not answer".into()))?;
+                host.attach(link, MonoNanos::now()).map_err(|e| error(e.to_owned()))?;
+                reattach = Some(connect);
+            }
+        }
+        let thread = TierThread::spawn(host, epoch, reattach)?;
+        self.tier = Some((arena, thread));
+        Ok(())
+    }
+
+    pub(super) fn arena(&self) -> Option<&Arc<memmgr::Arena>> {
+        self.tier.as_ref().map(|(arena, _)| arena)
+    }
+
+    pub(super) fn tier_attached(&self) -> bool {
+        self.tier.as_ref().is_some_and(|(_, thread)| thread.is_attached())
+    }
+
+    /// Stops the threads that re-attach services (before the services detach).
+    pub(super) fn stop_monitors(&mut self) {
+        if let Some(monitor) = self.control_monitor.take() {
+            monitor.stop();
+        }
+    }
+
+    /// Stops the tier thread (its host says goodbye to its agent) and the agent threads.
+    pub(super) fn stop_agents(&mut self) {
+        if let Some((_, thread)) = self.tier.take() {
+            thread.stop();
+        }
+        for agent in self.agents.drain(..) {
+            agent.stop();
+        }
+    }
+}
+
+fn heap_pair(
+    channel: ChannelConfig,
+    config: &HostConfig,
+) -> Result<(AgentLink, link::CpEnd), String> {
+    let liveness = config.liveness.link();
+    let now = MonoNanos::now();
+    let (host, cp) =
+        link::channel::heap_pair(channel, liveness, Epoch(1), ipu_cp::fresh_epoch(), now)
+            .map_err(|e| e.to_string())?;
+    Ok((AgentLink { end: host, session: None }, cp))
+}
+
+/// A thread that, while the plane has no connection-control agent, tries to attach one
+/// every `interval` (the plane itself notices a lost agent and falls back).
+#[derive(Debug)]
+struct Monitor {
+    stop: Arc<AtomicBool>,
+    thread: JoinHandle<()>,
+}
+
+impl Monitor {
+    fn start(
+        plane: Arc<Plane>,
+        interval: Duration,
+        mut reattach: impl FnMut() -> Option<AgentLink> + Send + 'static,
+    ) -> std::io::Result<Monitor> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new().name("wave-reattach".into()).spawn(move || {
+            while !flag.load(Ordering::Relaxed) {
+                std::thread::sleep(interval);
+                if !plane.has_agent()
+                    && let Some(link) = reattach()
+                {
+                    // Refused only if an agent attached meanwhile: nothing to do then.
+                    let _ = plane.attach(link, MonoNanos::now());
+                }
+            }
+        })?;
+        Ok(Monitor { stop, thread })
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let _ = self.thread.join();
+    }
+}
