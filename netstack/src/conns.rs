@@ -31,6 +31,10 @@ pub(crate) enum Phase {
     /// Released while open: its RST leaves on the next egress, then it goes (or at the
     /// deadline).
     Dying(std::time::Instant),
+    /// Released after the app closed it: the close runs to its end (what is queued is sent,
+    /// the peer's FIN is acknowledged, a retransmitted FIN too while in TIME-WAIT), then it
+    /// goes; at the deadline it is reset instead.
+    Lingering(std::time::Instant),
 }
 
 /// A connection's socket set (one socket) and bookkeeping.

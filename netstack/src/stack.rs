@@ -82,6 +82,11 @@ pub struct StackStats {
     pub accepted: u64,
     /// Connections opened by `connect`.
     pub connected: u64,
+    /// Released connections that finished their close in order (FIN both ways).
+    pub closed_in_order: u64,
+    /// Released connections reset: still open when released, or their close outlived
+    /// `LINGER_MAX`, or too many were lingering.
+    pub reset_on_release: u64,
     /// The device's counters.
     pub device: DeviceStats,
 }
@@ -119,8 +124,13 @@ pub struct Stack<L: Link> {
     pub(crate) stats: StackStats,
     /// Closed sockets kept for reuse.
     pub(crate) spare: Vec<tcp::Socket<'static>>,
-    /// Released connections waiting to send their RST (deadline in their phase).
+    /// Released connections waiting to send their RST or to finish their close (deadline in
+    /// their phase).
     pub(crate) dying: Vec<SlotId>,
+    /// How many of `dying` are lingering.
+    pub(crate) lingering: usize,
+    /// Connection slots freed so far.
+    pub(crate) freed: u64,
     pub(crate) last_poll: std::time::Instant,
     /// Reused by `poll` for the dirty list.
     pub(crate) scratch: Vec<u32>,
@@ -137,6 +147,14 @@ const EPHEMERAL_FIRST: u16 = 49152;
 pub(crate) const SPARE_SOCKETS: usize = 64;
 /// How long a released socket may wait to send its RST.
 pub(crate) const DYING_MAX: Duration = Duration::from_secs(1);
+/// How long a released connection may take to finish its close (send what is queued, get
+/// the peer's FIN) before it is reset: Linux's `tcp_fin_timeout`.
+pub(crate) const LINGER_MAX: Duration = Duration::from_secs(60);
+/// How long a closed connection stays in TIME-WAIT to acknowledge a retransmitted FIN
+/// (ADR 0007: a bound, not 2 MSL; each lingering socket holds its buffers).
+pub(crate) const TIME_WAIT: Duration = Duration::from_secs(1);
+/// Most released connections lingering at once per stack; past it a release resets.
+pub(crate) const LINGERING_MAX: usize = 256;
 
 impl<L: Link> Stack<L> {
     /// A stack over `link`; `now` starts its clock.
@@ -183,6 +201,8 @@ impl<L: Link> Stack<L> {
             stats: StackStats::default(),
             spare: Vec::new(),
             dying: Vec::new(),
+            lingering: 0,
+            freed: 0,
             last_poll: now,
             scratch: Vec::new(),
         })

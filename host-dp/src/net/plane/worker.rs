@@ -33,6 +33,8 @@ impl<L: Link> Plane<L> {
             plane: self.clone(),
             worker,
             flows: HashMap::new(),
+            closing: Vec::new(),
+            freed_seen: 0,
             seen: 0,
             listening: Vec::new(),
             routes: Vec::new(),
@@ -122,6 +124,11 @@ pub struct NetWorker<L: Link> {
     plane: Arc<Plane<L>>,
     worker: u16,
     flows: HashMap<Conn, FlowKey>,
+    /// Released connections still finishing their close in the stack: their flows stay in
+    /// the table (the peer's FIN must reach this stack) until the stack frees them.
+    closing: Vec<(Conn, FlowKey)>,
+    /// The stack's `freed` count when `closing` was last swept.
+    freed_seen: u64,
     seen: u64,
     listening: Vec<u16>,
     routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
@@ -141,7 +148,24 @@ impl<L: Link> NetWorker<L> {
         if self.plane.generation.load(Ordering::Acquire) != self.seen {
             self.sync();
         }
-        self.stack.poll(now) | pumped
+        let moved = self.stack.poll(now) | pumped;
+        if !self.closing.is_empty() && self.stack.freed() != self.freed_seen {
+            self.sweep_closing();
+        }
+        moved
+    }
+
+    /// Takes the flows of connections the stack freed out of the table.
+    fn sweep_closing(&mut self) {
+        self.freed_seen = self.stack.freed();
+        let (stack, plane) = (&mut self.stack, &self.plane);
+        self.closing.retain(|(conn, flow)| {
+            let held = stack.holds(*conn);
+            if !held {
+                plane.lock().control.closed(flow);
+            }
+            held
+        });
     }
 
     fn sync(&mut self) {
@@ -199,12 +223,16 @@ impl<L: Link> NetWorker<L> {
         }
     }
 
-    /// Forgets `conn` (an abort if it is still open), and its flow.
+    /// Forgets `conn` (see `netstack::Stack::release`: a closed one finishes its close, an
+    /// open one is reset), and its flow once the stack is done with it.
     pub fn release(&mut self, conn: Conn) {
-        if let Some(flow) = self.flows.remove(&conn) {
+        self.stack.release(conn);
+        let Some(flow) = self.flows.remove(&conn) else { return };
+        if self.stack.holds(conn) {
+            self.closing.push((conn, flow));
+        } else {
             self.plane.lock().control.closed(&flow);
         }
-        self.stack.release(conn);
     }
 
     /// The stack, for everything else (send, recv, close, state...).

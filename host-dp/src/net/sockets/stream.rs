@@ -12,8 +12,10 @@ use netstack::{Conn, Link, NetError};
 
 use super::{AnyPort, NetRuntime, NetWorker};
 
-/// One TCP connection, owned by a task. Dropping it releases the connection (a RST if it is
-/// still open); [`TcpStream::close`] ends it in order.
+/// One TCP connection, owned by a task. Dropping it closes the connection as a Linux `close`
+/// does (SO_LINGER off): what is queued is still sent, then a FIN, and the stack finishes the
+/// close in the background. [`TcpStream::close`] does the same and waits until the peer
+/// acknowledged everything; [`TcpStream::abort`] resets the connection instead.
 #[derive(Debug)]
 pub struct TcpStream<L: Link = AnyPort> {
     net: Arc<NetRuntime<L>>,
@@ -156,9 +158,21 @@ impl<L: Link> TcpStream<L> {
         Ok(())
     }
 
-    fn release(&mut self) {
+    /// Resets the connection (a RST; what is queued is discarded): SO_LINGER with a zero
+    /// timeout.
+    pub fn abort(mut self) {
         if let Some(conn) = self.conn.take() {
             self.net.stack(self.worker).release(conn);
+        }
+    }
+
+    /// Closes our side if it is still open, and hands the connection to the stack to finish.
+    fn release(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let mut stack = self.net.stack(self.worker);
+            // A FIN after what is queued; nothing if our side is closed already.
+            let _ = stack.stack().close(conn);
+            stack.release(conn);
         }
     }
 }
