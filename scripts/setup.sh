@@ -15,8 +15,9 @@ set -euo pipefail
 #   libmemcached-tools: memccapable and memcaslap, the clients rpc-server's tests run
 #   memcached: the baseline server loadgen runs against (tests, and the rpc-server experiment)
 #   librocksdb-dev: RocksDB 7.8 for rocksdb-server (linked, not built: .cargo/config.toml)
+#   wrk, nghttp2-client (h2load): the HTTP/1.1 and HTTP/2 load clients hyper-server's tests run
 PACKAGES=(pkg-config build-essential libdpdk-dev libclang-dev iproute2 ethtool python3 curl
-    tcpdump libmemcached-tools memcached librocksdb-dev)
+    tcpdump libmemcached-tools memcached librocksdb-dev wrk nghttp2-client)
 # With --plots, also what the experiment scripts draw their PNGs with:
 #   gnuplot-nox: scripts/sched-plot.py
 if [[ ${1:-} == --plots ]]; then

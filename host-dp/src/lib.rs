@@ -9,11 +9,15 @@
 //! - [`runtime`]: async tasks on pinned polling workers, scheduled locally or by an agent
 //!   (`ipu-cp`, offloaded or on-host) through `link`, with fallback when the agent is lost.
 //! - [`tier`]: a `memmgr` arena's tiering mechanism, driven by the tier policy over `link`.
+//! - [`host`]: the front door, [`Host::builder`]: one config, every part started and wired.
+//! - `hyper` (cargo feature `hyper`): hyper's executor and timer on the runtime.
 //!
 //! It must never: block a worker across cores, allocate on the data path after set-up, or
 //! silently drop a frame (backpressure is reported, oversize frames are refused).
 
 pub mod host;
+#[cfg(feature = "hyper")]
+pub mod hyper;
 pub mod io;
 pub mod net;
 pub mod runtime;

@@ -237,6 +237,29 @@ fn sleeping_tasks_wake_after_their_deadline_and_free_the_worker_meanwhile() {
 }
 
 #[test]
+fn a_sleep_dropped_before_its_deadline_leaves_no_timer_behind() {
+    let rt = runtime(1, 0);
+    // hyper arms a header-read timeout per request and drops it once the headers are in:
+    // 10 000 of them must not pile up until their deadlines.
+    let armed = rt
+        .spawn(async {
+            for _ in 0..10_000 {
+                let mut timeout = std::pin::pin!(sleep(Duration::from_secs(30)));
+                let waker = std::task::Waker::noop();
+                let polled = timeout.as_mut().poll(&mut std::task::Context::from_waker(waker));
+                assert!(polled.is_pending());
+            }
+        })
+        .unwrap();
+    armed.join();
+    assert_eq!(rt.shared.timers.armed(), 0);
+    // One that fires on time still wakes its task.
+    let slept = rt.spawn(sleep(Duration::from_millis(1))).unwrap();
+    slept.join();
+    assert_eq!(rt.shared.timers.armed(), 0);
+}
+
+#[test]
 fn work_stealing_runs_tasks_spawned_on_workers_exactly_once() {
     let config = RuntimeConfig {
         workers: 2,

@@ -4,8 +4,7 @@
 //! nothing is due. Precision: the polling interval (sub-microsecond on a spinning worker; up
 //! to the idle backoff's 50 µs sleep on a polite one).
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Mutex;
@@ -13,36 +12,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use super::Handle;
+
 /// Most timers fired per poll: bounded work for the polling worker.
 const FIRE_BATCH: usize = 64;
 
-struct Entry {
-    deadline_ns: u64,
-    order: u64,
-    waker: Waker,
-}
-
-impl PartialEq for Entry {
-    fn eq(&self, other: &Self) -> bool {
-        (self.deadline_ns, self.order) == (other.deadline_ns, other.order)
-    }
-}
-impl Eq for Entry {}
-impl PartialOrd for Entry {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Entry {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.deadline_ns, self.order).cmp(&(other.deadline_ns, other.order))
-    }
-}
+/// A timer's place in the map: its deadline (ns since the origin) and a tie-breaker.
+type Key = (u64, u64);
 
 pub(crate) struct Timers {
     origin: Instant,
-    heap: Mutex<BinaryHeap<Reverse<Entry>>>,
-    /// The earliest deadline in the heap (ns since `origin`), `u64::MAX` when empty.
+    /// Armed timers in deadline order. A `Sleep` dropped before its deadline takes its entry
+    /// out, so the map holds only timers someone still waits on (hyper arms one per request
+    /// and drops most of them).
+    map: Mutex<BTreeMap<Key, Waker>>,
+    /// The earliest deadline in the map (ns since `origin`), `u64::MAX` when empty.
     next_ns: AtomicU64,
     order: AtomicU64,
 }
@@ -51,7 +35,7 @@ impl Timers {
     pub(crate) fn new() -> Timers {
         Timers {
             origin: Instant::now(),
-            heap: Mutex::new(BinaryHeap::new()),
+            map: Mutex::new(BTreeMap::new()),
             next_ns: AtomicU64::new(u64::MAX),
             order: AtomicU64::new(0),
         }
@@ -61,13 +45,41 @@ impl Timers {
         u64::try_from(at.saturating_duration_since(self.origin).as_nanos()).unwrap_or(u64::MAX)
     }
 
-    /// Wakes `waker` at or after `deadline`.
-    fn add(&self, deadline: Instant, waker: Waker) {
-        let deadline_ns = self.ns(deadline);
-        let order = self.order.fetch_add(1, Ordering::Relaxed);
-        let mut heap = self.heap.lock().expect("timer heap");
-        heap.push(Reverse(Entry { deadline_ns, order, waker }));
-        self.next_ns.fetch_min(deadline_ns, Ordering::AcqRel);
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<Key, Waker>> {
+        self.map.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Wakes `waker` at or after `deadline`; returns the timer's key.
+    fn add(&self, deadline: Instant, waker: Waker) -> Key {
+        let key = (self.ns(deadline), self.order.fetch_add(1, Ordering::Relaxed));
+        self.lock().insert(key, waker);
+        self.next_ns.fetch_min(key.0, Ordering::AcqRel);
+        key
+    }
+
+    /// Points the armed timer `key` at `waker`; false if it fired already.
+    fn rearm(&self, key: Key, waker: &Waker) -> bool {
+        match self.lock().get_mut(&key) {
+            Some(armed) => {
+                if !armed.will_wake(waker) {
+                    armed.clone_from(waker);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Takes the timer `key` out (its `Sleep` is gone). The cached earliest deadline may
+    /// then be early: `fire` corrects it.
+    fn cancel(&self, key: Key) {
+        self.lock().remove(&key);
+    }
+
+    /// Timers armed now.
+    #[cfg(test)]
+    pub(crate) fn armed(&self) -> usize {
+        self.lock().len()
     }
 
     /// True when a deadline has passed (one atomic load and a clock read when armed).
@@ -77,21 +89,19 @@ impl Timers {
     }
 
     /// Wakes up to `FIRE_BATCH` timers that are due. Never waits: a worker that finds the
-    /// heap locked leaves it to the holder.
+    /// map locked leaves it to the holder.
     pub(crate) fn fire(&self) {
         let now_ns = self.ns(Instant::now());
         let mut due = Vec::new();
         {
-            let Ok(mut heap) = self.heap.try_lock() else { return };
+            let Ok(mut map) = self.map.try_lock() else { return };
             while due.len() < FIRE_BATCH {
-                match heap.peek() {
-                    Some(Reverse(entry)) if entry.deadline_ns <= now_ns => {
-                        due.push(heap.pop().expect("peeked").0.waker);
-                    }
+                match map.first_entry() {
+                    Some(entry) if entry.key().0 <= now_ns => due.push(entry.remove()),
                     _ => break,
                 }
             }
-            let next = heap.peek().map_or(u64::MAX, |Reverse(entry)| entry.deadline_ns);
+            let next = map.first_key_value().map_or(u64::MAX, |(key, _)| key.0);
             self.next_ns.store(next, Ordering::Release);
         }
         for waker in due {
@@ -104,7 +114,8 @@ impl Timers {
 #[derive(Debug)]
 pub struct Sleep {
     deadline: Instant,
-    armed: bool,
+    /// Where it is armed: the runtime and its key there.
+    armed: Option<(Handle, Key)>,
 }
 
 /// Completes after `duration`.
@@ -114,7 +125,14 @@ pub fn sleep(duration: Duration) -> Sleep {
 
 /// Completes at `deadline` (at once if it has passed).
 pub fn sleep_until(deadline: Instant) -> Sleep {
-    Sleep { deadline, armed: false }
+    Sleep { deadline, armed: None }
+}
+
+impl Sleep {
+    /// When it completes.
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
 }
 
 impl Future for Sleep {
@@ -124,13 +142,29 @@ impl Future for Sleep {
         if Instant::now() >= self.deadline {
             return Poll::Ready(());
         }
-        if !self.armed {
-            let deadline = self.deadline;
-            let armed =
-                super::worker::with_timers(|timers| timers.add(deadline, cx.waker().clone()));
-            assert!(armed, "host_dp::runtime::sleep must be awaited in a task of a runtime");
-            self.armed = true;
+        match &self.armed {
+            Some((handle, key)) => {
+                if !handle.shared.timers.rearm(*key, cx.waker()) {
+                    // Fired, but the clock read above came first: arm again.
+                    self.armed = None;
+                    return self.poll(cx);
+                }
+            }
+            None => {
+                let handle = super::worker::current_handle()
+                    .expect("host_dp::runtime::sleep must be awaited in a task of a runtime");
+                let key = handle.shared.timers.add(self.deadline, cx.waker().clone());
+                self.armed = Some((handle, key));
+            }
         }
         Poll::Pending
+    }
+}
+
+impl Drop for Sleep {
+    fn drop(&mut self) {
+        if let Some((handle, key)) = self.armed.take() {
+            handle.shared.timers.cancel(key);
+        }
     }
 }

@@ -85,16 +85,15 @@ thread_local! {
 }
 
 /// Runs `f` on the timers of the runtime this worker belongs to; false off a worker.
-pub(super) fn with_timers(f: impl FnOnce(&super::timer::Timers)) -> bool {
+/// The handle of the runtime whose worker this thread is, if it is one.
+pub(super) fn current_handle() -> Option<Handle> {
     WORKER
         .try_with(|worker| match worker.try_borrow().ok().as_deref() {
-            Some(Some((_, handle))) => {
-                f(&handle.shared.timers);
-                true
-            }
-            _ => false,
+            Some(Some((_, handle))) => Some(handle.clone()),
+            _ => None,
         })
-        .unwrap_or(false)
+        .ok()
+        .flatten()
 }
 
 /// Polls the runtime's ingress from this worker, if it has one (outside any context borrow:
