@@ -83,6 +83,7 @@ for run in $(seq "$runs"); do
         for c in "${conn_list[@]}"; do
             client wrk -t1 -c"$c" -d"${seconds}s" --timeout 5s --latency "$url" >"$work/wrk.txt"
             echo "$server,$run,wrk,$c,0,$(python3 scripts/hyper-report.py --wrk "$work/wrk.txt")" >>"$csv"
+            rm -f "$work/h2.log"   # h2load appends to its log file
             client h2load -c"$c" -m4 -D"$seconds" --warm-up-time=1 --log-file="$work/h2.log" \
                 "$url" >"$work/h2.txt"
             echo "$server,$run,h2load,$c,0,$(python3 scripts/hyper-report.py --h2load "$work/h2.txt" "$work/h2.log")" >>"$csv"
@@ -90,6 +91,7 @@ for run in $(seq "$runs"); do
         done
         for rate in "${rate_list[@]}"; do
             # h2load's --rps is per client: 8 clients share the offered rate.
+            rm -f "$work/h2.log"
             client h2load -c8 -m4 --rps=$((rate / 8)) -D"$seconds" --warm-up-time=1 \
                 --log-file="$work/h2.log" "$url" >"$work/h2.txt"
             echo "$server,$run,h2load-rate,8,$rate,$(python3 scripts/hyper-report.py --h2load "$work/h2.txt" "$work/h2.log")" >>"$csv"

@@ -3,9 +3,11 @@
 //! WRITEPROTECT, WAKE) here; anonymous mappings and atomic views of them (`mapping.rs`);
 //! `PAGEMAP_SCAN` on `/proc/self/pagemap` (`pagemap.rs`).
 //!
-//! The ioctl structures and numbers are written out here because the installed headers (Linux
-//! 6.1) predate `UFFDIO_MOVE` (6.8), `UFFD_FEATURE_WP_ASYNC` and `PAGEMAP_SCAN` (6.7); they
-//! follow `include/uapi/linux/userfaultfd.h` and `include/uapi/linux/fs.h`.
+//! The ioctl structures are written out here (each request's number is computed from its
+//! structure's size by nix's `request_code_*`, checked against the uapi size) because the
+//! installed headers (Linux 6.1) predate `UFFDIO_MOVE` (6.8), `UFFD_FEATURE_WP_ASYNC` and
+//! `PAGEMAP_SCAN` (6.7); they follow `include/uapi/linux/userfaultfd.h` and
+//! `include/uapi/linux/fs.h`.
 //!
 //! Invariants: a [`Mapping`] owns its pages from `mmap` to `munmap` (in `Drop`); Rust touches
 //! mapped memory only through `AtomicU64`s, so a page the kernel moves away and back (its
@@ -64,16 +66,6 @@ const REGISTER_MODE_WP: u64 = 2;
 const COPY_MODE_DONTWAKE: u64 = 1;
 const COPY_MODE_WP: u64 = 2;
 
-const fn iowr(nr: u64, size: u64) -> u64 {
-    (3 << 30) | (size << 16) | (0xAA << 8) | nr
-}
-const UFFDIO_API: u64 = iowr(0x3F, 24);
-const UFFDIO_REGISTER: u64 = iowr(0x00, 32);
-const UFFDIO_WAKE: u64 = (2 << 30) | (16 << 16) | (0xAA << 8) | 0x02;
-const UFFDIO_COPY: u64 = iowr(0x03, 40);
-const UFFDIO_MOVE: u64 = iowr(0x05, 40);
-const UFFDIO_WRITEPROTECT: u64 = iowr(0x06, 24);
-
 #[repr(C)]
 struct ApiArg {
     api: u64,
@@ -103,6 +95,56 @@ struct TransferArg {
     mode: u64,
     result: i64,
 }
+
+/// `struct uffdio_writeprotect`: range, mode.
+#[repr(C)]
+struct WriteProtectArg {
+    range: Range,
+    mode: u64,
+}
+
+/// The ioctl type of userfaultfd (`UFFDIO` in the uapi header).
+const UFFDIO: u8 = 0xAA;
+
+/// One userfaultfd ioctl: its argument type, and its number, computed from that type's size
+/// (so the two cannot disagree). Private: only the requests below exist.
+trait Request {
+    /// The structure the kernel reads and writes.
+    type Arg;
+    /// The request number.
+    const CODE: libc::c_ulong;
+    /// Its name, for errors.
+    const NAME: &'static str;
+}
+
+macro_rules! request {
+    ($name:ident, $uapi:literal, $arg:ty, $dir:ident, $nr:expr, $uapi_size:expr) => {
+        #[doc = concat!("`", $uapi, "`.")]
+        struct $name;
+        impl Request for $name {
+            type Arg = $arg;
+            const CODE: libc::c_ulong =
+                nix::$dir!(UFFDIO, $nr, std::mem::size_of::<$arg>()) as libc::c_ulong;
+            const NAME: &'static str = $uapi;
+        }
+        // The layout is the uapi header's.
+        const _: () = assert!(std::mem::size_of::<$arg>() == $uapi_size);
+    };
+}
+
+request!(UffdioApi, "UFFDIO_API", ApiArg, request_code_readwrite, 0x3F, 24);
+request!(UffdioRegister, "UFFDIO_REGISTER", RegisterArg, request_code_readwrite, 0x00, 32);
+request!(UffdioWake, "UFFDIO_WAKE", Range, request_code_read, 0x02, 16);
+request!(UffdioCopy, "UFFDIO_COPY", TransferArg, request_code_readwrite, 0x03, 40);
+request!(UffdioMove, "UFFDIO_MOVE", TransferArg, request_code_readwrite, 0x05, 40);
+request!(
+    UffdioWriteProtect,
+    "UFFDIO_WRITEPROTECT",
+    WriteProtectArg,
+    request_code_readwrite,
+    0x06,
+    24
+);
 
 /// A userfaultfd with the MOVE feature, and asynchronous write protection where the kernel
 /// has it.
@@ -143,7 +185,7 @@ impl Uffd {
         let track = offered & FEATURE_WP_ASYNC != 0 && pagemap.is_some();
         let wanted = required | if track { FEATURE_WP_ASYNC } else { 0 };
         let mut arg = ApiArg { api: UFFD_API, features: wanted, ioctls: 0 };
-        uffd.ioctl(UFFDIO_API, (&raw mut arg).cast(), "UFFDIO_API")?;
+        uffd.ioctl::<UffdioApi>(&mut arg)?;
         if track {
             uffd.pagemap = pagemap;
         }
@@ -161,7 +203,7 @@ impl Uffd {
         // SAFETY: `raw` is a descriptor the kernel just gave us, owned by nobody else.
         let probe = Uffd { fd: unsafe { OwnedFd::from_raw_fd(raw) }, pagemap: None };
         let mut arg = ApiArg { api: UFFD_API, features: 0, ioctls: 0 };
-        probe.ioctl(UFFDIO_API, (&raw mut arg).cast(), "UFFDIO_API")?;
+        probe.ioctl::<UffdioApi>(&mut arg)?;
         Ok(arg.features)
     }
 
@@ -172,16 +214,14 @@ impl Uffd {
         self.pagemap.is_some()
     }
 
-    fn ioctl(
-        &self,
-        request: u64,
-        arg: *mut libc::c_void,
-        call: &'static str,
-    ) -> Result<(), UffdError> {
-        // SAFETY: `arg` points to the initialised structure of `request`'s size on the
-        // caller's stack (each caller passes its own), and the descriptor is ours.
-        if unsafe { libc::ioctl(self.fd.as_raw_fd(), request, arg) } != 0 {
-            return Err(last_error(call));
+    /// Issues request `R` with `arg`.
+    fn ioctl<R: Request>(&self, arg: &mut R::Arg) -> Result<(), UffdError> {
+        // SAFETY: `arg` is an initialised, exclusively borrowed `R::Arg`, the structure of
+        // `R::CODE`, whose size is in the code (computed from the type); the descriptor is
+        // ours. The addresses inside `arg` are the kernel's to check: a bad one fails the
+        // call (EFAULT, EINVAL), and the ones this crate passes come from its `Mapping`s.
+        if unsafe { libc::ioctl(self.fd.as_raw_fd(), R::CODE, std::ptr::from_mut(arg)) } != 0 {
+            return Err(last_error(R::NAME));
         }
         Ok(())
     }
@@ -192,7 +232,7 @@ impl Uffd {
         let range = Range { start: mapping.page_addr(0), len: (mapping.pages() * PAGE) as u64 };
         let wp = if track && self.tracks_writes() { REGISTER_MODE_WP } else { 0 };
         let mut arg = RegisterArg { range, mode: REGISTER_MODE_MISSING | wp, ioctls: 0 };
-        self.ioctl(UFFDIO_REGISTER, (&raw mut arg).cast(), "UFFDIO_REGISTER")
+        self.ioctl::<UffdioRegister>(&mut arg)
     }
 
     /// Fills the missing page at `dst` with `data` (one page), without waking its waiters
@@ -204,7 +244,7 @@ impl Uffd {
         let wp = if protect && self.tracks_writes() { COPY_MODE_WP } else { 0 };
         let mode = COPY_MODE_DONTWAKE | wp;
         let mut arg = TransferArg { dst, src, len: PAGE as u64, mode, result: 0 };
-        match self.ioctl(UFFDIO_COPY, (&raw mut arg).cast(), "UFFDIO_COPY") {
+        match self.ioctl::<UffdioCopy>(&mut arg) {
             Ok(()) => Ok(true),
             Err(UffdError::Sys { source, .. }) if source.raw_os_error() == Some(libc::EEXIST) => {
                 Ok(false)
@@ -227,7 +267,7 @@ impl Uffd {
         let mut last = None;
         for attempt in 0..TRIES {
             let mut arg = TransferArg { dst, src, len: PAGE as u64, mode, result: 0 };
-            match self.ioctl(UFFDIO_MOVE, (&raw mut arg).cast(), "UFFDIO_MOVE") {
+            match self.ioctl::<UffdioMove>(&mut arg) {
                 Err(UffdError::Sys { source, call })
                     if source.raw_os_error() == Some(libc::EAGAIN) =>
                 {
@@ -249,7 +289,7 @@ impl Uffd {
     pub fn move_pages(&self, src: u64, dst: u64, pages: usize) -> usize {
         let len = (pages * PAGE) as u64;
         let mut arg = TransferArg { dst, src, len, mode: 0, result: 0 };
-        match self.ioctl(UFFDIO_MOVE, (&raw mut arg).cast(), "UFFDIO_MOVE") {
+        match self.ioctl::<UffdioMove>(&mut arg) {
             Ok(()) => pages,
             // On a partial move the kernel reports the bytes moved in `result`.
             Err(_) => usize::try_from(arg.result.max(0)).unwrap_or(0) / PAGE,
@@ -274,20 +314,15 @@ impl Uffd {
         if !self.tracks_writes() {
             return Ok(());
         }
-        #[repr(C)]
-        struct WriteProtectArg {
-            range: Range,
-            mode: u64,
-        }
         let range = Range { start, len: (pages * PAGE) as u64 };
         let mut arg = WriteProtectArg { range, mode: WRITEPROTECT_MODE_DONTWAKE };
-        self.ioctl(UFFDIO_WRITEPROTECT, (&raw mut arg).cast(), "UFFDIO_WRITEPROTECT")
+        self.ioctl::<UffdioWriteProtect>(&mut arg)
     }
 
     /// Wakes threads waiting on the page at `addr`.
     pub fn wake(&self, addr: u64) -> Result<(), UffdError> {
         let mut arg = Range { start: addr, len: PAGE as u64 };
-        self.ioctl(UFFDIO_WAKE, (&raw mut arg).cast(), "UFFDIO_WAKE")
+        self.ioctl::<UffdioWake>(&mut arg)
     }
 
     /// Waits up to `timeout_ms` for a fault; returns the faulting address, if one came.

@@ -5,8 +5,11 @@ use std::os::fd::AsRawFd;
 
 use super::{Mapping, PAGE, Uffd, UffdError, last_error};
 
-/// `_IOWR('f', 16, struct pm_scan_arg)`, on a `/proc/<pid>/pagemap` descriptor.
-const PAGEMAP_SCAN: u64 = (3 << 30) | (96 << 16) | ((b'f' as u64) << 8) | 16;
+/// `_IOWR('f', 16, struct pm_scan_arg)`, on a `/proc/<pid>/pagemap` descriptor: the size in
+/// the number is the structure's, 96 bytes as in the uapi header.
+const PAGEMAP_SCAN: libc::c_ulong =
+    nix::request_code_readwrite!(b'f', 16, std::mem::size_of::<ScanArg>()) as libc::c_ulong;
+const _: () = assert!(std::mem::size_of::<ScanArg>() == 96);
 const PAGE_IS_WRITTEN: u64 = 1 << 1;
 const PAGE_IS_PRESENT: u64 = 1 << 3;
 

@@ -57,8 +57,14 @@ impl BufRing {
     }
 
     /// Adds buffer `bid` (`len` bytes at `addr`) past the tail; visible to the kernel after
-    /// [`BufRing::publish`].
-    pub(super) fn push(&mut self, addr: *mut u8, len: u32, bid: u16) {
+    /// [`BufRing::publish`], which may then write a received frame there.
+    ///
+    /// # Safety
+    ///
+    /// `addr` must point to `len` writable bytes that stay allocated, and that nothing else
+    /// reads or writes, from this call until a completion names `bid` (the kernel filled it)
+    /// or the io_uring is gone.
+    pub(super) unsafe fn push(&mut self, addr: *mut u8, len: u32, bid: u16) {
         let slot = usize::from(self.tail & (self.entries - 1));
         let entry = self.base.as_ptr().wrapping_add(slot).cast::<u8>();
         // Field by field at the uapi offsets (addr 0, len 8, bid 12): entry 0's `resv` at 14

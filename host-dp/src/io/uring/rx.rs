@@ -19,7 +19,10 @@ impl UringPort {
         while self.rx_posted < self.config.rx_depth {
             let Some(index) = self.pool.take() else { break };
             let bid = u16::try_from(index).expect("buffers <= 65536 (checked at open)");
-            buf_ring.push(self.pool.buffer(index), len, bid);
+            // SAFETY: `index` came off the pool's free list, so its buffer (`len` bytes, freed
+            // only with the pool, which outlives the io_uring) is in no frame: it belongs to
+            // the receive until a completion names it (`reap` turns that into a frame).
+            unsafe { buf_ring.push(self.pool.buffer(index), len, bid) };
             self.rx_posted += 1;
         }
         if self.rx_posted != provided {
