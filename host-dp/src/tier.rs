@@ -29,7 +29,7 @@ use link::tier_table::PageTableView;
 use link::{ChannelConfig, CpEnd, HostWorker, LivenessConfig, MonoNanos, PeerStatus};
 use memmgr::{Arena, Command, Op};
 
-use crate::runtime::{AgentLink, Reattach};
+use crate::runtime::{AgentLink, LinkRefused, Reattach};
 
 /// Most commands held for an epoch (bounds an epoch's work against a flooding agent).
 const DECISIONS_PER_EPOCH_MAX: usize = 1 << 20;
@@ -159,20 +159,20 @@ impl TierHost {
     /// Attaches an agent (a one-lane channel of the tier service, made by [`connect`] or
     /// [`heap_pair`], so that the agent holds the arena's table) and tells it the arena's
     /// size.
-    pub fn attach(&mut self, link: AgentLink, now: MonoNanos) -> Result<(), &'static str> {
+    pub fn attach(&mut self, link: AgentLink, now: MonoNanos) -> Result<(), LinkRefused> {
         if self.agent.is_some() {
-            return Err("a tier agent is attached already");
+            return Err(LinkRefused::Attached);
         }
         let AgentLink { end, session } = link;
         let link::HostEnd { workers: mut lanes, liveness, .. } = end;
         if lanes.len() != 1 {
-            return Err("a tiering channel has exactly one lane");
+            return Err(LinkRefused::Lanes { lanes: lanes.len(), needed: 1 });
         }
         let mut lane = lanes.pop().expect("one lane");
-        let pages = u32::try_from(self.arena.pages()).map_err(|_| "arena too large")?;
+        let pages = u32::try_from(self.arena.pages()).map_err(|_| LinkRefused::TooLarge)?;
         let epoch = Epoch(1);
         let attach = Message::Tier(TierMessage::Attach { pages }).to_record(epoch);
-        lane.events.try_push(&attach, now).map_err(|_| "a fresh event ring is full")?;
+        lane.events.try_push(&attach, now).map_err(|_| LinkRefused::RingFull)?;
         if self.stats.fallbacks > 0 {
             self.stats.reattaches += 1;
         }

@@ -27,9 +27,8 @@ pub fn unix_now_s() -> i64 {
 }
 
 /// Items a scan hands over between two preempt points. A chunk must take well under the
-/// time slice for the slice to mean anything: 16 items of `rocksdb-server` take about 11 µs
-/// here (64 took about 45 µs, past a 30 µs slice); each chunk costs one more seek (about
-/// 1 µs).
+/// time slice for the slice to mean anything (with a 30 µs slice, 16 `rocksdb-server` items
+/// fit and 64 did not: `docs/results/rocksdb.md`); each chunk costs one more seek.
 const SCAN_CHUNK: usize = 16;
 
 /// Serves one connection until the client leaves, quits, or breaks the framing. A `scan` runs

@@ -149,12 +149,12 @@ impl Services {
                     cp,
                     OnHostOptions::default(),
                 )?);
-                plane.attach(host, MonoNanos::now()).map_err(|e| error(e.to_owned()))
+                plane.attach(host, MonoNanos::now()).map_err(|e| error(e.to_string()))
             }
             ServiceMode::Offloaded => {
                 let socket = socket_of(config);
                 let link = connect(&socket, Service::Net, channel, config).map_err(&error)?;
-                plane.attach(link, MonoNanos::now()).map_err(|e| error(e.to_owned()))?;
+                plane.attach(link, MonoNanos::now()).map_err(|e| error(e.to_string()))?;
                 let reattach = {
                     let config = config.clone();
                     move || connect(&socket, Service::Net, channel, &config).ok()
@@ -244,7 +244,7 @@ impl Services {
                 };
                 let policy = Box::new(TierAgent::new(tier));
                 self.agents.push(OnHostAgent::start(policy, cp, OnHostOptions::default())?);
-                host.attach(link, now).map_err(|e| error(e.to_owned()))?;
+                host.attach(link, now).map_err(|e| error(e.to_string()))?;
             }
             ServiceMode::Offloaded => {
                 let (socket, tiered) = (socket_of(config), arena.clone());
@@ -253,7 +253,7 @@ impl Services {
                     crate::tier::connect(&tiered, &socket, channel, liveness, timeout).ok()
                 });
                 let link = connect().ok_or_else(|| error("ipu-cp did not answer".into()))?;
-                host.attach(link, MonoNanos::now()).map_err(|e| error(e.to_owned()))?;
+                host.attach(link, MonoNanos::now()).map_err(|e| error(e.to_string()))?;
                 reattach = Some(connect);
             }
         }

@@ -34,6 +34,28 @@ pub struct AgentLink {
     pub session: Option<UnixStream>,
 }
 
+/// Why a service refused a channel to an agent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum LinkRefused {
+    /// The channel has the wrong number of lanes for the service.
+    #[error("the channel has {lanes} lanes; this service takes {needed}")]
+    Lanes {
+        /// Lanes it has.
+        lanes: usize,
+        /// Lanes the service takes.
+        needed: usize,
+    },
+    /// An agent is attached already.
+    #[error("an agent is attached already")]
+    Attached,
+    /// What the service must tell a new agent does not fit its record (an arena too large).
+    #[error("the service's state does not fit the attach record")]
+    TooLarge,
+    /// The new channel's event ring took not even the first record.
+    #[error("a fresh event ring is full")]
+    RingFull,
+}
+
 /// Makes a new link after the agent was lost (e.g. connects to `ipu-cp` again); `None`: not
 /// now, try later.
 pub type Reattach = Box<dyn FnMut() -> Option<AgentLink> + Send>;

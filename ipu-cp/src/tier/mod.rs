@@ -1,4 +1,4 @@
-//! The page-tiering policy (issue 6), as pure decisions over per-epoch page samples; the
+//! The page-tiering policy, as pure decisions over per-epoch page samples; the
 //! mechanism is `memmgr` on the host. [`adapter::TierAgent`] serves it over `link` (the tier
 //! service): the host reports each page that changed and the end of each epoch, the policy
 //! answers with park and demote commands stamped with page versions.

@@ -2,7 +2,7 @@
 //! commands down. Page states are not sent as records: the policy reads them from the
 //! host's page-state table (`crate::tier_table`), shared at the handshake, once per epoch
 //! end. A command names the page version it was decided on; the host refuses it if the page
-//! has changed since. (Kind 0x3002, a per-page report record, existed in ABI 6 and is gone.)
+//! has changed since.
 
 use super::{ParseError, le};
 

@@ -3,14 +3,12 @@
 //! `Vec<Mbuf>`. An `Mbuf` is exactly an `rte_mbuf *` (`#[repr(transparent)]`), so DPDK
 //! writes received and allocated pointers straight into the vector's spare capacity and
 //! reads transmitted ones straight out of it: no pointer is copied between our frames and
-//! DPDK's arrays. (Copying them through a stack array, with the frame limit stored beside
-//! each pointer, cost 7–22 % of the raw loop's rate on hugepages and at 1500 B: see
-//! `docs/results/packet-io.md`.) The one per-frame pass left is the MTU check in `tx_burst`,
-//! skipped when no pool's buffer can hold a frame over the port's limit.
+//! DPDK's arrays (`docs/results/packet-io.md` has what copying them through a stack array
+//! cost). The one per-frame pass left is the MTU check in `tx_burst`, skipped when no
+//! pool's buffer can hold a frame over the port's limit.
 //!
 //! The burst methods are `#[inline]`, so a caller's loop can inline them as a C caller
-//! inlines DPDK's own `static inline` burst functions (worth 2–5 % of the raw loop's rate in
-//! an A/B here).
+//! inlines DPDK's own `static inline` burst functions (`docs/results/packet-io.md`).
 //!
 //! Ownership moves exactly when DPDK takes or hands over an mbuf: the vector's length grows
 //! over the pointers DPDK gave, and `forget_first` removes those it took without freeing them.

@@ -63,9 +63,8 @@ pub enum RxMode {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxMode {
     /// Frames copied into a `PACKET_MMAP` transmit ring, sent by one `Send` of no bytes on
-    /// the io_uring per burst (the default: with the receive ring, a median 1.35x (64 B) and
-    /// 1.26x (1500 B) of `sendmmsg`/`recvmmsg` on a veth here, where one `Send` per frame is
-    /// about 1.0x; `docs/results/packet-io.md`). Slots are sized to the interface's MTU.
+    /// the io_uring per burst (the default, and the faster of the two:
+    /// `docs/results/packet-io.md`). Slots are sized to the interface's MTU.
     MmapRing,
     /// One `Send` per frame on the io_uring, from the frame's own buffer.
     IoUring,
@@ -87,8 +86,8 @@ pub struct UringConfig {
     /// Socket receive buffer in bytes (set with `SO_RCVBUFFORCE` when allowed).
     pub socket_rcvbuf_bytes: u32,
     /// Transmit straight to the device's driver, past the kernel's queueing discipline
-    /// (`PACKET_QDISC_BYPASS`): a little less work per frame (about 3 % on a veth pair here,
-    /// within the noise), but packet taps (`tcpdump`) no longer see what this port sends,
+    /// (`PACKET_QDISC_BYPASS`): a little less work per frame (`docs/results/packet-io.md`),
+    /// but packet taps (`tcpdump`) no longer see what this port sends,
     /// and a NIC whose ring is full drops at once, with no qdisc queue to absorb a burst
     /// (counted in `error_counts`). Off by default.
     pub qdisc_bypass: bool,

@@ -9,20 +9,20 @@ use super::{DECISION_BATCH, HANGUP_CHECK_INTERVAL_NS};
 
 /// How often placed flows nobody accepted are looked for.
 const SWEEP_INTERVAL_NS: u64 = 100_000_000;
-use crate::runtime::AgentLink;
+use crate::runtime::{AgentLink, LinkRefused};
 
 impl ConnControl {
     /// Attaches an agent (a one-lane channel of the net service) and tells it everything it
     /// needs: the stacks, every listener, every flow.
-    pub fn attach(&mut self, link: AgentLink, now: MonoNanos) -> Result<(), &'static str> {
+    pub fn attach(&mut self, link: AgentLink, now: MonoNanos) -> Result<(), LinkRefused> {
         let AgentLink { end, session } = link;
         let link::HostEnd { workers: mut lanes, liveness, .. } = end;
         if lanes.len() != 1 {
-            return Err("a connection-control channel has exactly one lane");
+            return Err(LinkRefused::Lanes { lanes: lanes.len(), needed: 1 });
         }
         let lane = lanes.pop().expect("one lane");
         if self.agent.is_some() {
-            return Err("an agent is attached already");
+            return Err(LinkRefused::Attached);
         }
         if self.stats.fallbacks > 0 {
             self.stats.reattaches += 1;

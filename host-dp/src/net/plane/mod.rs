@@ -29,7 +29,7 @@ use netstack::{Link, LinkFrame, NetError};
 
 use super::AnyPort;
 use super::control::{ConnControl, ControlConfig, ControlStats, Output, Verdict};
-use crate::runtime::AgentLink;
+use crate::runtime::{AgentLink, LinkRefused};
 
 /// How the plane is built.
 #[derive(Debug, Clone)]
@@ -166,7 +166,7 @@ impl<L: Link> Plane<L> {
     }
 
     /// Attaches a connection-control agent (a one-lane channel of the net service).
-    pub fn attach(&self, link: AgentLink, now: MonoNanos) -> Result<(), &'static str> {
+    pub fn attach(&self, link: AgentLink, now: MonoNanos) -> Result<(), LinkRefused> {
         self.lock().control.attach(link, now)
     }
 
