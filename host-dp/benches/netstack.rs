@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use host_dp::io::QueueId;
 use host_dp::io::shm::{ShmPort, Side, WireConfig};
-use host_dp::net::PortLink;
+use host_dp::net::PortWire;
 use netstack::{NetError, Stack, StackConfig};
 
 const SERVER_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
@@ -62,12 +62,12 @@ fn pin(cpu: usize) {
     nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &set).expect("pin");
 }
 
-type ShmStack = Stack<PortLink<ShmPort>>;
+type ShmStack = Stack<PortWire<ShmPort>>;
 
 fn shm_stack(region: &Arc<link::region::Region>, side: Side, ip: Ipv4Addr, mac: u8) -> ShmStack {
     let port = ShmPort::attach(region.clone(), side).expect("attach the wire");
     let config = StackConfig { ip, mac: [2, 0, 0, 0, 0, mac], ..StackConfig::default() };
-    Stack::new(PortLink::new(port, QueueId(0)), config, Instant::now()).expect("stack")
+    Stack::new(PortWire::new(port, QueueId(0)), config, Instant::now()).expect("stack")
 }
 
 /// What one block measured.

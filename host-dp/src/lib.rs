@@ -4,7 +4,7 @@
 //! - [`io`]: packet I/O, one contract ([`io::PacketIo`]) and its backends: the shared-memory
 //!   wire ([`io::shm`]), AF_PACKET with io_uring ([`io::uring`]), DPDK (`io::dpdk`, cargo
 //!   feature `dpdk`).
-//! - [`net`]: any packet I/O queue as a [`netstack::Link`], so the per-worker TCP/IP stack
+//! - [`net`]: any packet I/O queue as a [`netstack::Wire`], so the per-worker TCP/IP stack
 //!   runs over every backend.
 //! - [`runtime`]: async tasks on pinned polling workers, scheduled locally or by an agent
 //!   (`ipu-cp`, offloaded or on-host) through `link`, with fallback when the agent is lost.

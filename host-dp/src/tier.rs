@@ -29,7 +29,7 @@ use link::tier_table::PageTableView;
 use link::{ChannelConfig, CpEnd, HostWorker, LivenessConfig, MonoNanos, PeerStatus};
 use memmgr::{Arena, Command, Op};
 
-use crate::runtime::{AgentLink, LinkRefused, Reattach};
+use crate::runtime::{AgentChannel, LinkRefused, Reattach};
 
 /// Most commands held for an epoch (bounds an epoch's work against a flooding agent).
 const DECISIONS_PER_EPOCH_MAX: usize = 1 << 20;
@@ -113,10 +113,10 @@ pub fn connect(
     shape: ChannelConfig,
     liveness: LivenessConfig,
     timeout: Duration,
-) -> Result<AgentLink, AttachError> {
+) -> Result<AgentChannel, AttachError> {
     let table = arena.table().fd();
     let conn = link::transport::connect_tier(socket, shape, Epoch(1), liveness, timeout, table)?;
-    Ok(AgentLink { end: conn.end, session: Some(conn.stream) })
+    Ok(AgentChannel { end: conn.end, session: Some(conn.stream) })
 }
 
 /// An in-process tier channel for an agent thread (on-host mode): the host's link, and the
@@ -127,11 +127,11 @@ pub fn heap_pair(
     shape: ChannelConfig,
     liveness: LivenessConfig,
     now: MonoNanos,
-) -> Result<(AgentLink, CpEnd), AttachError> {
+) -> Result<(AgentChannel, CpEnd), AttachError> {
     let table = PageTableView::open(arena.table().fd().try_clone_to_owned()?)?;
     let (end, mut cp) = link::channel::heap_pair(shape, liveness, Epoch(1), Epoch(2), now)?;
     cp.page_table = Some(Arc::new(table));
-    Ok((AgentLink { end, session: None }, cp))
+    Ok((AgentChannel { end, session: None }, cp))
 }
 
 impl TierHost {
@@ -159,11 +159,11 @@ impl TierHost {
     /// Attaches an agent (a one-lane channel of the tier service, made by [`connect`] or
     /// [`heap_pair`], so that the agent holds the arena's table) and tells it the arena's
     /// size.
-    pub fn attach(&mut self, link: AgentLink, now: MonoNanos) -> Result<(), LinkRefused> {
+    pub fn attach(&mut self, link: AgentChannel, now: MonoNanos) -> Result<(), LinkRefused> {
         if self.agent.is_some() {
             return Err(LinkRefused::Attached);
         }
-        let AgentLink { end, session } = link;
+        let AgentChannel { end, session } = link;
         let link::HostEnd { workers: mut lanes, liveness, .. } = end;
         if lanes.len() != 1 {
             return Err(LinkRefused::Lanes { lanes: lanes.len(), needed: 1 });

@@ -10,7 +10,7 @@ use futures_util::{AsyncReadExt, AsyncWriteExt};
 use host_dp::host::{ConfigError, HostConfig, SchedPolicy};
 use host_dp::io::QueueId;
 use host_dp::io::shm::{self, ShmPort, Side, WireConfig};
-use host_dp::net::PortLink;
+use host_dp::net::PortWire;
 use host_dp::runtime::Scheduler;
 use host_dp::{Host, HostBuilder, HostError, ServiceMode};
 use netstack::{Conn, MemoryWire, NetError, Stack, StackConfig};
@@ -198,7 +198,7 @@ fn misconfigurations_are_typed_errors_that_name_the_key() {
     let mut port = ShmPort::attach(region, Side::A).unwrap();
     let mut lent = Vec::new();
     assert_eq!(host_dp::io::PacketIo::alloc(&mut port, &mut lent, 1), 1);
-    let error = refused(Host::builder().link(PortLink::new(port, QueueId(0))));
+    let error = refused(Host::builder().link(PortWire::new(port, QueueId(0))));
     assert!(matches!(error, HostError::Net(NetError::LinkInUse)), "{error:?}");
     drop(lent);
 }

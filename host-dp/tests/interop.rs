@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use host_dp::io::QueueId;
 use host_dp::io::uring::{UringConfig, UringPort};
-use host_dp::net::PortLink;
+use host_dp::net::PortWire;
 use netns::Netns;
 use netstack::{Conn, Impaired, Impairment, NetError, Stack, StackConfig};
 
@@ -40,16 +40,16 @@ fn namespace(tag: &str) -> Netns {
     ns
 }
 
-fn port_link() -> PortLink<UringPort> {
+fn port_link() -> PortWire<UringPort> {
     let port = UringPort::open("va", UringConfig::default()).expect("AF_PACKET on va");
-    PortLink::new(port, QueueId(0))
+    PortWire::new(port, QueueId(0))
 }
 
 fn config() -> StackConfig {
     StackConfig { ip: OURS, tcp_buffer_bytes: 256 * 1024, ..StackConfig::default() }
 }
 
-fn stack() -> Stack<PortLink<UringPort>> {
+fn stack() -> Stack<PortWire<UringPort>> {
     Stack::new(port_link(), config(), Instant::now()).unwrap()
 }
 
@@ -78,7 +78,7 @@ fn echo_client_script(mb: usize, half_close: bool) -> String {
 
 /// Serves echo on `stack` until the Python `client` exits; returns its output, the
 /// connections accepted, and the most open at once.
-fn echo_until_exit<L: netstack::Link>(
+fn echo_until_exit<L: netstack::Wire>(
     stack: &mut Stack<L>,
     mut client: Child,
 ) -> (String, usize, usize) {
@@ -106,7 +106,7 @@ fn finish(child: Child) -> String {
 
 /// An echo server on our stack: echoes every connection until `done` says stop (bounded by
 /// `limit`). Returns (connections accepted, most open at once).
-fn serve_echo<L: netstack::Link>(
+fn serve_echo<L: netstack::Wire>(
     stack: &mut Stack<L>,
     limit: Duration,
     mut done: impl FnMut() -> bool,
@@ -320,7 +320,7 @@ fn a_python_udp_client_gets_its_datagrams_echoed() {
 #[test]
 fn python_clients_against_an_echo_server_of_tasks_on_two_workers() {
     use host_dp::net::{ControlConfig, NetRuntime, Plane, PlaneConfig};
-    use host_dp::runtime::{AgentLink, Runtime, RuntimeConfig};
+    use host_dp::runtime::{AgentChannel, Runtime, RuntimeConfig};
     use ipu_cp::net::{Admission, AdmissionConfig, adapter::NetAgent};
     use ipu_cp::on_host::{OnHostAgent, OnHostOptions};
     use link::{ChannelConfig, LivenessConfig, MonoNanos, proto::Epoch};
@@ -350,7 +350,7 @@ fn python_clients_against_an_echo_server_of_tasks_on_two_workers() {
         let port = UringPort::open("va", uring).expect("AF_PACKET on va");
         let control = ControlConfig { workers: 2, ip: OURS, ..ControlConfig::default() };
         let plane = Plane::new(
-            PortLink::new(port, QueueId(0)),
+            PortWire::new(port, QueueId(0)),
             PlaneConfig { control, ..PlaneConfig::default() },
         )
         .expect("a fresh port lends nothing");
@@ -363,7 +363,7 @@ fn python_clients_against_an_echo_server_of_tasks_on_two_workers() {
                 .unwrap();
         let policy = NetAgent::new(Admission::new(AdmissionConfig::default()));
         let _agent = OnHostAgent::start(Box::new(policy), cp, OnHostOptions::default()).unwrap();
-        plane.attach(AgentLink { end: host, session: None }, MonoNanos::now()).unwrap();
+        plane.attach(AgentChannel { end: host, session: None }, MonoNanos::now()).unwrap();
         let now = Instant::now();
         let workers = (0..2)
             .map(|w| plane.worker(w, StackConfig { random_seed: u64::from(w), ..config() }, now))

@@ -6,9 +6,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use host_dp::runtime::{AgentLink, AgentOptions, Runtime, RuntimeConfig, Scheduler, preempt_point};
+use host_dp::runtime::{
+    AgentChannel, AgentOptions, Runtime, RuntimeConfig, Scheduler, preempt_point,
+};
 use ipu_cp::on_host::{OnHostAgent, OnHostOptions};
-use ipu_cp::policy::{self, PolicyConfig};
+use ipu_cp::policy::{self, SchedConfig};
 use link::proto::Epoch;
 use link::{ChannelConfig, LivenessConfig, MonoNanos};
 
@@ -33,9 +35,9 @@ fn on_host(workers: u16, name: &str, depth: u16, slice_ns: u64) -> (Runtime, OnH
         ChannelConfig { workers: workers + 1, ring_capacity: 256, prestage_slots: 4, delay_ns: 0 };
     let (host, cp) =
         link::channel::heap_pair(config, liveness(), Epoch(1), Epoch(2), MonoNanos::now()).unwrap();
-    let policy = policy::by_name(name, PolicyConfig { slice_ns, prestage_depth: depth }).unwrap();
+    let policy = policy::by_name(name, SchedConfig { slice_ns, prestage_depth: depth }).unwrap();
     let agent = OnHostAgent::start(policy, cp, OnHostOptions::default()).unwrap();
-    let options = AgentOptions::new(AgentLink { end: host, session: None });
+    let options = AgentOptions::new(AgentChannel { end: host, session: None });
     let config =
         RuntimeConfig { workers: usize::from(workers), tasks_max: 1 << 16, ..Default::default() };
     let runtime = Runtime::start_with_agent(config, options).unwrap();

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use host_dp::net::{ControlConfig, NetWorker, Plane, PlaneConfig};
 use link::MonoNanos;
-use netstack::{ConnState, Link, MemoryWire, Stack, StackConfig};
+use netstack::{ConnState, MemoryWire, Stack, StackConfig, Wire};
 use proptest::prelude::*;
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use host_dp::runtime::AgentLink;
+use host_dp::runtime::AgentChannel;
 use host_dp::tier::TierHost;
 use ipu_cp::process::ControlPlane;
 use link::proto::{Direction, Epoch, Message, NetMessage, TierMessage, WorkerId};
@@ -53,7 +53,7 @@ fn start_cp(tag: &str) -> ControlPlane {
     ControlPlane::start(&exe, tag, &args, false).expect("ipu-cp starts")
 }
 
-fn connect(arena: &Arena, cp: &ControlPlane) -> AgentLink {
+fn connect(arena: &Arena, cp: &ControlPlane) -> AgentChannel {
     let timeout = Duration::from_secs(5);
     host_dp::tier::connect(arena, &cp.socket, SHAPE, LIVENESS, timeout).expect("tier channel")
 }

@@ -101,9 +101,9 @@ pub trait Policy: Send {
     }
 }
 
-/// Knobs every policy is built with (each uses the ones it understands).
+/// The scheduling policies' settings (`by_name` builds a policy with them; echo ignores them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PolicyConfig {
+pub struct SchedConfig {
     /// Time slice of preemptive scheduling policies.
     pub slice_ns: u64,
     /// Decisions a scheduling policy stages per worker beyond the one it runs (0: none; a
@@ -111,9 +111,9 @@ pub struct PolicyConfig {
     pub prestage_depth: u16,
 }
 
-impl Default for PolicyConfig {
+impl Default for SchedConfig {
     fn default() -> Self {
-        PolicyConfig { slice_ns: 30_000, prestage_depth: 1 }
+        SchedConfig { slice_ns: 30_000, prestage_depth: 1 }
     }
 }
 
@@ -157,7 +157,7 @@ impl Policy for Echo {
 pub const POLICY_NAMES: &[&str] = &["echo", "fifo", "shinjuku"];
 
 /// Builds the policy called `name`, or `None` if there is no such policy.
-pub fn by_name(name: &str, config: PolicyConfig) -> Option<Box<dyn Policy>> {
+pub fn by_name(name: &str, config: SchedConfig) -> Option<Box<dyn Policy>> {
     use crate::sched::adapter::SchedAgent;
     match name {
         "echo" => Some(Box::new(Echo::default())),
@@ -180,7 +180,7 @@ mod tests {
         echo.on_event(AppId(1), WorkerId(2), &ping, MonoNanos(0), &mut out);
         let expected = PongRepr { worker: WorkerId(2), seq: 9, ping_sent_at_ns: 77 };
         assert_eq!(out.as_slice(), &[(WorkerId(2), Message::Pong(expected), Delivery::Ring)]);
-        let config = PolicyConfig::default();
+        let config = SchedConfig::default();
         assert!(by_name("echo", config).is_some() && by_name("nope", config).is_none());
         assert_eq!(by_name("shinjuku", config).unwrap().name(), "shinjuku");
     }

@@ -8,11 +8,11 @@ use smoltcp::socket::{Socket, tcp};
 
 use crate::NetError;
 use crate::conns::{Phase, SlotId};
-use crate::link::Link;
 use crate::stack::{Conn, DYING_MAX, LINGER_MAX, LINGERING_MAX, Listener, SPARE_SOCKETS};
 use crate::stack::{Stack, TIME_WAIT};
+use crate::wire::Wire;
 
-impl<L: Link> Stack<L> {
+impl<L: Wire> Stack<L> {
     /// A closed TCP socket with our defaults: a spare one if there is one (its buffers were
     /// allocated and zeroed once; zeroing 2 × 64 KiB per connection was most of a connection
     /// setup's cost), else a new one.

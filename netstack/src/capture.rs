@@ -1,4 +1,4 @@
-//! Optional packet capture: a [`Link`] wrapper that writes every frame it receives and sends
+//! Optional packet capture: a [`Wire`] wrapper that writes every frame it receives and sends
 //! to a pcap stream (libpcap's classic format, Ethernet, microsecond stamps) that Wireshark and
 //! tcpdump read. A worker's stack over `Capture::new(link, file, ..)` is captured; one that is
 //! not pays nothing.
@@ -8,14 +8,14 @@
 use std::io::Write;
 use std::time::{Instant, SystemTime};
 
-use crate::link::{Link, LinkFrame};
+use crate::wire::{Wire, WireFrame};
 
 /// Bytes kept per frame.
 const SNAPLEN: u32 = 65_535;
 
 /// A link whose frames are also written to `W` in pcap format.
 #[derive(Debug)]
-pub struct Capture<L: Link, W: Write> {
+pub struct Capture<L: Wire, W: Write> {
     inner: L,
     out: Option<W>,
     /// Wall-clock time at `origin`, for the stamps.
@@ -28,9 +28,9 @@ pub struct Capture<L: Link, W: Write> {
     pub errors: u64,
 }
 
-impl<L: Link, W: Write> Capture<L, W> {
+impl<L: Wire, W: Write> Capture<L, W> {
     /// Captures `inner`'s traffic into `out`, stamping frames with `wall` + the time since
-    /// `now` (the stack's clock, passed in through [`Link::tick`]).
+    /// `now` (the stack's clock, passed in through [`Wire::tick`]).
     pub fn new(inner: L, mut out: W, wall: SystemTime, now: Instant) -> Capture<L, W> {
         let mut header = Vec::with_capacity(24);
         header.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes()); // magic: µs stamps
@@ -84,7 +84,7 @@ impl<L: Link, W: Write> Capture<L, W> {
     }
 }
 
-impl<L: Link, W: Write> Link for Capture<L, W> {
+impl<L: Wire, W: Write> Wire for Capture<L, W> {
     type Frame = L::Frame;
 
     fn frame_len_max(&self) -> usize {

@@ -1,4 +1,4 @@
-//! smoltcp's `Device` over a [`Link`], with batching at our layer (smoltcp has no batch API):
+//! smoltcp's `Device` over a [`Wire`], with batching at our layer (smoltcp has no batch API):
 //! one receive burst fills a queue that `receive` hands out frame by frame; frames smoltcp
 //! writes collect in a pending vector sent in one burst after each poll. When the link pushes
 //! back, `transmit` says no (smoltcp keeps the data in its socket buffers) instead of dropping.
@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
-use crate::link::{Link, LinkFrame};
+use crate::wire::{Wire, WireFrame};
 
 /// Counters of one device.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -23,7 +23,7 @@ pub struct DeviceStats {
     pub tx_backpressure: u64,
 }
 
-pub(crate) struct LinkDevice<L: Link> {
+pub(crate) struct WireDevice<L: Wire> {
     pub(crate) link: L,
     rx: VecDeque<L::Frame>,
     rx_burst: usize,
@@ -34,10 +34,10 @@ pub(crate) struct LinkDevice<L: Link> {
     pub(crate) stats: DeviceStats,
 }
 
-impl<L: Link> LinkDevice<L> {
-    pub(crate) fn new(link: L, burst: usize) -> LinkDevice<L> {
+impl<L: Wire> WireDevice<L> {
+    pub(crate) fn new(link: L, burst: usize) -> WireDevice<L> {
         let burst = burst.max(1);
-        LinkDevice {
+        WireDevice {
             link,
             rx: VecDeque::with_capacity(burst),
             rx_burst: burst,
@@ -72,7 +72,7 @@ impl<L: Link> LinkDevice<L> {
 
     /// The frame `receive` hands out next, if any.
     pub(crate) fn front(&self) -> Option<&[u8]> {
-        self.rx.front().map(LinkFrame::data)
+        self.rx.front().map(WireFrame::data)
     }
 
     pub(crate) fn has_pending_tx(&self) -> bool {
@@ -85,7 +85,7 @@ pub(crate) struct Rx<'a, F> {
     read: &'a mut Vec<F>,
 }
 
-impl<F: LinkFrame> phy::RxToken for Rx<'_, F> {
+impl<F: WireFrame> phy::RxToken for Rx<'_, F> {
     fn consume<R, G: FnOnce(&[u8]) -> R>(self, f: G) -> R {
         let result = f(self.frame.data());
         self.read.push(self.frame);
@@ -93,13 +93,13 @@ impl<F: LinkFrame> phy::RxToken for Rx<'_, F> {
     }
 }
 
-pub(crate) struct Tx<'a, L: Link> {
+pub(crate) struct Tx<'a, L: Wire> {
     link: &'a mut L,
     pending: &'a mut Vec<L::Frame>,
     stats: &'a mut DeviceStats,
 }
 
-impl<L: Link> phy::TxToken for Tx<'_, L> {
+impl<L: Wire> phy::TxToken for Tx<'_, L> {
     fn consume<R, G: FnOnce(&mut [u8]) -> R>(self, len: usize, f: G) -> R {
         let frame = self.link.alloc().and_then(|mut frame| frame.set_len(len).then_some(frame));
         match frame {
@@ -119,7 +119,7 @@ impl<L: Link> phy::TxToken for Tx<'_, L> {
     }
 }
 
-impl<L: Link> phy::Device for LinkDevice<L> {
+impl<L: Wire> phy::Device for WireDevice<L> {
     type RxToken<'a>
         = Rx<'a, L::Frame>
     where

@@ -1,14 +1,14 @@
-//! The impairment layer: a [`Link`] wrapper that loses, duplicates, reorders and delays frames
+//! The impairment layer: a [`Wire`] wrapper that loses, duplicates, reorders and delays frames
 //! on receive and on send, from a seeded generator, so a failing run replays exactly. netem
 //! is not available in this kernel; this works on every backend, and on the in-memory wire.
 //!
-//! Time comes from [`Link::tick`], which the stack calls with its `now` before each receive:
+//! Time comes from [`Wire::tick`], which the stack calls with its `now` before each receive:
 //! a delayed frame is held until `now` passes its due time.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use crate::link::{Link, LinkFrame};
+use crate::wire::{Wire, WireFrame};
 
 /// What to do to frames, in each direction.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -44,7 +44,7 @@ pub struct ImpairStats {
 
 /// A link with impairments on both directions.
 #[derive(Debug)]
-pub struct Impaired<L: Link> {
+pub struct Impaired<L: Wire> {
     inner: L,
     config: Impairment,
     state: u64,
@@ -58,7 +58,7 @@ pub struct Impaired<L: Link> {
     pub stats: ImpairStats,
 }
 
-impl<L: Link> Impaired<L> {
+impl<L: Wire> Impaired<L> {
     /// Wraps `inner`. Probabilities are clamped to 0..=1.
     pub fn new(inner: L, config: Impairment) -> Impaired<L> {
         let clamp = |p: f64| if p.is_nan() { 0.0 } else { p.clamp(0.0, 1.0) };
@@ -132,7 +132,7 @@ impl<L: Link> Impaired<L> {
     }
 }
 
-impl<L: Link> Link for Impaired<L> {
+impl<L: Wire> Wire for Impaired<L> {
     type Frame = L::Frame;
 
     fn frame_len_max(&self) -> usize {

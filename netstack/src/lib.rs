@@ -1,7 +1,7 @@
 //! `netstack`: Wave's TCP/IP data plane, one stack per worker.
 //!
 //! smoltcp is the protocol engine (a dependency, not a fork); this crate wraps it for a
-//! kernel-bypass server: a [`Link`] trait for packet I/O (batched, with backpressure; `host-dp`
+//! kernel-bypass server: a [`Wire`] trait for packet I/O (batched, with backpressure; `host-dp`
 //! implements it for its backends), a TCP socket API by handle with an accept backlog (smoltcp
 //! has none) and RPC defaults (Nagle and delayed ACK off, overridable per connection), UDP
 //! sockets, an impairment layer, pcap capture, and what flow steering needs (`steer`). It
@@ -24,16 +24,16 @@ mod conns;
 mod device;
 mod error;
 mod impair;
-pub mod link;
 mod poll;
 mod stack;
 pub mod steer;
 mod udp;
+pub mod wire;
 
 pub use capture::Capture;
 pub use device::DeviceStats;
 pub use error::NetError;
 pub use impair::{ImpairStats, Impaired, Impairment};
-pub use link::{Link, LinkFrame, MemoryWire};
 pub use stack::{Conn, ConnState, Stack, StackConfig, StackStats};
 pub use udp::UdpSock;
+pub use wire::{MemoryWire, Wire, WireFrame};

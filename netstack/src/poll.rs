@@ -6,10 +6,10 @@ use std::time::Duration;
 use smoltcp::iface::{Interface, PollIngressSingleResult as Ingress, PollResult, SocketSet};
 use smoltcp::time::Instant as SmolInstant;
 
-use crate::device::LinkDevice;
-use crate::link::Link;
+use crate::device::WireDevice;
 use crate::stack::Stack;
 use crate::steer::{FrameClass, classify};
+use crate::wire::Wire;
 
 /// Most segments one set sends per egress round; what is left waits for the next round, after
 /// the other sets had theirs.
@@ -32,9 +32,9 @@ enum Route {
 
 /// Runs egress on `set` until it sends nothing or sent a round's worth. Returns (sent
 /// something, may have more).
-fn egress_set<L: Link>(
+fn egress_set<L: Wire>(
     iface: &mut Interface,
-    device: &mut LinkDevice<L>,
+    device: &mut WireDevice<L>,
     set: &mut SocketSet<'static>,
     timestamp: SmolInstant,
 ) -> (bool, bool) {
@@ -46,7 +46,7 @@ fn egress_set<L: Link>(
     (true, true)
 }
 
-impl<L: Link> Stack<L> {
+impl<L: Wire> Stack<L> {
     /// Receives a burst, runs the protocol, sends what it produced. Returns true when some
     /// socket may have changed (data, state).
     ///

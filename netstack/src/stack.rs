@@ -1,4 +1,4 @@
-//! One worker's stack: a smoltcp `Interface` and socket set over one [`Link`], a socket API by
+//! One worker's stack: a smoltcp `Interface` and socket set over one [`Wire`], a socket API by
 //! handle, listening ports with an accept backlog, and RPC defaults.
 //!
 //! smoltcp has no accept queue: a listening socket *becomes* the connection. So a port listened
@@ -21,8 +21,8 @@ use smoltcp::wire::{EthernetAddress, HardwareAddress, IpAddress, IpCidr, Ipv4Add
 
 use crate::NetError;
 use crate::conns::{ConnTable, Phase, SlotId};
-use crate::device::{DeviceStats, LinkDevice};
-use crate::link::Link;
+use crate::device::{DeviceStats, WireDevice};
+use crate::wire::Wire;
 
 /// How to build a stack.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,10 +100,10 @@ pub(crate) struct Listener {
 }
 
 /// One worker's TCP/IP stack.
-pub struct Stack<L: Link> {
+pub struct Stack<L: Wire> {
     /// Boxed: with server-sized tables it is tens of KiB, too much to move around.
     pub(crate) iface: Box<Interface>,
-    pub(crate) device: LinkDevice<L>,
+    pub(crate) device: WireDevice<L>,
     /// TCP connections, one socket set each.
     pub(crate) conns: ConnTable,
     /// UDP sockets; also gets every frame no connection or listener owns (ARP, ICMP, a
@@ -136,7 +136,7 @@ pub struct Stack<L: Link> {
     pub(crate) scratch: Vec<u32>,
 }
 
-impl<L: Link> std::fmt::Debug for Stack<L> {
+impl<L: Wire> std::fmt::Debug for Stack<L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Stack").field("ip", &self.config.ip).field("stats", &self.stats).finish()
     }
@@ -156,7 +156,7 @@ pub(crate) const TIME_WAIT: Duration = Duration::from_secs(1);
 /// Most released connections lingering at once per stack; past it a release resets.
 pub(crate) const LINGERING_MAX: usize = 256;
 
-impl<L: Link> Stack<L> {
+impl<L: Wire> Stack<L> {
     /// A stack over `link`; `now` starts its clock.
     pub fn new(
         link: L,
@@ -169,7 +169,7 @@ impl<L: Link> Stack<L> {
         if link.frame_len_max() < 64 {
             return Err(NetError::Config("the link's frames are too small for Ethernet"));
         }
-        let mut device = LinkDevice::new(link, config.burst);
+        let mut device = WireDevice::new(link, config.burst);
         let mut iface_config = Config::new(HardwareAddress::Ethernet(EthernetAddress(config.mac)));
         iface_config.random_seed = config.random_seed;
         let mut iface =

@@ -9,8 +9,8 @@ use smoltcp::socket::udp;
 use smoltcp::wire::IpAddress;
 
 use crate::NetError;
-use crate::link::Link;
 use crate::stack::Stack;
+use crate::wire::Wire;
 
 /// A bound UDP socket, by handle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -19,7 +19,7 @@ pub struct UdpSock(SocketHandle);
 /// Datagrams queued per direction and socket.
 const DATAGRAMS: usize = 64;
 
-impl<L: Link> Stack<L> {
+impl<L: Wire> Stack<L> {
     /// Binds a UDP socket to `port` with room for 64 datagrams and `buffer_bytes` of payload
     /// each way.
     pub fn udp_bind(&mut self, port: u16, buffer_bytes: usize) -> Result<UdpSock, NetError> {

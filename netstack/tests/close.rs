@@ -8,7 +8,7 @@ use std::net::{Ipv4Addr, SocketAddrV4};
 use std::rc::Rc;
 use std::time::Instant;
 
-use netstack::{Link, LinkFrame, MemoryWire, NetError, Stack, StackConfig};
+use netstack::{MemoryWire, NetError, Stack, StackConfig, Wire, WireFrame};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 const CLIENT: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 3);
@@ -29,7 +29,7 @@ fn is_rst(frame: &[u8]) -> bool {
         && tcp.get(13).is_some_and(|f| f & 0x04 != 0)
 }
 
-impl Link for Watched {
+impl Wire for Watched {
     type Frame = Vec<u8>;
     fn frame_len_max(&self) -> usize {
         self.inner.frame_len_max()

@@ -4,7 +4,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
-use netstack::{Impaired, Impairment, Link, MemoryWire, Stack, StackConfig};
+use netstack::{Impaired, Impairment, MemoryWire, Stack, StackConfig, Wire};
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
 

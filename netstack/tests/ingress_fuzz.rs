@@ -6,7 +6,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Instant;
 
-use netstack::{ConnState, Link, MemoryWire, Stack, StackConfig};
+use netstack::{ConnState, MemoryWire, Stack, StackConfig, Wire};
 use proptest::prelude::*;
 
 const SERVER: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 2);
@@ -19,7 +19,7 @@ struct Tapped {
     seen: Vec<Vec<u8>>,
 }
 
-impl Link for Tapped {
+impl Wire for Tapped {
     type Frame = Vec<u8>;
     fn frame_len_max(&self) -> usize {
         self.inner.frame_len_max()

@@ -152,7 +152,7 @@ struct Lossy {
     dropped: u64,
 }
 
-impl netstack::Link for Lossy {
+impl netstack::Wire for Lossy {
     type Frame = Vec<u8>;
     fn frame_len_max(&self) -> usize {
         self.inner.frame_len_max()

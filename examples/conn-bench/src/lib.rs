@@ -19,7 +19,7 @@ use anyhow::Context;
 use hdrhistogram::Histogram;
 use host_dp::net::plane::PlaneConfig;
 use host_dp::net::{ControlConfig, ControlStats, NetWorker, Plane};
-use host_dp::runtime::AgentLink;
+use host_dp::runtime::AgentChannel;
 use ipu_cp::net::adapter::NetAgent;
 use ipu_cp::net::{Admission, AdmissionConfig};
 use ipu_cp::on_host::{OnHostAgent, OnHostOptions};
@@ -119,7 +119,7 @@ pub enum AgentSide {
 }
 
 /// Connects to the `ipu-cp` at `socket` for the net service, retrying while it starts.
-pub fn connect(socket: &std::path::Path, delay_ns: u32) -> anyhow::Result<AgentLink> {
+pub fn connect(socket: &std::path::Path, delay_ns: u32) -> anyhow::Result<AgentChannel> {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         let result = link::transport::connect(
@@ -131,7 +131,7 @@ pub fn connect(socket: &std::path::Path, delay_ns: u32) -> anyhow::Result<AgentL
             Duration::from_secs(5),
         );
         match result {
-            Ok(conn) => return Ok(AgentLink { end: conn.end, session: Some(conn.stream) }),
+            Ok(conn) => return Ok(AgentChannel { end: conn.end, session: Some(conn.stream) }),
             Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
             Err(error) => return Err(error.into()),
         }
@@ -139,7 +139,7 @@ pub fn connect(socket: &std::path::Path, delay_ns: u32) -> anyhow::Result<AgentL
 }
 
 /// Starts the agent side of `setup` and returns it with the link the plane attaches to.
-pub fn start_agent(setup: &Setup, tag: &str) -> anyhow::Result<(AgentSide, Option<AgentLink>)> {
+pub fn start_agent(setup: &Setup, tag: &str) -> anyhow::Result<(AgentSide, Option<AgentChannel>)> {
     match setup.mode {
         Mode::Local => Ok((AgentSide::None, None)),
         Mode::OnHost => {
@@ -154,7 +154,7 @@ pub fn start_agent(setup: &Setup, tag: &str) -> anyhow::Result<(AgentSide, Optio
             let options =
                 OnHostOptions { cpu: setup.agent_cpu, spin: setup.spin, ..Default::default() };
             let agent = OnHostAgent::start(Box::new(policy), cp, options)?;
-            Ok((AgentSide::OnHost(agent), Some(AgentLink { end: host, session: None })))
+            Ok((AgentSide::OnHost(agent), Some(AgentChannel { end: host, session: None })))
         }
         Mode::Offloaded => {
             let cp = ControlPlane::start(

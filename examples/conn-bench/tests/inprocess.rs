@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use conn_bench::{CLIENT, PORT, Rig};
 use host_dp::net::ControlConfig;
-use host_dp::runtime::AgentLink;
+use host_dp::runtime::AgentChannel;
 use ipu_cp::net::adapter::{NetAgent, NetCounters};
 use ipu_cp::net::{Admission, AdmissionConfig};
 use ipu_cp::on_host::{OnHostAgent, OnHostOptions};
@@ -21,7 +21,7 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn net_channel() -> (AgentLink, CpEnd) {
+fn net_channel() -> (AgentChannel, CpEnd) {
     let config = ChannelConfig { workers: 1, ring_capacity: 256, prestage_slots: 32, delay_ns: 0 };
     let (host, cp) = link::channel::heap_pair(
         config,
@@ -31,10 +31,10 @@ fn net_channel() -> (AgentLink, CpEnd) {
         MonoNanos::now(),
     )
     .unwrap();
-    (AgentLink { end: host, session: None }, cp)
+    (AgentChannel { end: host, session: None }, cp)
 }
 
-fn on_host_agent(config: AdmissionConfig) -> (AgentLink, OnHostAgent, Arc<NetCounters>) {
+fn on_host_agent(config: AdmissionConfig) -> (AgentChannel, OnHostAgent, Arc<NetCounters>) {
     let (link, cp) = net_channel();
     let policy = NetAgent::new(Admission::new(config));
     let counters = policy.counters();

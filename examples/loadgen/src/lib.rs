@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use host_dp::io::QueueId;
 use host_dp::io::shm::{self, ShmPort, Side, WireConfig};
-use host_dp::net::PortLink;
+use host_dp::net::PortWire;
 use netstack::{Conn, ConnState, NetError, Stack, StackConfig};
 
 use engine::Transport;
@@ -105,7 +105,7 @@ impl Drop for WireServer {
 /// Connections from our stack over our side of the wire.
 #[derive(Debug)]
 pub struct StackTransport {
-    stack: Stack<PortLink<ShmPort>>,
+    stack: Stack<PortWire<ShmPort>>,
     conns: Vec<Conn>,
 }
 
@@ -114,7 +114,7 @@ impl StackTransport {
     pub fn connect(port: ShmPort, count: usize) -> anyhow::Result<StackTransport> {
         let config =
             StackConfig { ip: CLIENT_IP, mac: [2, 0, 0, 0, 0, 0x11], ..StackConfig::default() };
-        let mut stack = Stack::new(PortLink::new(port, QueueId(0)), config, Instant::now())?;
+        let mut stack = Stack::new(PortWire::new(port, QueueId(0)), config, Instant::now())?;
         let conns: Vec<Conn> =
             (0..count).map(|_| stack.connect(SERVER)).collect::<Result<_, _>>()?;
         let start = Instant::now();

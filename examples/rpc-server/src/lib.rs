@@ -17,7 +17,7 @@ pub mod store;
 use std::sync::Arc;
 
 use host_dp::net::TcpStream;
-use netstack::Link;
+use netstack::Wire;
 
 /// The Unix time in seconds (the server's clock, read at the edge: once per batch of bytes).
 pub fn unix_now_s() -> i64 {
@@ -34,7 +34,7 @@ const SCAN_CHUNK: usize = 16;
 /// Serves one connection until the client leaves, quits, or breaks the framing. A `scan` runs
 /// in chunks with a preempt point between them, so a long one yields its worker when its time
 /// slice is up (or the agent asks) instead of holding it until it ends.
-pub async fn serve<L: Link, B: backend::Backend>(
+pub async fn serve<L: Wire, B: backend::Backend>(
     mut stream: TcpStream<L>,
     store: Arc<B>,
     value_max: usize,

@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use host_dp::runtime::{AgentLink, AgentOptions, LocalPolicy, Reattach, Runtime, RuntimeConfig};
+use host_dp::runtime::{AgentChannel, AgentOptions, LocalPolicy, Reattach, Runtime, RuntimeConfig};
 use ipu_cp::on_host::{OnHostAgent, OnHostOptions};
-use ipu_cp::policy::{self, PolicyConfig};
+use ipu_cp::policy::{self, SchedConfig};
 pub use ipu_cp::process::{ControlPlane, stat_cpu_ns};
 use link::proto::{Epoch, Service};
 use link::{ChannelConfig, LivenessConfig, MonoNanos};
@@ -94,7 +94,7 @@ fn channel(setup: &Setup, delay_ns: u32) -> ChannelConfig {
 
 /// Connects to the `ipu-cp` at `socket`, retrying for up to two seconds while it starts (its
 /// socket file appears at `bind`, a moment before it listens).
-pub fn connect_when_up(setup: &Setup, socket: &Path) -> anyhow::Result<AgentLink> {
+pub fn connect_when_up(setup: &Setup, socket: &Path) -> anyhow::Result<AgentChannel> {
     let deadline = Instant::now() + Duration::from_secs(2);
     loop {
         match connect(setup, socket) {
@@ -106,7 +106,7 @@ pub fn connect_when_up(setup: &Setup, socket: &Path) -> anyhow::Result<AgentLink
 }
 
 /// Connects to the `ipu-cp` at `socket` with `setup`'s channel shape.
-pub fn connect(setup: &Setup, socket: &Path) -> anyhow::Result<AgentLink> {
+pub fn connect(setup: &Setup, socket: &Path) -> anyhow::Result<AgentChannel> {
     let config = channel(setup, setup.delay_ns);
     let conn = link::transport::connect(
         socket,
@@ -116,7 +116,7 @@ pub fn connect(setup: &Setup, socket: &Path) -> anyhow::Result<AgentLink> {
         setup.liveness,
         Duration::from_secs(5),
     )?;
-    Ok(AgentLink { end: conn.end, session: Some(conn.stream) })
+    Ok(AgentChannel { end: conn.end, session: Some(conn.stream) })
 }
 
 /// Starts the runtime as `setup` says, with `tasks_max` tasks at most.
@@ -137,7 +137,7 @@ pub fn start(setup: &Setup, tasks_max: usize) -> anyhow::Result<(Runtime, AgentS
         },
     };
     let policy_config =
-        PolicyConfig { slice_ns: setup.slice_ns, prestage_depth: setup.prestage_depth };
+        SchedConfig { slice_ns: setup.slice_ns, prestage_depth: setup.prestage_depth };
     match setup.mode {
         Mode::Local => Ok((Runtime::start(config)?, AgentSide::None)),
         Mode::OnHost => {
@@ -157,7 +157,7 @@ pub fn start(setup: &Setup, tasks_max: usize) -> anyhow::Result<(Runtime, AgentS
                 spin: setup.spin,
             };
             let agent = OnHostAgent::start(policy, cp, agent_options)?;
-            let options = options(setup, AgentLink { end: host, session: None }, None);
+            let options = options(setup, AgentChannel { end: host, session: None }, None);
             Ok((Runtime::start_with_agent(config, options)?, AgentSide::OnHost(agent)))
         }
         Mode::Offloaded => {
@@ -170,7 +170,7 @@ pub fn start(setup: &Setup, tasks_max: usize) -> anyhow::Result<(Runtime, AgentS
 }
 
 /// Agent options for `setup`.
-pub fn options(setup: &Setup, link: AgentLink, reattach: Option<Reattach>) -> AgentOptions {
+pub fn options(setup: &Setup, link: AgentChannel, reattach: Option<Reattach>) -> AgentOptions {
     let mut options = AgentOptions::new(link);
     options.prefetch = setup.prefetch;
     options.reattach = reattach;

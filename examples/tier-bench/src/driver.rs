@@ -13,7 +13,7 @@ use host_dp::tier::TierHost;
 use ipu_cp::on_host::{OnHostAgent, OnHostOptions};
 use ipu_cp::process::{ControlPlane, stat_cpu_ns};
 use ipu_cp::tier::adapter::TierAgent;
-use ipu_cp::tier::{PageSample, PageState, TierCommand, TierConfig, TierPolicy};
+use ipu_cp::tier::{PageSample, PageState, TierCommand, TierConfig, Tiering};
 use link::{ChannelConfig, LivenessConfig, MonoNanos};
 use memmgr::{Arena, Command, Op, get};
 
@@ -39,7 +39,7 @@ pub(crate) enum Setup {
 /// The driver's side of the policy.
 pub(crate) enum Driver {
     /// The policy itself, the CPU time spent in it, and the promotions it was told of.
-    Inline(Box<TierPolicy>, u64, u64),
+    Inline(Box<Tiering>, u64, u64),
     /// Random demotion to a target share of the arena.
     Random {
         /// The target, pages.
@@ -74,7 +74,7 @@ impl Driver {
         match setup {
             Setup::Resident => return Ok(None),
             Setup::Inline => {
-                let policy = Box::new(TierPolicy::new(pages, config));
+                let policy = Box::new(Tiering::new(pages, config));
                 return Ok(Some(Driver::Inline(policy, 0, 0)));
             }
             Setup::Random => {

@@ -13,7 +13,7 @@ use anyhow::Context;
 use clap::Parser;
 use host_dp::io::QueueId;
 use host_dp::io::uring::{UringConfig, UringPort};
-use host_dp::net::PortLink;
+use host_dp::net::PortWire;
 use netstack::{Conn, ConnState, Stack, StackConfig};
 
 /// A minimal HTTP/1.1 server on Wave's TCP/IP stack.
@@ -79,7 +79,7 @@ fn run(args: Args) -> anyhow::Result<u64> {
         .with_context(|| format!("opening {} (AF_PACKET needs root)", args.iface))?;
     let (ip, prefix_len) = args.ip;
     let config = StackConfig { ip, prefix_len, ..StackConfig::default() };
-    let mut stack = Stack::new(PortLink::new(port, QueueId(0)), config, Instant::now())?;
+    let mut stack = Stack::new(PortWire::new(port, QueueId(0)), config, Instant::now())?;
     stack.listen(args.port, 128)?;
     eprintln!("wave-httpd: serving http://{ip}:{}/ on {}", args.port, args.iface);
     let deadline = args.seconds.map(|s| Instant::now() + Duration::from_secs(s));
@@ -109,7 +109,7 @@ fn run(args: Args) -> anyhow::Result<u64> {
 }
 
 /// Moves one connection along; false once it is finished and released.
-fn serve<L: netstack::Link>(
+fn serve<L: netstack::Wire>(
     stack: &mut Stack<L>,
     client: &mut Client,
     buf: &mut [u8],

@@ -15,8 +15,8 @@ use link::{ChannelConfig, MonoNanos};
 use super::HostError;
 use super::config::{HostConfig, PortConfig, ServiceMode, TxSetting};
 use crate::io::QueueId;
-use crate::net::{AnyPort, Plane, PortLink};
-use crate::runtime::{AgentLink, AgentOptions, LocalPolicy, Reattach, Runtime, RuntimeConfig};
+use crate::net::{AnyPort, Plane, PortWire};
+use crate::runtime::{AgentChannel, AgentOptions, LocalPolicy, Reattach, Runtime, RuntimeConfig};
 use crate::tier::{TierHost, TierThread};
 
 /// The agents and the threads that keep them attached.
@@ -43,7 +43,7 @@ pub(super) fn open_port(config: &PortConfig) -> Result<AnyPort, HostError> {
             let uring = UringConfig { single_issuer: false, tx_mode, ..UringConfig::default() };
             let port = UringPort::open(iface, uring)
                 .map_err(|e| port_error(format!("AF_PACKET on {iface}"))(Box::new(e)))?;
-            Ok(PortLink::new(port, QueueId(0)).into())
+            Ok(PortWire::new(port, QueueId(0)).into())
         }
         PortConfig::Wire { fd, len } => {
             use crate::io::shm::{ShmPort, Side};
@@ -59,7 +59,7 @@ pub(super) fn open_port(config: &PortConfig) -> Result<AnyPort, HostError> {
                 .map_err(|e| port_error(what.clone())(Box::new(e)))?;
             let port = ShmPort::attach(Arc::new(region), Side::A)
                 .map_err(|e| port_error(what)(Box::new(e)))?;
-            Ok(PortLink::new(port, QueueId(0)).into())
+            Ok(PortWire::new(port, QueueId(0)).into())
         }
         PortConfig::Dpdk { device, vdev_args, mbufs } => open_dpdk(device, vdev_args, *mbufs),
     }
@@ -79,7 +79,7 @@ fn open_dpdk(device: &str, vdev_args: &Option<String>, mbufs: u32) -> Result<Any
         None => DpdkPort::open(eal, device, pool, PortConfig::default()),
     }
     .map_err(error)?;
-    Ok(PortLink::new(port, QueueId(0)).into())
+    Ok(PortWire::new(port, QueueId(0)).into())
 }
 
 #[cfg(not(feature = "dpdk"))]
@@ -105,11 +105,11 @@ fn connect(
     service: Service,
     channel: ChannelConfig,
     config: &HostConfig,
-) -> Result<AgentLink, String> {
+) -> Result<AgentChannel, String> {
     let timeout = Duration::from_millis(config.liveness.connect_timeout_ms);
     let liveness = config.liveness.link();
     link::transport::connect(socket, service, channel, Epoch(1), liveness, timeout)
-        .map(|conn| AgentLink { end: conn.end, session: Some(conn.stream) })
+        .map(|conn| AgentChannel { end: conn.end, session: Some(conn.stream) })
         .map_err(|e| format!("ipu-cp at {}: {e}", socket.display()))
 }
 
@@ -195,7 +195,7 @@ impl Services {
                 Ok(Runtime::start(RuntimeConfig { slice_ns, ..runtime })?)
             }
             ServiceMode::OnHost => {
-                let policy_config = ipu_cp::policy::PolicyConfig {
+                let policy_config = ipu_cp::policy::SchedConfig {
                     slice_ns: sched.slice_us.saturating_mul(1000),
                     prestage_depth: sched.prestage_depth,
                 };
@@ -291,13 +291,13 @@ impl Services {
 fn heap_pair(
     channel: ChannelConfig,
     config: &HostConfig,
-) -> Result<(AgentLink, link::CpEnd), String> {
+) -> Result<(AgentChannel, link::CpEnd), String> {
     let liveness = config.liveness.link();
     let now = MonoNanos::now();
     let (host, cp) =
         link::channel::heap_pair(channel, liveness, Epoch(1), ipu_cp::fresh_epoch(), now)
             .map_err(|e| e.to_string())?;
-    Ok((AgentLink { end: host, session: None }, cp))
+    Ok((AgentChannel { end: host, session: None }, cp))
 }
 
 /// A thread that, while the plane has no connection-control agent, tries to attach one
@@ -312,7 +312,7 @@ impl Monitor {
     fn start(
         plane: Arc<Plane>,
         interval: Duration,
-        mut reattach: impl FnMut() -> Option<AgentLink> + Send + 'static,
+        mut reattach: impl FnMut() -> Option<AgentChannel> + Send + 'static,
     ) -> std::io::Result<Monitor> {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();

@@ -1,13 +1,13 @@
 //! A port of any backend, chosen at run time, as one link type: what the builder
 //! ([`crate::Host`]) puts under the plane, so sockets never name the backend
-//! (`TcpStream`, not `TcpStream<PortLink<UringPort>>`).
+//! (`TcpStream`, not `TcpStream<PortWire<UringPort>>`).
 //!
 //! Dispatch is one `match` per burst call and per frame access: the plane copies every frame
 //! into a worker's inbox anyway, which costs far more.
 
-use netstack::{Link, LinkFrame, MemoryWire};
+use netstack::{MemoryWire, Wire, WireFrame};
 
-use super::{PortFrame, PortLink, SharedLink};
+use super::{PortFrame, PortWire, SharedWire};
 use crate::io::shm::{ShmFrame, ShmPort};
 use crate::io::uring::{UringFrame, UringPort};
 
@@ -18,12 +18,12 @@ use crate::io::uring::{UringFrame, UringPort};
 #[derive(Debug)]
 pub enum AnyPort {
     /// AF_PACKET through io_uring.
-    AfPacket(Tagged<PortLink<UringPort>>),
+    AfPacket(Tagged<PortWire<UringPort>>),
     /// A shared-memory wire.
-    Wire(Tagged<PortLink<ShmPort>>),
+    Wire(Tagged<PortWire<ShmPort>>),
     /// A DPDK port.
     #[cfg(feature = "dpdk")]
-    Dpdk(Tagged<PortLink<crate::io::dpdk::DpdkPort>>),
+    Dpdk(Tagged<PortWire<crate::io::dpdk::DpdkPort>>),
     /// An in-memory wire (tests, and two stacks in one process).
     Memory(Tagged<MemoryWire>),
 }
@@ -45,32 +45,32 @@ pub enum AnyFrame {
 /// A backend's link with the vector its frames pass through on their way to and from
 /// [`AnyFrame`]s (kept, so no burst allocates).
 #[derive(Debug)]
-pub struct Tagged<L: Link> {
+pub struct Tagged<L: Wire> {
     link: L,
     scratch: Vec<L::Frame>,
 }
 
-impl<L: Link> Tagged<L> {
+impl<L: Wire> Tagged<L> {
     fn new(link: L) -> Tagged<L> {
         Tagged { link, scratch: Vec::new() }
     }
 }
 
-impl From<PortLink<UringPort>> for AnyPort {
-    fn from(link: PortLink<UringPort>) -> AnyPort {
+impl From<PortWire<UringPort>> for AnyPort {
+    fn from(link: PortWire<UringPort>) -> AnyPort {
         AnyPort::AfPacket(Tagged::new(link))
     }
 }
 
-impl From<PortLink<ShmPort>> for AnyPort {
-    fn from(link: PortLink<ShmPort>) -> AnyPort {
+impl From<PortWire<ShmPort>> for AnyPort {
+    fn from(link: PortWire<ShmPort>) -> AnyPort {
         AnyPort::Wire(Tagged::new(link))
     }
 }
 
 #[cfg(feature = "dpdk")]
-impl From<PortLink<crate::io::dpdk::DpdkPort>> for AnyPort {
-    fn from(link: PortLink<crate::io::dpdk::DpdkPort>) -> AnyPort {
+impl From<PortWire<crate::io::dpdk::DpdkPort>> for AnyPort {
+    fn from(link: PortWire<crate::io::dpdk::DpdkPort>) -> AnyPort {
         AnyPort::Dpdk(Tagged::new(link))
     }
 }
@@ -137,7 +137,7 @@ macro_rules! unwrap_into {
     };
 }
 
-impl Link for AnyPort {
+impl Wire for AnyPort {
     type Frame = AnyFrame;
 
     fn frame_len_max(&self) -> usize {
@@ -179,7 +179,7 @@ impl Link for AnyPort {
 }
 
 impl AnyPort {
-    /// True while no frame the port lent is alive outside it (`SharedLink::lends_nothing`).
+    /// True while no frame the port lent is alive outside it (`SharedWire::lends_nothing`).
     pub(super) fn backend_lends_nothing(&self) -> bool {
         each_backend!(self, tagged, Variant => tagged.link.lends_nothing())
     }
@@ -198,19 +198,19 @@ macro_rules! each_frame {
     };
 }
 
-impl LinkFrame for AnyFrame {
+impl WireFrame for AnyFrame {
     #[inline]
     fn data(&self) -> &[u8] {
-        each_frame!(self, frame => LinkFrame::data(frame))
+        each_frame!(self, frame => WireFrame::data(frame))
     }
 
     #[inline]
     fn data_mut(&mut self) -> &mut [u8] {
-        each_frame!(self, frame => LinkFrame::data_mut(frame))
+        each_frame!(self, frame => WireFrame::data_mut(frame))
     }
 
     #[inline]
     fn set_len(&mut self, len: usize) -> bool {
-        each_frame!(self, frame => LinkFrame::set_len(frame, len))
+        each_frame!(self, frame => WireFrame::set_len(frame, len))
     }
 }

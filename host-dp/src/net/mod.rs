@@ -1,7 +1,7 @@
 //! Networking on the host: packet I/O ports as stack links, and the multi-worker data plane
 //! whose connection control is the control plane's.
 //!
-//! - [`PortLink`]: any [`crate::io::PacketIo`] queue as a [`netstack::Link`], so one smoltcp
+//! - [`PortWire`]: any [`crate::io::PacketIo`] queue as a [`netstack::Wire`], so one smoltcp
 //!   stack runs over DPDK, AF_PACKET or the shared-memory wire alike.
 //! - [`control`]: the flow table and the mechanism that applies the control plane's
 //!   admissions (prestaged tokens, requests, port leases, neighbours, routes), with a local
@@ -19,6 +19,6 @@ pub mod sockets;
 
 pub use any::{AnyFrame, AnyPort, Tagged};
 pub use control::{ConnControl, ControlConfig, ControlStats};
-pub use plane::{NetWorker, Plane, PlaneConfig, PlaneStats, SharedLink, WorkerLink};
-pub use port::{PortFrame, PortLink};
+pub use plane::{NetWorker, Plane, PlaneConfig, PlaneStats, SharedWire, WorkerWire};
+pub use port::{PortFrame, PortWire};
 pub use sockets::{NetRuntime, TcpListener, TcpStream, UdpSocket};

@@ -1,8 +1,8 @@
 //! The bridge from packet I/O to the network stack: any [`PacketIo`] queue is a
-//! [`netstack::Link`], so one smoltcp stack per worker runs over DPDK, AF_PACKET or the
+//! [`netstack::Wire`], so one smoltcp stack per worker runs over DPDK, AF_PACKET or the
 //! shared-memory wire alike.
 
-use netstack::{Link, LinkFrame};
+use netstack::{Wire, WireFrame};
 
 use crate::io::{Frame, PacketIo, QueueId};
 
@@ -10,7 +10,7 @@ use crate::io::{Frame, PacketIo, QueueId};
 #[derive(Debug)]
 pub struct PortFrame<F>(F);
 
-impl<F: Frame> LinkFrame for PortFrame<F> {
+impl<F: Frame> WireFrame for PortFrame<F> {
     fn data(&self) -> &[u8] {
         self.0.data()
     }
@@ -24,7 +24,7 @@ impl<F: Frame> LinkFrame for PortFrame<F> {
 
 /// One queue of a packet I/O port, as the stack's link.
 #[derive(Debug)]
-pub struct PortLink<P: PacketIo> {
+pub struct PortWire<P: PacketIo> {
     port: P,
     queue: QueueId,
     frame_len_max: usize,
@@ -38,11 +38,11 @@ pub struct PortLink<P: PacketIo> {
 /// Transmit buffers allocated per refill.
 const SPARE_BATCH: usize = 32;
 
-impl<P: PacketIo> PortLink<P> {
+impl<P: PacketIo> PortWire<P> {
     /// Queue `queue` of `port`.
-    pub fn new(port: P, queue: QueueId) -> PortLink<P> {
+    pub fn new(port: P, queue: QueueId) -> PortWire<P> {
         let frame_len_max = port.capabilities().frame_len_max;
-        PortLink {
+        PortWire {
             port,
             queue,
             frame_len_max,
@@ -58,7 +58,7 @@ impl<P: PacketIo> PortLink<P> {
     }
 }
 
-impl<P: PacketIo> Link for PortLink<P> {
+impl<P: PacketIo> Wire for PortWire<P> {
     type Frame = PortFrame<P::Frame>;
 
     fn frame_len_max(&self) -> usize {

@@ -27,7 +27,7 @@ use super::{RuntimeError, RuntimeStats, Scheduler, Shared};
 /// A channel to an agent: the host's end and, for a separate process, its session socket
 /// (kept open for the session's life; its hang-up means the agent is gone).
 #[derive(Debug)]
-pub struct AgentLink {
+pub struct AgentChannel {
     /// The host's end of the channel (workers + 1 lanes).
     pub end: HostEnd,
     /// The session socket of the memfd transport; `None` in-process.
@@ -58,12 +58,12 @@ pub enum LinkRefused {
 
 /// Makes a new link after the agent was lost (e.g. connects to `ipu-cp` again); `None`: not
 /// now, try later.
-pub type Reattach = Box<dyn FnMut() -> Option<AgentLink> + Send>;
+pub type Reattach = Box<dyn FnMut() -> Option<AgentChannel> + Send>;
 
 /// How the runtime works with its agent.
 pub struct AgentOptions {
     /// The first link.
-    pub link: AgentLink,
+    pub link: AgentChannel,
     /// How to get a new link after losing the agent; `None`: stay local.
     pub reattach: Option<Reattach>,
     /// How often the monitor beats and checks the agent.
@@ -81,7 +81,7 @@ pub struct AgentOptions {
 impl AgentOptions {
     /// Defaults around `link`: monitor every 500 µs, re-attach every 20 ms, prefetch on,
     /// no ticks.
-    pub fn new(link: AgentLink) -> AgentOptions {
+    pub fn new(link: AgentChannel) -> AgentOptions {
         AgentOptions {
             link,
             reattach: None,
@@ -188,7 +188,7 @@ impl Monitor {
     }
 
     /// Hands the new link's lanes to the workers, then returns to agent scheduling.
-    fn install(&mut self, link: AgentLink, shared: &Shared) {
+    fn install(&mut self, link: AgentChannel, shared: &Shared) {
         let HostEnd { workers: mut lanes, liveness, .. } = link.end;
         if lanes.len() != shared.mailboxes.len() + 1 {
             return; // a link of another shape: keep the fallback

@@ -36,7 +36,7 @@ use link::proto::TaskChange;
 use link::ring::Producer;
 use link::{HostWorker, MonoNanos};
 
-pub use agent::{AgentLink, AgentOptions, LinkRefused, Reattach};
+pub use agent::{AgentChannel, AgentOptions, LinkRefused, Reattach};
 pub use join::JoinHandle;
 pub use local::LocalPolicy;
 use registry::Registry;

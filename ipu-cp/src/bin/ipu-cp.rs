@@ -9,7 +9,7 @@ use anyhow::{Context, bail};
 use clap::Parser;
 use ipu_cp::net::adapter::{NetAgent, NetCounters};
 use ipu_cp::net::{Admission, AdmissionConfig};
-use ipu_cp::policy::{self, POLICY_NAMES, PolicyConfig};
+use ipu_cp::policy::{self, POLICY_NAMES, SchedConfig};
 use ipu_cp::server::{MAX_APPS_DEFAULT, Policies, Server, ServerConfig};
 use link::LivenessConfig;
 use link::proto::Service;
@@ -153,7 +153,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(args: Args) -> anyhow::Result<()> {
     let policy_config =
-        PolicyConfig { slice_ns: args.slice_us * 1000, prestage_depth: args.prestage_depth };
+        SchedConfig { slice_ns: args.slice_us * 1000, prestage_depth: args.prestage_depth };
     let Some(policy) = policy::by_name(&args.policy, policy_config) else {
         bail!("unknown policy `{}` (known: {})", args.policy, POLICY_NAMES.join(", "));
     };

@@ -13,12 +13,12 @@ use link::MonoNanos;
 use link::proto::{AppId, Message, TaskChange, TxnOutcome, WorkerId};
 
 use super::{SchedDecision, SchedPolicy};
-use crate::policy::{Decisions, Delivery, Policy, PolicyConfig};
+use crate::policy::{Decisions, Delivery, Policy, SchedConfig};
 
 /// The agent-side host of a scheduling policy.
 pub struct SchedAgent {
     name: &'static str,
-    config: PolicyConfig,
+    config: SchedConfig,
     apps: HashMap<AppId, Box<dyn SchedPolicy>>,
     scratch: Vec<SchedDecision>,
 }
@@ -34,7 +34,7 @@ impl std::fmt::Debug for SchedAgent {
 
 impl SchedAgent {
     /// Hosts policy `name` (see [`super::SCHED_POLICY_NAMES`]) for every app.
-    pub fn new(name: &'static str, config: PolicyConfig) -> SchedAgent {
+    pub fn new(name: &'static str, config: SchedConfig) -> SchedAgent {
         SchedAgent { name, config, apps: HashMap::new(), scratch: Vec::new() }
     }
 }

@@ -18,7 +18,7 @@ pub mod shinjuku;
 
 use link::MonoNanos;
 
-use crate::policy::PolicyConfig;
+use crate::policy::SchedConfig;
 use link::proto::{Barrier, PreemptRepr, RunRepr, TaskId, TxnOutcome, WorkerId};
 
 /// A decision of a scheduling policy.
@@ -65,7 +65,7 @@ pub trait SchedPolicy: Send {
 pub const SCHED_POLICY_NAMES: &[&str] = &["fifo", "shinjuku"];
 
 /// Builds the scheduling policy `name` (Shinjuku's slice is `config.slice_ns`, at least 1).
-pub fn by_name(name: &str, config: PolicyConfig) -> Option<Box<dyn SchedPolicy>> {
+pub fn by_name(name: &str, config: SchedConfig) -> Option<Box<dyn SchedPolicy>> {
     let depth = config.prestage_depth;
     match name {
         "fifo" => Some(Box::new(fifo::Fifo::new(depth))),

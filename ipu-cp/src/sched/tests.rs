@@ -158,7 +158,7 @@ fn prestaging_hands_each_worker_one_more_task_and_spreads_them() {
 
 #[test]
 fn policies_are_selected_by_name() {
-    let config = PolicyConfig::default();
+    let config = SchedConfig::default();
     assert_eq!(by_name("fifo", config).unwrap().name(), "fifo");
     assert_eq!(by_name("shinjuku", config).unwrap().name(), "shinjuku");
     assert!(by_name("cfs", config).is_none());
@@ -195,7 +195,7 @@ proptest! {
     #[test]
     fn centralized_policies_keep_the_host_safe(steps in steps(), shinjuku in any::<bool>()) {
         const WORKERS: u16 = 3;
-        let config = PolicyConfig { slice_ns: 30_000, prestage_depth: 0 };
+        let config = SchedConfig { slice_ns: 30_000, prestage_depth: 0 };
         let mut policy = by_name(if shinjuku { "shinjuku" } else { "fifo" }, config).unwrap();
         let mut seq: HashMap<TaskId, u64> = HashMap::new();
         let mut runnable: HashSet<TaskId> = HashSet::new();

@@ -1,4 +1,4 @@
-//! Hosts the tier policy in the agent: one `TierPolicy` per app. The app shares its
+//! Hosts the tier policy in the agent: one `Tiering` per app. The app shares its
 //! page-state table at the handshake (`link::tier_table`); at each `Epoch` the adapter reads
 //! a snapshot of it (once per epoch: on an IPU, one DMA of the table), feeds the policy, and
 //! posts its commands to the app's lane. An app whose table is missing or does not match the
@@ -13,7 +13,7 @@ use link::MonoNanos;
 use link::proto::{AppId, Message, TierMessage, WorkerId};
 use link::tier_table::{self, PageTableView};
 
-use super::{PageSample, PageState, TierCommand, TierConfig, TierPolicy};
+use super::{PageSample, PageState, TierCommand, TierConfig, Tiering};
 use crate::policy::{Decisions, Policy};
 
 /// The lane of a tiering channel.
@@ -43,7 +43,7 @@ struct AppSlot {
 }
 
 struct AppTier {
-    policy: TierPolicy,
+    policy: Tiering,
     samples: Vec<PageSample>,
     /// Per page, the touch and write counters read last epoch.
     last_touches: Vec<u32>,
@@ -157,7 +157,7 @@ impl Policy for TierAgent {
                     .collect();
                 let (last_touches, last_writes) =
                     (vec![0; pages as usize], vec![0; pages as usize]);
-                let policy = TierPolicy::new(pages, self.config);
+                let policy = Tiering::new(pages, self.config);
                 *tier = Some(AppTier { policy, samples, last_touches, last_writes });
             }
             (

@@ -115,9 +115,10 @@ pub struct EpochReport {
     pub demotes: u32,
 }
 
-/// The policy's state for one app.
+/// The tiering policy's state for one app (served over `link` by [`adapter::TierAgent`], the
+/// agent `Policy`).
 #[derive(Debug, Clone)]
-pub struct TierPolicy {
+pub struct Tiering {
     config: TierConfig,
     /// Cold age per page, epochs (0: not parked, or touched).
     age: Vec<u16>,
@@ -138,12 +139,12 @@ pub struct TierPolicy {
     histogram: [u32; 16],
 }
 
-impl TierPolicy {
+impl Tiering {
     /// A policy for an app of `pages` pages.
-    pub fn new(pages: u32, config: TierConfig) -> TierPolicy {
+    pub fn new(pages: u32, config: TierConfig) -> Tiering {
         let threshold = config.threshold_start.clamp(config.threshold_min, config.threshold_max);
         let n = pages as usize;
-        TierPolicy {
+        Tiering {
             config,
             age: vec![0; n],
             threshold,
@@ -268,7 +269,7 @@ mod tests {
     #[test]
     fn untouched_parked_pages_age_into_demotion_and_touched_ones_reset() {
         let config = TierConfig { threshold_start: 3, threshold_min: 3, ..TierConfig::default() };
-        let mut policy = TierPolicy::new(4, config);
+        let mut policy = Tiering::new(4, config);
         let mut out = Vec::new();
         // Pages 0, 1 parked and never touched; page 2 parked and touched each epoch.
         for epoch in 0..3 {
@@ -307,7 +308,7 @@ mod tests {
             threshold_max: 64,
             ..TierConfig::default()
         };
-        let mut policy = TierPolicy::new(6000, config);
+        let mut policy = Tiering::new(6000, config);
         let samples: Vec<PageSample> =
             (0..6000).map(|p| sample(p, PageState::Resident, false)).collect();
         let mut out = Vec::new();
@@ -331,13 +332,13 @@ mod tests {
             resident_budget: Some(500),
             ..TierConfig::default()
         };
-        let mut policy = TierPolicy::new(1000, config);
+        let mut policy = Tiering::new(1000, config);
         let samples: Vec<PageSample> =
             (0..1000).map(|p| sample(p, PageState::Resident, false)).collect();
         let mut out = Vec::new();
         let report = policy.on_epoch(&samples, 0, &mut out);
         assert_eq!(report.parks, 100, "500 over budget, capped by the rate");
-        let mut within = TierPolicy::new(1000, TierConfig { park_max_per_epoch: 100, ..config });
+        let mut within = Tiering::new(1000, TierConfig { park_max_per_epoch: 100, ..config });
         within.config.resident_budget = None;
         out.clear();
         assert_eq!(within.on_epoch(&samples, 0, &mut out).parks, 25, "a quarter when in budget");
@@ -352,7 +353,7 @@ mod tests {
     fn pages_found_hot_are_probed_again_only_after_a_growing_wait() {
         let config =
             TierConfig { park_max_per_epoch: 4, hot_skip_epochs: 2, ..TierConfig::default() };
-        let mut policy = TierPolicy::new(1, config);
+        let mut policy = Tiering::new(1, config);
         let mut out = Vec::new();
         let mut parked_at = Vec::new();
         // Page 0 is resident and, whenever parked, touched right away (it is hot).

@@ -9,13 +9,13 @@ use super::{DECISION_BATCH, HANGUP_CHECK_INTERVAL_NS};
 
 /// How often placed flows nobody accepted are looked for.
 const SWEEP_INTERVAL_NS: u64 = 100_000_000;
-use crate::runtime::{AgentLink, LinkRefused};
+use crate::runtime::{AgentChannel, LinkRefused};
 
 impl ConnControl {
     /// Attaches an agent (a one-lane channel of the net service) and tells it everything it
     /// needs: the stacks, every listener, every flow.
-    pub fn attach(&mut self, link: AgentLink, now: MonoNanos) -> Result<(), LinkRefused> {
-        let AgentLink { end, session } = link;
+    pub fn attach(&mut self, link: AgentChannel, now: MonoNanos) -> Result<(), LinkRefused> {
+        let AgentChannel { end, session } = link;
         let link::HostEnd { workers: mut lanes, liveness, .. } = end;
         if lanes.len() != 1 {
             return Err(LinkRefused::Lanes { lanes: lanes.len(), needed: 1 });

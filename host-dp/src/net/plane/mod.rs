@@ -25,11 +25,11 @@ use crossbeam_queue::ArrayQueue;
 use link::MonoNanos;
 use link::proto::FlowKey;
 use netstack::steer::{FrameClass, arp_reply_from, classify, rst_for_syn};
-use netstack::{Link, LinkFrame, NetError};
+use netstack::{NetError, Wire, WireFrame};
 
 use super::AnyPort;
 use super::control::{ConnControl, ControlConfig, ControlStats, Output, Verdict};
-use crate::runtime::{AgentLink, LinkRefused};
+use crate::runtime::{AgentChannel, LinkRefused};
 
 /// How the plane is built.
 #[derive(Debug, Clone)]
@@ -93,7 +93,7 @@ struct Shared {
     routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
 }
 
-struct Inner<L: Link> {
+struct Inner<L: Wire> {
     link: L,
     control: ConnControl,
     rx: Vec<L::Frame>,
@@ -104,7 +104,7 @@ struct Inner<L: Link> {
 }
 
 /// The port, the flow table and every worker's inbox.
-pub struct Plane<L: Link = AnyPort> {
+pub struct Plane<L: Wire = AnyPort> {
     inner: Mutex<Confined<Inner<L>>>,
     inboxes: Vec<ArrayQueue<Vec<u8>>>,
     generation: AtomicU64,
@@ -115,13 +115,13 @@ pub struct Plane<L: Link = AnyPort> {
     counters: Counters,
 }
 
-impl<L: Link> std::fmt::Debug for Plane<L> {
+impl<L: Wire> std::fmt::Debug for Plane<L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Plane").field("workers", &self.inboxes.len()).finish()
     }
 }
 
-impl<L: SharedLink> Plane<L> {
+impl<L: SharedWire> Plane<L> {
     /// A plane over `link` with `config.control.workers` stacks (local control until an agent
     /// attaches). Refused with [`NetError::LinkInUse`] while `link` has frames lent out: the
     /// plane shares the link between threads, so nothing of it may live outside.
@@ -160,13 +160,13 @@ impl<L: SharedLink> Plane<L> {
     }
 }
 
-impl<L: Link> Plane<L> {
+impl<L: Wire> Plane<L> {
     fn lock(&self) -> MutexGuard<'_, Confined<Inner<L>>> {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Attaches a connection-control agent (a one-lane channel of the net service).
-    pub fn attach(&self, link: AgentLink, now: MonoNanos) -> Result<(), LinkRefused> {
+    pub fn attach(&self, link: AgentChannel, now: MonoNanos) -> Result<(), LinkRefused> {
         self.lock().control.attach(link, now)
     }
 
@@ -336,5 +336,5 @@ fn flow_key(local_port: u16, remote: SocketAddrV4) -> FlowKey {
 mod confine;
 mod worker;
 use confine::Confined;
-pub use confine::SharedLink;
-pub use worker::{NetWorker, WorkerLink};
+pub use confine::SharedWire;
+pub use worker::{NetWorker, WorkerWire};

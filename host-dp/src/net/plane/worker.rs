@@ -8,11 +8,11 @@ use std::sync::atomic::Ordering;
 
 use link::MonoNanos;
 use link::proto::FlowKey;
-use netstack::{Conn, Link, LinkFrame, NetError, Stack, StackConfig};
+use netstack::{Conn, NetError, Stack, StackConfig, Wire, WireFrame};
 
 use super::{Plane, flow_key};
 
-impl<L: Link> Plane<L> {
+impl<L: Wire> Plane<L> {
     /// Worker `worker`'s stack over this plane. `config`'s address is replaced by the
     /// plane's; give each worker its own `random_seed`.
     pub fn worker(
@@ -26,7 +26,7 @@ impl<L: Link> Plane<L> {
         }
         config.ip = self.ip;
         config.mac = self.mac;
-        let link = WorkerLink { plane: self.clone(), worker, spare: Vec::new() };
+        let link = WorkerWire { plane: self.clone(), worker, spare: Vec::new() };
         let stack = Stack::new(link, config, now)?;
         Ok(NetWorker {
             stack,
@@ -43,22 +43,22 @@ impl<L: Link> Plane<L> {
 }
 
 /// A worker's view of the plane, as its stack's link: its inbox in, the shared port out.
-pub struct WorkerLink<L: Link> {
+pub struct WorkerWire<L: Wire> {
     plane: Arc<Plane<L>>,
     worker: u16,
     spare: Vec<Vec<u8>>,
 }
 
-impl<L: Link> std::fmt::Debug for WorkerLink<L> {
+impl<L: Wire> std::fmt::Debug for WorkerWire<L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("WorkerLink").field("worker", &self.worker).finish()
+        f.debug_struct("WorkerWire").field("worker", &self.worker).finish()
     }
 }
 
 /// Spare transmit buffers kept per worker.
 const SPARE_MAX: usize = 256;
 
-impl<L: Link> Link for WorkerLink<L> {
+impl<L: Wire> Wire for WorkerWire<L> {
     type Frame = Vec<u8>;
 
     fn frame_len_max(&self) -> usize {
@@ -119,8 +119,8 @@ impl<L: Link> Link for WorkerLink<L> {
 
 /// One worker's stack on the plane, with the flow bookkeeping around accept, connect and
 /// release.
-pub struct NetWorker<L: Link> {
-    stack: Stack<WorkerLink<L>>,
+pub struct NetWorker<L: Wire> {
+    stack: Stack<WorkerWire<L>>,
     plane: Arc<Plane<L>>,
     worker: u16,
     flows: HashMap<Conn, FlowKey>,
@@ -134,13 +134,13 @@ pub struct NetWorker<L: Link> {
     routes: Vec<(Ipv4Addr, u8, Ipv4Addr)>,
 }
 
-impl<L: Link> std::fmt::Debug for NetWorker<L> {
+impl<L: Wire> std::fmt::Debug for NetWorker<L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NetWorker").field("worker", &self.worker).finish()
     }
 }
 
-impl<L: Link> NetWorker<L> {
+impl<L: Wire> NetWorker<L> {
     /// Pumps the port if it is free, picks up listener and route changes, and polls the
     /// stack. Returns true if anything moved.
     pub fn poll(&mut self, now_ns: MonoNanos, now: std::time::Instant) -> bool {
@@ -236,7 +236,7 @@ impl<L: Link> NetWorker<L> {
     }
 
     /// The stack, for everything else (send, recv, close, state...).
-    pub fn stack(&mut self) -> &mut Stack<WorkerLink<L>> {
+    pub fn stack(&mut self) -> &mut Stack<WorkerWire<L>> {
         &mut self.stack
     }
 

@@ -26,9 +26,9 @@ use std::task::{Poll, Waker};
 use std::time::Instant;
 
 use link::MonoNanos;
-use netstack::{ConnState, Link, NetError};
+use netstack::{ConnState, NetError, Wire};
 
-use super::{AnyPort, NetWorker, Plane, SharedLink};
+use super::{AnyPort, NetWorker, Plane, SharedWire};
 use crate::runtime::{Handle, Ingress};
 pub use stream::TcpStream;
 pub use udp::UdpSocket;
@@ -49,14 +49,14 @@ struct AcceptQueue {
 }
 
 /// The plane's stacks, driven by the runtime's workers.
-pub struct NetRuntime<L: Link = AnyPort> {
+pub struct NetRuntime<L: Wire = AnyPort> {
     plane: Arc<Plane<L>>,
     stacks: Vec<Mutex<NetWorker<L>>>,
     listeners: RwLock<Vec<(u16, Arc<Mutex<AcceptQueue>>)>>,
     next_connect: AtomicUsize,
 }
 
-impl<L: Link> std::fmt::Debug for NetRuntime<L> {
+impl<L: Wire> std::fmt::Debug for NetRuntime<L> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NetRuntime").field("stacks", &self.stacks.len()).finish()
     }
@@ -66,7 +66,7 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-impl<L: Link> NetRuntime<L> {
+impl<L: Wire> NetRuntime<L> {
     /// Drives `workers` (stack `w` by runtime worker `w`); install it with
     /// `Runtime::set_ingress`.
     pub fn new(plane: Arc<Plane<L>>, workers: Vec<NetWorker<L>>) -> Arc<NetRuntime<L>> {
@@ -183,7 +183,7 @@ impl<L: Link> NetRuntime<L> {
     }
 }
 
-impl<L: SharedLink + 'static> Ingress for NetRuntime<L> {
+impl<L: SharedWire + 'static> Ingress for NetRuntime<L> {
     fn poll(&self, worker: usize, _handle: &Handle) -> usize {
         let Some(stack) = self.stacks.get(worker) else { return 0 };
         // A task holds it for a moment: poll next time rather than wait.
@@ -211,13 +211,13 @@ impl<L: SharedLink + 'static> Ingress for NetRuntime<L> {
 /// Connections arriving on a port, from every stack. Dropping it (or [`TcpListener::close`])
 /// stops listening; share it between tasks in an `Arc`.
 #[derive(Debug)]
-pub struct TcpListener<L: Link = AnyPort> {
+pub struct TcpListener<L: Wire = AnyPort> {
     net: Arc<NetRuntime<L>>,
     port: u16,
     queue: Arc<Mutex<AcceptQueue>>,
 }
 
-impl<L: Link> TcpListener<L> {
+impl<L: Wire> TcpListener<L> {
     /// The next connection and its peer's address. Any number of tasks may wait at once:
     /// each arrival wakes all of them, oldest first. Fails with [`NetError::Closed`] once the
     /// listener is closed (by [`TcpListener::close`], or the host's shutdown).
@@ -262,7 +262,7 @@ impl<L: Link> TcpListener<L> {
     }
 }
 
-impl<L: Link> Drop for TcpListener<L> {
+impl<L: Wire> Drop for TcpListener<L> {
     fn drop(&mut self) {
         self.close();
     }

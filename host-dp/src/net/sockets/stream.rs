@@ -8,7 +8,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use netstack::{Conn, Link, NetError};
+use netstack::{Conn, NetError, Wire};
 
 use super::{AnyPort, NetRuntime, NetWorker};
 
@@ -17,13 +17,13 @@ use super::{AnyPort, NetRuntime, NetWorker};
 /// close in the background. [`TcpStream::close`] does the same and waits until the peer
 /// acknowledged everything; [`TcpStream::abort`] resets the connection instead.
 #[derive(Debug)]
-pub struct TcpStream<L: Link = AnyPort> {
+pub struct TcpStream<L: Wire = AnyPort> {
     net: Arc<NetRuntime<L>>,
     worker: usize,
     conn: Option<Conn>,
 }
 
-impl<L: Link> TcpStream<L> {
+impl<L: Wire> TcpStream<L> {
     pub(super) fn new(net: Arc<NetRuntime<L>>, worker: usize, conn: Conn) -> TcpStream<L> {
         TcpStream { net, worker, conn: Some(conn) }
     }
@@ -177,13 +177,13 @@ impl<L: Link> TcpStream<L> {
     }
 }
 
-impl<L: Link> Drop for TcpStream<L> {
+impl<L: Wire> Drop for TcpStream<L> {
     fn drop(&mut self) {
         self.release();
     }
 }
 
-impl<L: Link> futures_io::AsyncRead for TcpStream<L> {
+impl<L: Wire> futures_io::AsyncRead for TcpStream<L> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -193,7 +193,7 @@ impl<L: Link> futures_io::AsyncRead for TcpStream<L> {
     }
 }
 
-impl<L: Link> futures_io::AsyncWrite for TcpStream<L> {
+impl<L: Wire> futures_io::AsyncWrite for TcpStream<L> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -212,7 +212,7 @@ impl<L: Link> futures_io::AsyncWrite for TcpStream<L> {
 }
 
 #[cfg(feature = "tokio")]
-impl<L: Link> tokio::io::AsyncRead for TcpStream<L> {
+impl<L: Wire> tokio::io::AsyncRead for TcpStream<L> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -231,7 +231,7 @@ impl<L: Link> tokio::io::AsyncRead for TcpStream<L> {
 }
 
 #[cfg(feature = "tokio")]
-impl<L: Link> tokio::io::AsyncWrite for TcpStream<L> {
+impl<L: Wire> tokio::io::AsyncWrite for TcpStream<L> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -6,21 +6,21 @@ use std::net::SocketAddrV4;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
-use netstack::{Link, NetError, UdpSock};
+use netstack::{NetError, UdpSock, Wire};
 
 use super::{AnyPort, NetRuntime, NetWorker};
 
 /// A UDP socket on one stack, owned by a task. Dropping it closes it, discarding datagrams
 /// still queued to send (they leave at the stack's next poll; keep the socket until then).
 #[derive(Debug)]
-pub struct UdpSocket<L: Link = AnyPort> {
+pub struct UdpSocket<L: Wire = AnyPort> {
     net: Arc<NetRuntime<L>>,
     worker: usize,
     sock: Option<UdpSock>,
     local: SocketAddrV4,
 }
 
-impl<L: Link> UdpSocket<L> {
+impl<L: Wire> UdpSocket<L> {
     pub(super) fn new(
         net: Arc<NetRuntime<L>>,
         worker: usize,
@@ -105,7 +105,7 @@ impl<L: Link> UdpSocket<L> {
     }
 }
 
-impl<L: Link> Drop for UdpSocket<L> {
+impl<L: Wire> Drop for UdpSocket<L> {
     fn drop(&mut self) {
         if let Some(sock) = self.sock.take() {
             self.net.stack(self.worker).stack().udp_close(sock);

@@ -6,7 +6,7 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
 /// A frame buffer owned by the caller until handed back.
-pub trait LinkFrame {
+pub trait WireFrame {
     /// The frame's bytes (its current length).
     fn data(&self) -> &[u8];
     /// The frame's bytes, writable.
@@ -16,9 +16,9 @@ pub trait LinkFrame {
 }
 
 /// Ethernet frames in and out of one queue.
-pub trait Link {
+pub trait Wire {
     /// The frame type.
-    type Frame: LinkFrame;
+    type Frame: WireFrame;
     /// Largest frame, Ethernet header included.
     fn frame_len_max(&self) -> usize;
     /// Appends up to `max` received frames to `out`; returns how many.
@@ -36,7 +36,7 @@ pub trait Link {
     fn tick(&mut self, _now: std::time::Instant) {}
 }
 
-impl LinkFrame for Vec<u8> {
+impl WireFrame for Vec<u8> {
     fn data(&self) -> &[u8] {
         self
     }
@@ -75,7 +75,7 @@ impl MemoryWire {
     }
 }
 
-impl Link for MemoryWire {
+impl Wire for MemoryWire {
     type Frame = Vec<u8>;
 
     fn frame_len_max(&self) -> usize {
