@@ -322,6 +322,10 @@ impl Rig {
     pub fn close(&mut self, opened: Opened) {
         self.workers[opened.worker].release(opened.server);
         self.client.release(opened.client);
+        // The server's RST leaves at its stack's next poll; only then does the stack free the
+        // connection and the plane forget its flow.
+        let (worker, server) = (opened.worker, opened.server);
+        let _ = self.until("the release", |rig| !rig.workers[worker].stack().holds(server));
     }
 
     /// Opens connections, `concurrency` at a time, for `duration`.
