@@ -1,7 +1,8 @@
 //! The README's first code block is `examples/echo.rs`, word for word, and it works: run in a
 //! throwaway namespace on `veth0`, it echoes 200 KB to a Python client (the kernel's TCP) on
-//! each of four connections and closes each in order (a clean EOF after the client's
-//! half-close, no reset). Needs root (namespaces, AF_PACKET).
+//! each of four connections and closes each in order: a clean EOF after the client's
+//! half-close, and tcpdump sees FINs both ways and no RST. Needs root (namespaces, AF_PACKET)
+//! and tcpdump.
 
 mod netns;
 
@@ -60,6 +61,7 @@ fn the_echo_example_serves_a_kernel_client_and_closes_cleanly() {
         .stderr(Stdio::null())
         .spawn()
         .expect("the echo example");
+    let capture = ns.capture("veth1");
     let python = "import socket, time\n\
         data = bytes(i * 7 % 251 for i in range(200_000))\n\
         for attempt in range(100):\n\
@@ -80,6 +82,7 @@ fn the_echo_example_serves_a_kernel_client_and_closes_cleanly() {
         .args(["netns", "exec", name, "python3", "-c", python])
         .output()
         .expect("python3");
+    let flags = capture.finish();
     let _ = server.kill();
     let _ = server.wait();
     let said = String::from_utf8_lossy(&out.stdout);
@@ -88,4 +91,7 @@ fn the_echo_example_serves_a_kernel_client_and_closes_cleanly() {
         "{said}{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // Each echo connection closed with a FIN both ways, and nothing was reset.
+    assert_eq!(flags.resets, 0, "{flags:?}");
+    assert!(flags.fins >= 2 * 4, "{flags:?}");
 }

@@ -94,6 +94,20 @@ impl<L: Wire> Stack<L> {
         self.conns.get(conn.0).is_some()
     }
 
+    /// Released connections still sending their RST or finishing their close short of
+    /// TIME-WAIT (what an orderly shutdown waits for).
+    pub fn closing(&mut self) -> usize {
+        let dying = std::mem::take(&mut self.dying);
+        let count = dying
+            .iter()
+            .filter(|&&id| {
+                self.conns.get(id).is_some_and(|slot| slot.socket().state() != tcp::State::TimeWait)
+            })
+            .count();
+        self.dying = dying;
+        count
+    }
+
     /// Connections whose slot was freed so far: a cheap sign that [`Stack::holds`] may have
     /// changed for a released one.
     pub fn freed(&self) -> u64 {

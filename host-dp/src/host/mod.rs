@@ -48,6 +48,9 @@ use netstack::NetError;
 use crate::net::{ControlStats, NetRuntime, PlaneStats, TcpListener, TcpStream, UdpSocket};
 use crate::runtime::{self, JoinHandle, Runtime, RuntimeError};
 
+/// How long a shutdown waits for released connections to finish their closes.
+const SHUTDOWN_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Why a host could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
@@ -236,7 +239,8 @@ impl Host {
         }
     }
 
-    /// Shuts down in order: listeners close (waiting `accept`s fail with `Closed`), every
+    /// Shuts down in order: listeners close (waiting `accept`s fail with `Closed`), released
+    /// connections finish their closes (up to two seconds), every
     /// service detaches from its agent with `Closed` (not as a loss), the workers stop (tasks
     /// not finished are dropped), and the agent threads end. Returns the last counters.
     pub fn shutdown(mut self) -> HostStats {
@@ -245,6 +249,12 @@ impl Host {
 
     fn stop(&mut self) -> HostStats {
         self.handle.net.close_listeners();
+        // Connections released in order finish their closes while the workers still poll
+        // (their FINs and last ACKs leave), within a bound.
+        let drain_end = std::time::Instant::now() + SHUTDOWN_DRAIN;
+        while self.handle.net.closing() > 0 && std::time::Instant::now() < drain_end {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         let stats = self.stats();
         self.services.stop_monitors();
         self.handle.net.plane().detach();

@@ -72,6 +72,68 @@ impl Netns {
     }
 }
 
+/// A tcpdump capture of TCP on one interface of a namespace, started by [`Netns::capture`].
+pub struct Capture {
+    child: std::process::Child,
+    file: std::path::PathBuf,
+}
+
+/// What a capture saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flags {
+    /// Segments with FIN.
+    pub fins: usize,
+    /// Segments with RST.
+    pub resets: usize,
+}
+
+impl Netns {
+    /// Captures TCP on `iface` (tcpdump, from scripts/setup.sh) until [`Capture::finish`].
+    pub fn capture(&self, iface: &str) -> Capture {
+        let file = std::env::temp_dir().join(format!("{}-{iface}.pcap", self.name));
+        let child = Command::new("ip")
+            .args(["netns", "exec", &self.name, "tcpdump", "-i", iface, "-U", "-w"])
+            .arg(&file)
+            .arg("tcp")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("tcpdump");
+        let mut capture = Capture { child, file };
+        // tcpdump says "listening on" once it captures.
+        let mut said = String::new();
+        let stderr = capture.child.stderr.as_mut().expect("tcpdump's stderr");
+        let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(stderr), &mut said);
+        assert!(said.contains("listening on"), "tcpdump: {said}");
+        capture
+    }
+}
+
+impl Capture {
+    /// Stops the capture and counts the segments with FIN and with RST.
+    pub fn finish(mut self) -> Flags {
+        std::thread::sleep(std::time::Duration::from_millis(200)); // the last segments
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-INT", &pid]).status();
+        let _ = self.child.wait();
+        let count = |filter: &str| {
+            let out = Command::new("tcpdump")
+                .args(["-n", "-r"])
+                .arg(&self.file)
+                .arg(filter)
+                .output()
+                .expect("tcpdump -r");
+            String::from_utf8_lossy(&out.stdout).lines().count()
+        };
+        let flags = Flags {
+            fins: count("tcp[tcpflags] & tcp-fin != 0"),
+            resets: count("tcp[tcpflags] & tcp-rst != 0"),
+        };
+        let _ = std::fs::remove_file(&self.file);
+        flags
+    }
+}
+
 /// Deletes `wave-*-<pid>` namespaces whose process is gone (a test killed before its guard
 /// could drop).
 fn reap_orphans() {

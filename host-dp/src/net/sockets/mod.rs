@@ -88,6 +88,11 @@ impl<L: Wire> NetRuntime<L> {
         self.plane.ip()
     }
 
+    /// Released connections the stacks are still closing (see `netstack::Stack::closing`).
+    pub fn closing(&self) -> usize {
+        (0..self.stacks.len()).map(|w| self.stack(w).stack().closing()).sum()
+    }
+
     /// How many stacks (one per worker).
     pub fn workers(&self) -> usize {
         self.stacks.len()
