@@ -49,3 +49,14 @@ pub fn fresh_epoch() -> link::proto::Epoch {
     let low = now.as_micros() & u128::from(u32::MAX);
     link::proto::Epoch(u32::try_from(low).expect("masked to 32 bits"))
 }
+
+/// CPU time (utime + stime) from a /proc `stat` file of a process or thread.
+pub fn stat_cpu_ns(path: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let after_name = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    // Fields 14 and 15 of stat (utime, stime) are 11 and 12 after the name and state.
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100);
+    Some(ticks * 1_000_000_000 / u64::try_from(hz).unwrap_or(100))
+}

@@ -65,7 +65,7 @@ impl ControlPlane {
 
     /// CPU time the process used so far (user + system, 10 ms resolution).
     pub fn cpu_ns(&self) -> u64 {
-        stat_cpu_ns(&format!("/proc/{}/stat", self.child.id())).unwrap_or(0)
+        crate::stat_cpu_ns(&format!("/proc/{}/stat", self.child.id())).unwrap_or(0)
     }
 
     /// Kills it the hard way (fault tests).
@@ -101,15 +101,4 @@ pub fn sibling_binary(name: &str) -> Option<PathBuf> {
     let exe = std::env::current_exe().ok()?;
     let dir = exe.parent()?;
     [dir.join(name), dir.parent()?.join(name)].into_iter().find(|path| path.exists())
-}
-
-/// CPU time (utime + stime) from a /proc `stat` file of a process or thread.
-pub fn stat_cpu_ns(path: &str) -> Option<u64> {
-    let stat = std::fs::read_to_string(path).ok()?;
-    let after_name = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = after_name.split(' ').collect();
-    // Fields 14 and 15 of stat (utime, stime) are 11 and 12 after the name and state.
-    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
-    let hz = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK).ok().flatten().unwrap_or(100);
-    Some(ticks * 1_000_000_000 / u64::try_from(hz).unwrap_or(100))
 }

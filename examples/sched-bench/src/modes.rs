@@ -5,13 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::bail;
-use host_dp::runtime::{AgentChannel, AgentOptions, LocalPolicy, Reattach, Runtime, RuntimeConfig};
-use ipu_cp::on_host::{OnHostAgent, OnHostOptions};
-use ipu_cp::policy::{self, SchedConfig};
-pub use ipu_cp::process::{ControlPlane, stat_cpu_ns};
+use host_dp::host::{AgentSettings, LivenessSettings, PortConfig, SchedPolicy, SchedSettings};
+use host_dp::runtime::{AgentChannel, AgentOptions, Reattach};
+use host_dp::{Host, HostConfig};
+pub use ipu_cp::process::ControlPlane;
+pub use ipu_cp::stat_cpu_ns;
 use link::proto::{Epoch, Service};
-use link::{ChannelConfig, LivenessConfig, MonoNanos};
+use link::{ChannelConfig, LivenessConfig};
 
 /// Who decides: local, on-host or offloaded.
 pub use host_dp::ServiceMode as Mode;
@@ -51,8 +51,8 @@ pub struct Setup {
 pub enum AgentSide {
     /// No agent.
     None,
-    /// The in-process agent thread.
-    OnHost(OnHostAgent),
+    /// The host's agent thread (its CPU time: `Host::agent_cpu_ns`).
+    OnHost,
     /// The `ipu-cp` process and its socket path.
     Offloaded(ControlPlane),
 }
@@ -119,54 +119,51 @@ pub fn connect(setup: &Setup, socket: &Path) -> anyhow::Result<AgentChannel> {
     Ok(AgentChannel { end: conn.end, session: Some(conn.stream) })
 }
 
-/// Starts the runtime as `setup` says, with `tasks_max` tasks at most.
-pub fn start(setup: &Setup, tasks_max: usize) -> anyhow::Result<(Runtime, AgentSide)> {
-    // Local mode has one queue, preempted tasks to its tail: with a slice, that is Shinjuku's
-    // policy run by the runtime itself.
-    let local_slice_ns = if setup.policy == "shinjuku" { setup.slice_ns } else { 0 };
-    let config = RuntimeConfig {
-        workers: setup.worker_cpus.len(),
+/// Starts a host (workers, no network) scheduled as `setup` says, with `tasks_max` tasks at
+/// most: through the builder, which wires the agent thread or the session with `ipu-cp`.
+pub fn start(setup: &Setup, tasks_max: usize) -> anyhow::Result<(Host, AgentSide)> {
+    let policy: SchedPolicy = setup.policy.parse().map_err(anyhow::Error::msg)?;
+    let mut config = HostConfig {
+        port: Some(PortConfig::None),
+        workers: u16::try_from(setup.worker_cpus.len())?,
         cpus: Some(setup.worker_cpus.clone()),
-        tasks_max,
-        slice_ns: local_slice_ns,
         spin_when_idle: setup.spin,
-        local_policy: if setup.policy == "stealing" {
-            LocalPolicy::Stealing
-        } else {
-            LocalPolicy::SharedFifo
-        },
+        ..HostConfig::default()
     };
-    let policy_config =
-        SchedConfig { slice_ns: setup.slice_ns, prestage_depth: setup.prestage_depth };
-    match setup.mode {
-        Mode::Local => Ok((Runtime::start(config)?, AgentSide::None)),
-        Mode::OnHost => {
-            let Some(policy) = policy::by_name(&setup.policy, policy_config) else {
-                bail!("unknown policy {}", setup.policy);
-            };
-            let (host, cp) = link::channel::heap_pair(
-                channel(setup, 0),
-                setup.liveness,
-                Epoch(1),
-                ipu_cp::fresh_epoch(),
-                MonoNanos::now(),
-            )?;
-            let agent_options = OnHostOptions {
-                cpu: setup.agent_cpu,
-                event_batch: usize::from(setup.event_batch),
-                spin: setup.spin,
-            };
-            let agent = OnHostAgent::start(policy, cp, agent_options)?;
-            let options = options(setup, AgentChannel { end: host, session: None }, None);
-            Ok((Runtime::start_with_agent(config, options)?, AgentSide::OnHost(agent)))
-        }
+    config.sched = SchedSettings {
+        mode: setup.mode,
+        policy,
+        slice_us: (setup.slice_ns / 1000).max(1),
+        prestage_depth: setup.prestage_depth,
+        tasks_max,
+        prefetch: setup.prefetch,
+    };
+    config.agent = AgentSettings {
+        cpu: setup.agent_cpu,
+        spin: setup.spin,
+        event_batch: usize::from(setup.event_batch),
+        delay_ns: setup.delay_ns,
+    };
+    config.liveness = LivenessSettings {
+        heartbeat_us: (setup.liveness.heartbeat_interval_ns / 1000).max(1),
+        peer_timeout_ms: (setup.liveness.peer_timeout_ns / 1_000_000).max(1),
+        ..LivenessSettings::default()
+    };
+    let cp = match setup.mode {
         Mode::Offloaded => {
             let cp = start_control_plane(setup, "run")?;
-            let link = connect_when_up(setup, &cp.socket)?;
-            let options = options(setup, link, None);
-            Ok((Runtime::start_with_agent(config, options)?, AgentSide::Offloaded(cp)))
+            config.ipu_cp = Some(cp.socket.clone());
+            Some(cp)
         }
-    }
+        Mode::Local | Mode::OnHost => None,
+    };
+    let host = Host::builder().config(config).build()?;
+    let agent = match cp {
+        Some(cp) => AgentSide::Offloaded(cp),
+        None if setup.mode == Mode::OnHost => AgentSide::OnHost,
+        None => AgentSide::None,
+    };
+    Ok((host, agent))
 }
 
 /// Agent options for `setup`.

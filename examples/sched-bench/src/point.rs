@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use crate::modes::{self, AgentSide, Setup};
 use crate::workload::{self, Generator, Mix};
+use host_dp::Host;
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -61,12 +62,12 @@ pub fn run(point: &Point) -> anyhow::Result<Measured> {
     let duration_ns = point.duration_ms * 1_000_000;
     let arrivals = workload::arrivals(point.seed, rate, duration_ns, point.mix);
     let planned = arrivals.len() as u64;
-    let (runtime, agent) = modes::start(&point.setup, 1 << 16)?;
+    let (host, agent) = modes::start(&point.setup, 1 << 16)?;
     std::thread::sleep(Duration::from_millis(20)); // workers report in, the agent settles
-    let agent_cpu_before = agent_cpu_ns(&agent);
+    let agent_cpu_before = agent_cpu_ns(&host, &agent);
     let start = Instant::now();
     let generator = Arc::new(Generator::new(arrivals, start, point.warmup_ms * 1_000_000));
-    runtime.set_ingress(generator.clone());
+    host.set_ingress(generator.clone());
     std::thread::sleep(Duration::from_nanos(duration_ns));
     let window = start.elapsed();
     let finished_in_window = generator.finished.load(Ordering::Relaxed);
@@ -75,9 +76,8 @@ pub fn run(point: &Point) -> anyhow::Result<Measured> {
         std::thread::sleep(Duration::from_millis(1));
     }
     let elapsed = start.elapsed();
-    let agent_cpu = agent_cpu_ns(&agent).saturating_sub(agent_cpu_before);
-    let stats = runtime.stats();
-    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let agent_cpu = agent_cpu_ns(&host, &agent).saturating_sub(agent_cpu_before);
+    let stats = host.stats().sched;
     let finished = generator.finished.load(Ordering::Relaxed);
     let results = generator.results();
     let pct = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e3;
@@ -87,33 +87,23 @@ pub fn run(point: &Point) -> anyhow::Result<Measured> {
         short_us: [pct(&results.short, 0.5), pct(&results.short, 0.99), pct(&results.short, 0.999)],
         long_p99_us: pct(&results.long, 0.99),
         unanswered: planned.saturating_sub(finished),
-        committed: load(&stats.committed),
-        stale: load(&stats.stale),
-        rejected: load(&stats.rejected),
-        preemptions: load(&stats.preemptions),
-        fallbacks: load(&stats.fallbacks),
-        worker_sched_frac: load(&stats.sched_ns) as f64
-            / (elapsed.as_nanos() as f64 * workers as f64),
+        committed: stats.committed,
+        stale: stats.stale,
+        rejected: stats.rejected,
+        preemptions: stats.preemptions,
+        fallbacks: stats.fallbacks,
+        worker_sched_frac: stats.sched_ns as f64 / (elapsed.as_nanos() as f64 * workers as f64),
         agent_cpu_frac: agent_cpu as f64 / elapsed.as_nanos() as f64,
     };
     drop(results);
-    drop(runtime);
-    match agent {
-        AgentSide::OnHost(agent) => {
-            agent.stop();
-        }
-        AgentSide::Offloaded(cp) => drop(cp),
-        AgentSide::None => {}
-    }
+    host.shutdown(); // the agent thread or ipu-cp session is told, then the workers stop
+    drop(agent);
     Ok(measured)
 }
 
-fn agent_cpu_ns(agent: &AgentSide) -> u64 {
+fn agent_cpu_ns(host: &Host, agent: &AgentSide) -> u64 {
     match agent {
-        AgentSide::None => 0,
-        AgentSide::OnHost(agent) => {
-            modes::stat_cpu_ns(&format!("/proc/self/task/{}/stat", agent.tid())).unwrap_or(0)
-        }
+        AgentSide::None | AgentSide::OnHost => host.agent_cpu_ns(),
         AgentSide::Offloaded(cp) => cp.cpu_ns(),
     }
 }

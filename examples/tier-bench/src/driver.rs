@@ -11,7 +11,8 @@ use std::time::Duration;
 use host_dp::tier::TierHost;
 
 use ipu_cp::on_host::{OnHostAgent, OnHostOptions};
-use ipu_cp::process::{ControlPlane, stat_cpu_ns};
+use ipu_cp::process::ControlPlane;
+use ipu_cp::stat_cpu_ns;
 use ipu_cp::tier::adapter::TierAgent;
 use ipu_cp::tier::{PageSample, PageState, TierCommand, TierConfig, Tiering};
 use link::{ChannelConfig, LivenessConfig, MonoNanos};

@@ -39,6 +39,12 @@ impl HostBuilder {
         self
     }
 
+    /// A host without a network (`port.kind = "none"`): workers, and tiering if asked for.
+    pub fn no_network(mut self) -> HostBuilder {
+        self.config.port = Some(PortConfig::None);
+        self
+    }
+
     /// Serves on a link made in code: a shared-memory wire's port, a DPDK port, an
     /// in-memory wire (it must lend no frame: the plane checks).
     pub fn link(mut self, link: impl Into<AnyPort>) -> HostBuilder {
@@ -121,8 +127,9 @@ impl HostBuilder {
         }
         config.check()?;
         let link = match (link, &config.port) {
-            (Some(link), _) => link,
-            (None, Some(port)) => services::open_port(port)?,
+            (Some(link), _) => Some(link),
+            (None, Some(PortConfig::None)) => None,
+            (None, Some(port)) => Some(services::open_port(port)?),
             (None, None) => {
                 let reason = "give a port ([port] in the config, or the builder's iface/link)";
                 return Err(ConfigError::Invalid { key: "port", reason: reason.into() }.into());
@@ -132,7 +139,32 @@ impl HostBuilder {
     }
 }
 
-fn start(config: HostConfig, link: AnyPort) -> Result<Host, HostError> {
+fn start(config: HostConfig, link: Option<AnyPort>) -> Result<Host, HostError> {
+    let mut services = services::Services::default();
+    let net = match link {
+        Some(link) => Some(start_network(&config, link, &mut services)?),
+        None => None,
+    };
+    let runtime = services.start_runtime(&config)?;
+    if let Some(net) = &net {
+        runtime.set_ingress(net.clone());
+    }
+    services.start_tier(&config)?;
+    let handle = HostHandle {
+        runtime: runtime.handle(),
+        net,
+        tenant: config.control.tenant,
+        backlog: config.control.backlog,
+    };
+    Ok(Host { handle, runtime: Some(runtime), services, config })
+}
+
+/// The plane over `link`, a stack per worker, and connection control attached.
+fn start_network(
+    config: &HostConfig,
+    link: AnyPort,
+    services: &mut services::Services,
+) -> Result<std::sync::Arc<NetRuntime>, HostError> {
     let control =
         ControlConfig { workers: config.workers, ip: config.ip.ip, ..ControlConfig::default() };
     let plane = Plane::new(link, PlaneConfig { control, ..PlaneConfig::default() })?;
@@ -149,18 +181,8 @@ fn start(config: HostConfig, link: AnyPort) -> Result<Host, HostError> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     let net = NetRuntime::new(plane.clone(), workers);
-    let mut services = services::Services::default();
-    services.attach_control(&plane, &config)?;
-    let runtime = services.start_runtime(&config)?;
-    runtime.set_ingress(net.clone());
-    services.start_tier(&config)?;
-    let handle = HostHandle {
-        runtime: runtime.handle(),
-        net,
-        tenant: config.control.tenant,
-        backlog: config.control.backlog,
-    };
-    Ok(Host { handle, runtime: Some(runtime), services, config })
+    services.attach_control(&plane, config)?;
+    Ok(net)
 }
 
 /// A distinct seed per worker and process, for the stacks' initial sequence numbers.

@@ -40,8 +40,8 @@ use std::sync::Arc;
 
 pub use builder::HostBuilder;
 pub use config::{
-    Cidr, ConfigError, ControlSettings, HostConfig, LivenessSettings, PortConfig, SchedPolicy,
-    SchedSettings, ServiceMode, TierSettings, TxSetting,
+    AgentSettings, Cidr, ConfigError, ControlSettings, HostConfig, LivenessSettings, PortConfig,
+    SchedPolicy, SchedSettings, ServiceMode, TierSettings, TxSetting,
 };
 use netstack::NetError;
 
@@ -91,7 +91,8 @@ pub enum HostError {
 #[derive(Debug, Clone)]
 pub struct HostHandle {
     runtime: runtime::Handle,
-    net: Arc<NetRuntime>,
+    /// The stacks; `None` on a host without a port.
+    net: Option<Arc<NetRuntime>>,
     tenant: u16,
     backlog: usize,
 }
@@ -106,9 +107,13 @@ impl HostHandle {
         self.runtime.spawn(future)
     }
 
+    fn net(&self) -> Result<&Arc<NetRuntime>, NetError> {
+        self.net.as_ref().ok_or(NetError::Invalid("this host has no network port"))
+    }
+
     /// Listens on TCP `port` on every worker (the control settings' tenant and backlog).
     pub fn listen(&self, port: u16) -> Result<TcpListener, NetError> {
-        self.net.listen(port, self.tenant, self.backlog)
+        self.net()?.listen(port, self.tenant, self.backlog)
     }
 
     /// Connects to `remote`; the future resolves once the connection is established. Await
@@ -117,20 +122,21 @@ impl HostHandle {
         &self,
         remote: SocketAddrV4,
     ) -> impl Future<Output = Result<TcpStream, NetError>> + Send + 'static {
-        let net = self.net.clone();
-        async move { net.connect(remote).await }
+        let net = self.net().cloned();
+        async move { net?.connect(remote).await }
     }
 
     /// Binds UDP `port` (on the worker `port % workers`, where its datagrams are steered),
     /// with 64 KiB queued each way.
     pub fn bind_udp(&self, port: u16) -> Result<UdpSocket, NetError> {
-        let workers = u16::try_from(self.net.workers()).unwrap_or(u16::MAX).max(1);
-        self.net.bind_udp(port, port % workers, 64 * 1024)
+        let net = self.net()?;
+        let workers = u16::try_from(net.workers()).unwrap_or(u16::MAX).max(1);
+        net.bind_udp(port, port % workers, 64 * 1024)
     }
 
-    /// The host's address.
+    /// The host's address (unspecified without a port).
     pub fn ip(&self) -> Ipv4Addr {
-        self.net.ip()
+        self.net.as_ref().map_or(Ipv4Addr::UNSPECIFIED, |net| net.ip())
     }
 }
 
@@ -221,9 +227,21 @@ impl Host {
         self.services.arena()
     }
 
+    /// Has the workers poll `ingress` between tasks, as they poll the stacks on a host with a
+    /// port: for a host without one (`port.kind = "none"`) whose work arrives some other way.
+    /// False if the workers poll something already.
+    pub fn set_ingress(&self, ingress: Arc<dyn runtime::Ingress>) -> bool {
+        self.runtime.as_ref().is_some_and(|runtime| runtime.set_ingress(ingress))
+    }
+
+    /// CPU time the on-host agent threads used so far (10 ms resolution), ns.
+    pub fn agent_cpu_ns(&self) -> u64 {
+        self.services.agent_cpu_ns()
+    }
+
     /// The counters of every part.
     pub fn stats(&self) -> HostStats {
-        let plane = self.handle.net.plane();
+        let plane = self.handle.net.as_ref().map(|net| net.plane());
         let (scheduler, tasks_alive, sched) = match &self.runtime {
             Some(runtime) => (runtime.scheduler(), runtime.tasks_alive(), runtime.counters()),
             None => (runtime::Scheduler::Local, 0, runtime::SchedCounters::default()),
@@ -232,9 +250,9 @@ impl Host {
             scheduler,
             tasks_alive,
             sched,
-            control_attached: plane.has_agent(),
-            control: plane.control_stats(),
-            plane: plane.stats(),
+            control_attached: plane.is_some_and(|plane| plane.has_agent()),
+            control: plane.map(|plane| plane.control_stats()).unwrap_or_default(),
+            plane: plane.map(|plane| plane.stats()).unwrap_or_default(),
             tier_attached: self.services.tier_attached(),
         }
     }
@@ -248,16 +266,20 @@ impl Host {
     }
 
     fn stop(&mut self) -> HostStats {
-        self.handle.net.close_listeners();
-        // Connections released in order finish their closes while the workers still poll
-        // (their FINs and last ACKs leave), within a bound.
-        let drain_end = std::time::Instant::now() + SHUTDOWN_DRAIN;
-        while self.handle.net.closing() > 0 && std::time::Instant::now() < drain_end {
-            std::thread::sleep(std::time::Duration::from_millis(1));
+        if let Some(net) = &self.handle.net {
+            net.close_listeners();
+            // Connections released in order finish their closes while the workers still
+            // poll (their FINs and last ACKs leave), within a bound.
+            let drain_end = std::time::Instant::now() + SHUTDOWN_DRAIN;
+            while net.closing() > 0 && std::time::Instant::now() < drain_end {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
         }
         let stats = self.stats();
         self.services.stop_monitors();
-        self.handle.net.plane().detach();
+        if let Some(net) = &self.handle.net {
+            net.plane().detach();
+        }
         // The runtime's monitor says goodbye to its agent as the workers stop.
         drop(self.runtime.take());
         self.services.stop_agents();

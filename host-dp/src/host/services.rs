@@ -62,6 +62,10 @@ pub(super) fn open_port(config: &PortConfig) -> Result<AnyPort, HostError> {
             Ok(PortWire::new(port, QueueId(0)).into())
         }
         PortConfig::Dpdk { device, vdev_args, mbufs } => open_dpdk(device, vdev_args, *mbufs),
+        PortConfig::None => Err(HostError::Port {
+            port: "none".into(),
+            source: "a host without a port opens none".into(),
+        }),
     }
 }
 
@@ -99,7 +103,7 @@ fn shape(lanes: u16, ring_capacity: u32, prestage_slots: u16) -> ChannelConfig {
     ChannelConfig { workers: lanes, ring_capacity, prestage_slots, delay_ns: 0 }
 }
 
-/// Connects `service` to the `ipu-cp` at `socket`.
+/// Connects `service` to the `ipu-cp` at `socket` (one try: re-attaches try again later).
 fn connect(
     socket: &Path,
     service: Service,
@@ -113,8 +117,41 @@ fn connect(
         .map_err(|e| format!("ipu-cp at {}: {e}", socket.display()))
 }
 
+/// The first attach: [`connect`], tried again for up to the connect timeout while `ipu-cp`
+/// is not answering yet (it may be starting beside us: its socket file appears a moment
+/// before it listens).
+fn connect_first(
+    socket: &Path,
+    service: Service,
+    channel: ChannelConfig,
+    config: &HostConfig,
+) -> Result<AgentChannel, String> {
+    let deadline =
+        std::time::Instant::now() + Duration::from_millis(config.liveness.connect_timeout_ms);
+    loop {
+        match connect(socket, service, channel, config) {
+            Ok(link) => return Ok(link),
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            Err(error) => return Err(error),
+        }
+    }
+}
+
 fn socket_of(config: &HostConfig) -> PathBuf {
     config.ipu_cp.clone().expect("checked: offloaded modes have a socket")
+}
+
+/// How `config`'s on-host agent threads run.
+fn agent_options(config: &HostConfig) -> OnHostOptions {
+    let agent = &config.agent;
+    OnHostOptions { cpu: agent.cpu, event_batch: agent.event_batch, spin: agent.spin }
+}
+
+/// `channel` as an offloaded one: with the configured emulated link delay.
+fn delayed(channel: ChannelConfig, config: &HostConfig) -> ChannelConfig {
+    ChannelConfig { delay_ns: config.agent.delay_ns, ..channel }
 }
 
 /// Connection control's channel: one lane, tokens prestaged in its slots.
@@ -152,8 +189,8 @@ impl Services {
                 plane.attach(host, MonoNanos::now()).map_err(|e| error(e.to_string()))
             }
             ServiceMode::Offloaded => {
-                let socket = socket_of(config);
-                let link = connect(&socket, Service::Net, channel, config).map_err(&error)?;
+                let (socket, channel) = (socket_of(config), delayed(channel, config));
+                let link = connect_first(&socket, Service::Net, channel, config).map_err(&error)?;
                 plane.attach(link, MonoNanos::now()).map_err(|e| error(e.to_string()))?;
                 let reattach = {
                     let config = config.clone();
@@ -176,13 +213,19 @@ impl Services {
             cpus: config.cpus.clone(),
             tasks_max: sched.tasks_max,
             spin_when_idle: config.spin_when_idle,
-            local_policy: LocalPolicy::SharedFifo,
+            local_policy: match sched.policy {
+                super::SchedPolicy::Stealing => LocalPolicy::Stealing,
+                _ => LocalPolicy::SharedFifo,
+            },
             slice_ns: 0,
         };
-        let channel = shape(config.workers + 1, 1024, 4);
+        // One lane per worker and the submit lane; a slot per staged decision and the one run.
+        let slots = sched.prestage_depth.saturating_add(1).min(64);
+        let channel = shape(config.workers + 1, 1024, slots);
         let options = |link, reattach: Option<Reattach>| {
             let mut options = AgentOptions::new(link);
             options.reattach = reattach;
+            options.prefetch = sched.prefetch;
             options.reattach_interval_ns = config.liveness.reattach_ms.saturating_mul(1_000_000);
             options
         };
@@ -190,7 +233,7 @@ impl Services {
             ServiceMode::Local => {
                 let slice_ns = match sched.policy {
                     super::SchedPolicy::Shinjuku => sched.slice_us.saturating_mul(1000),
-                    super::SchedPolicy::Fifo => 0,
+                    super::SchedPolicy::Fifo | super::SchedPolicy::Stealing => 0,
                 };
                 Ok(Runtime::start(RuntimeConfig { slice_ns, ..runtime })?)
             }
@@ -202,12 +245,13 @@ impl Services {
                 let policy = ipu_cp::policy::by_name(sched.policy.name(), policy_config)
                     .expect("every SchedPolicy is one of ipu-cp's");
                 let (host, cp) = heap_pair(channel, config).map_err(&error)?;
-                self.agents.push(OnHostAgent::start(policy, cp, OnHostOptions::default())?);
+                self.agents.push(OnHostAgent::start(policy, cp, agent_options(config))?);
                 Ok(Runtime::start_with_agent(runtime, options(host, None))?)
             }
             ServiceMode::Offloaded => {
-                let socket = socket_of(config);
-                let link = connect(&socket, Service::Sched, channel, config).map_err(&error)?;
+                let (socket, channel) = (socket_of(config), delayed(channel, config));
+                let link =
+                    connect_first(&socket, Service::Sched, channel, config).map_err(&error)?;
                 let reattach: Reattach = {
                     let config = config.clone();
                     Box::new(move || connect(&socket, Service::Sched, channel, &config).ok())
@@ -243,11 +287,12 @@ impl Services {
                     ..TierConfig::default()
                 };
                 let policy = Box::new(TierAgent::new(tier));
-                self.agents.push(OnHostAgent::start(policy, cp, OnHostOptions::default())?);
+                self.agents.push(OnHostAgent::start(policy, cp, agent_options(config))?);
                 host.attach(link, now).map_err(|e| error(e.to_string()))?;
             }
             ServiceMode::Offloaded => {
                 let (socket, tiered) = (socket_of(config), arena.clone());
+                let channel = delayed(channel, config);
                 let timeout = Duration::from_millis(config.liveness.connect_timeout_ms);
                 let mut connect: Reattach = Box::new(move || {
                     crate::tier::connect(&tiered, &socket, channel, liveness, timeout).ok()
@@ -260,6 +305,14 @@ impl Services {
         let thread = TierThread::spawn(host, epoch, reattach)?;
         self.tier = Some((arena, thread));
         Ok(())
+    }
+
+    /// CPU time the on-host agent threads used so far, ns.
+    pub(super) fn agent_cpu_ns(&self) -> u64 {
+        let thread_ns = |agent: &OnHostAgent| {
+            ipu_cp::stat_cpu_ns(&format!("/proc/self/task/{}/stat", agent.tid())).unwrap_or(0)
+        };
+        self.agents.iter().map(thread_ns).sum()
     }
 
     pub(super) fn arena(&self) -> Option<&Arc<memmgr::Arena>> {

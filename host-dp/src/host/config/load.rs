@@ -48,7 +48,7 @@ pub(super) fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigErr
 
 /// The sections of the config, for telling `WAVE_SCHED_POLICY` (section `sched`, key
 /// `policy`) from `WAVE_IPU_CP` (top-level key `ipu_cp`).
-const SECTIONS: [&str; 5] = ["port", "control", "sched", "tier", "liveness"];
+const SECTIONS: [&str; 6] = ["port", "control", "sched", "tier", "agent", "liveness"];
 
 /// The top-level keys that are not sections.
 const TOP_KEYS: [&str; 6] = ["ip", "gateway", "workers", "cpus", "spin_when_idle", "ipu_cp"];
@@ -60,7 +60,8 @@ fn section_keys(section: &str) -> &'static [&'static str] {
         "control" => {
             &["mode", "backlog", "tenant", "max_per_listener", "syn_rate_per_s", "prestage_depth"]
         }
-        "sched" => &["mode", "policy", "slice_us", "prestage_depth", "tasks_max"],
+        "sched" => &["mode", "policy", "slice_us", "prestage_depth", "tasks_max", "prefetch"],
+        "agent" => &["cpu", "spin", "event_batch", "delay_ns"],
         "tier" => &["mode", "arena_mb", "epoch_ms"],
         "liveness" => &["heartbeat_us", "peer_timeout_ms", "reattach_ms", "connect_timeout_ms"],
         _ => &[],

@@ -130,6 +130,9 @@ pub enum TxSetting {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum PortConfig {
+    /// No network: a host of workers (and tiering) only; its work comes from `spawn` and from
+    /// an ingress of the app's own (`Host::set_ingress`).
+    None,
     /// AF_PACKET on an interface with no IP address of its own (needs `CAP_NET_RAW`).
     AfPacket {
         /// The interface.
@@ -203,6 +206,8 @@ pub enum SchedPolicy {
     Fifo,
     /// A time slice, honoured at preempt points, after which a task goes to the queue's tail.
     Shinjuku,
+    /// Per-worker queues with work stealing (local scheduling only).
+    Stealing,
 }
 
 impl SchedPolicy {
@@ -211,6 +216,7 @@ impl SchedPolicy {
         match self {
             SchedPolicy::Fifo => "fifo",
             SchedPolicy::Shinjuku => "shinjuku",
+            SchedPolicy::Stealing => "stealing",
         }
     }
 }
@@ -221,7 +227,8 @@ impl std::str::FromStr for SchedPolicy {
         match text {
             "fifo" => Ok(SchedPolicy::Fifo),
             "shinjuku" => Ok(SchedPolicy::Shinjuku),
-            _ => Err(format!("`{text}`: expected fifo or shinjuku")),
+            "stealing" => Ok(SchedPolicy::Stealing),
+            _ => Err(format!("`{text}`: expected fifo, shinjuku or stealing")),
         }
     }
 }
@@ -240,6 +247,8 @@ pub struct SchedSettings {
     pub prestage_depth: u16,
     /// Most tasks alive at once.
     pub tasks_max: usize,
+    /// Under an agent, read decisions ahead at preempt points (Wave's prefetching).
+    pub prefetch: bool,
 }
 
 impl Default for SchedSettings {
@@ -250,7 +259,28 @@ impl Default for SchedSettings {
             slice_us: 30,
             prestage_depth: 1,
             tasks_max: 1 << 16,
+            prefetch: true,
         }
+    }
+}
+
+/// How on-host agent threads run, and the link to an offloaded one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentSettings {
+    /// Pin on-host agent threads to this CPU.
+    pub cpu: Option<usize>,
+    /// On-host agent threads spin when idle (a dedicated core) instead of backing off.
+    pub spin: bool,
+    /// Events an on-host agent drains per worker before its policy decides (1: no batching).
+    pub event_batch: usize,
+    /// The emulated one-way delay of offloaded channels, ns (a PCIe link: 500 to 2000).
+    pub delay_ns: u32,
+}
+
+impl Default for AgentSettings {
+    fn default() -> Self {
+        AgentSettings { cpu: None, spin: false, event_batch: 32, delay_ns: 0 }
     }
 }
 
@@ -331,6 +361,8 @@ pub struct HostConfig {
     pub sched: SchedSettings,
     /// Page tiering.
     pub tier: TierSettings,
+    /// Agent threads and the offloaded link.
+    pub agent: AgentSettings,
     /// Liveness and re-attach.
     pub liveness: LivenessSettings,
 }
@@ -348,6 +380,7 @@ impl Default for HostConfig {
             control: ControlSettings::default(),
             sched: SchedSettings::default(),
             tier: TierSettings::default(),
+            agent: AgentSettings::default(),
             liveness: LivenessSettings::default(),
         }
     }
@@ -386,6 +419,16 @@ impl HostConfig {
         }
         if self.tier.mode != ServiceMode::Local && self.tier.arena_mb == 0 {
             return Err(invalid("tier.arena_mb", "a tiered service needs an arena"));
+        }
+        if self.sched.policy == SchedPolicy::Stealing && self.sched.mode != ServiceMode::Local {
+            return Err(invalid("sched.policy", "stealing is a local policy"));
+        }
+        let no_network = matches!(self.port, Some(PortConfig::None));
+        if no_network && self.control.mode != ServiceMode::Local {
+            return Err(invalid("control.mode", "a host without a port has no connections"));
+        }
+        if self.agent.event_batch == 0 {
+            return Err(invalid("agent.event_batch", "must be at least 1"));
         }
         if self.tier.epoch_ms == 0 {
             return Err(invalid("tier.epoch_ms", "must be at least 1"));
