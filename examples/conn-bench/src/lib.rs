@@ -17,15 +17,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use hdrhistogram::Histogram;
+use host_dp::HostConfig;
+use host_dp::host::{AgentSettings, ControlService, ControlSettings, LivenessSettings};
 use host_dp::net::plane::PlaneConfig;
 use host_dp::net::{ControlConfig, ControlStats, NetWorker, Plane};
-use host_dp::runtime::AgentChannel;
-use ipu_cp::net::adapter::NetAgent;
-use ipu_cp::net::{Admission, AdmissionConfig};
-use ipu_cp::on_host::{OnHostAgent, OnHostOptions};
+use ipu_cp::net::AdmissionConfig;
 use ipu_cp::process::ControlPlane;
-use link::proto::{Epoch, Service};
-use link::{ChannelConfig, LivenessConfig, MonoNanos};
+use link::{LivenessConfig, MonoNanos};
 use netstack::{Conn, ConnState, MemoryWire, Stack, StackConfig};
 
 /// The server's address.
@@ -103,58 +101,58 @@ pub fn liveness() -> LivenessConfig {
     LivenessConfig { heartbeat_interval_ns: 100_000, peer_timeout_ns: 2_000_000_000 }
 }
 
-fn channel(delay_ns: u32) -> ChannelConfig {
-    ChannelConfig { workers: 1, ring_capacity: 256, prestage_slots: 64, delay_ns }
-}
-
 /// The agent side of a running setup.
 #[derive(Debug)]
 pub enum AgentSide {
     /// None.
     None,
-    /// The agent thread.
-    OnHost(OnHostAgent),
-    /// The `ipu-cp` process.
-    Offloaded(ControlPlane),
+    /// The agent thread, attached through the builder's connection-control service.
+    OnHost(ControlService),
+    /// The `ipu-cp` process, and the service that attached the plane to it (and
+    /// re-attaches it to whatever listens on the same socket after a loss).
+    Offloaded(ControlPlane, ControlService),
 }
 
-/// Connects to the `ipu-cp` at `socket` for the net service, retrying while it starts.
-pub fn connect(socket: &std::path::Path, delay_ns: u32) -> anyhow::Result<AgentChannel> {
-    let deadline = Instant::now() + Duration::from_secs(2);
-    loop {
-        let result = link::transport::connect(
-            socket,
-            Service::Net,
-            channel(delay_ns),
-            Epoch(1),
-            liveness(),
-            Duration::from_secs(5),
-        );
-        match result {
-            Ok(conn) => return Ok(AgentChannel { end: conn.end, session: Some(conn.stream) }),
-            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(2)),
-            Err(error) => return Err(error.into()),
-        }
+impl Setup {
+    /// The host config of this setup's connection control.
+    fn host_config(&self, ipu_cp: Option<PathBuf>) -> HostConfig {
+        let admission = self.admission();
+        let mut config = HostConfig { workers: self.workers, ipu_cp, ..HostConfig::default() };
+        config.control = ControlSettings {
+            mode: self.mode,
+            max_per_listener: admission.max_per_listener,
+            syn_rate_per_s: admission.syn_rate_per_s,
+            syn_burst: admission.syn_burst,
+            prestage_depth: admission.prestage_depth,
+            ..ControlSettings::default()
+        };
+        config.agent = AgentSettings {
+            cpu: self.agent_cpu,
+            spin: self.spin,
+            delay_ns: self.delay_ns,
+            ..Default::default()
+        };
+        let l = liveness();
+        config.liveness = LivenessSettings {
+            heartbeat_us: l.heartbeat_interval_ns / 1000,
+            peer_timeout_ms: l.peer_timeout_ns / 1_000_000,
+            ..LivenessSettings::default()
+        };
+        config
     }
 }
 
-/// Starts the agent side of `setup` and returns it with the link the plane attaches to.
-pub fn start_agent(setup: &Setup, tag: &str) -> anyhow::Result<(AgentSide, Option<AgentChannel>)> {
+/// Starts the agent side of `setup` and attaches `plane` to it.
+pub fn start_agent(
+    setup: &Setup,
+    tag: &str,
+    plane: &Arc<Plane<MemoryWire>>,
+) -> anyhow::Result<AgentSide> {
     match setup.mode {
-        Mode::Local => Ok((AgentSide::None, None)),
+        Mode::Local => Ok(AgentSide::None),
         Mode::OnHost => {
-            let (host, cp) = link::channel::heap_pair(
-                channel(0),
-                liveness(),
-                Epoch(1),
-                ipu_cp::fresh_epoch(),
-                MonoNanos::now(),
-            )?;
-            let policy = NetAgent::new(Admission::new(setup.admission()));
-            let options =
-                OnHostOptions { cpu: setup.agent_cpu, spin: setup.spin, ..Default::default() };
-            let agent = OnHostAgent::start(Box::new(policy), cp, options)?;
-            Ok((AgentSide::OnHost(agent), Some(AgentChannel { end: host, session: None })))
+            let service = ControlService::attach(plane, &setup.host_config(None))?;
+            Ok(AgentSide::OnHost(service))
         }
         Mode::Offloaded => {
             let cp = ControlPlane::start(
@@ -163,8 +161,9 @@ pub fn start_agent(setup: &Setup, tag: &str) -> anyhow::Result<(AgentSide, Optio
                 &setup.cp_args(),
                 false,
             )?;
-            let link = connect(&cp.socket, setup.delay_ns).context("attaching to ipu-cp")?;
-            Ok((AgentSide::Offloaded(cp), Some(link)))
+            let config = setup.host_config(Some(cp.socket.clone()));
+            let service = ControlService::attach(plane, &config).context("attaching to ipu-cp")?;
+            Ok(AgentSide::Offloaded(cp, service))
         }
     }
 }
@@ -244,11 +243,7 @@ impl Rig {
     /// attach, the listen and the first tokens cross the link.
     pub fn start(setup: &Setup, tag: &str) -> anyhow::Result<Rig> {
         let mut rig = Rig::new(setup.workers, ControlConfig::default())?;
-        let (agent, link) = start_agent(setup, tag)?;
-        rig.agent = agent;
-        if let Some(link) = link {
-            rig.plane.attach(link, MonoNanos::now()).map_err(anyhow::Error::msg)?;
-        }
+        rig.agent = start_agent(setup, tag, &rig.plane)?;
         rig.plane.listen(PORT, 1, 256)?;
         let settle = Instant::now();
         while settle.elapsed() < Duration::from_millis(50) {

@@ -8,7 +8,6 @@ use std::time::Duration;
 use conn_bench::{AgentSide, Mode, Rig, Setup};
 use ipu_cp::net::AdmissionConfig;
 use ipu_cp::process::ControlPlane;
-use link::MonoNanos;
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -73,7 +72,10 @@ fn a_killed_control_plane_loses_no_connection_and_a_restarted_one_takes_over() {
     let config = setup(4, AdmissionConfig::default());
     let mut rig = Rig::start(&config, "fault").unwrap();
     let mut open: Vec<_> = (0..5).map(|_| rig.open().unwrap()).collect();
-    let AgentSide::Offloaded(cp) = &mut rig.agent else { panic!("offloaded") };
+    let AgentSide::Offloaded(mut cp, service) = std::mem::replace(&mut rig.agent, AgentSide::None)
+    else {
+        panic!("offloaded")
+    };
     cp.kill(); // SIGKILL: no goodbye; the session socket hangs up
     rig.until("the fallback", |rig| !rig.plane.has_agent()).unwrap();
     for &conn in &open {
@@ -81,15 +83,13 @@ fn a_killed_control_plane_loses_no_connection_and_a_restarted_one_takes_over() {
     }
     open.push(rig.open().unwrap());
     assert_eq!(rig.plane.control_stats().placed_local, 1);
-    // A restarted ipu-cp with room for exactly the six open connections: it learns them on
-    // attach, so a seventh is refused.
-    let admission = AdmissionConfig { max_per_listener: 6, ..AdmissionConfig::default() };
-    let restarted = setup(0, admission);
+    // A restarted ipu-cp on the same socket, with room for exactly the six open connections:
+    // the service re-attaches the plane by itself, the agent learns them on attach, so a
+    // seventh is refused.
     let args = ["--max-conns-per-listener", "6", "--conn-prestage-depth", "0"].map(String::from);
-    let cp = ControlPlane::start(&restarted.ipu_cp, "fault-2", &args, false).unwrap();
-    let link = conn_bench::connect(&cp.socket, restarted.delay_ns).unwrap();
-    rig.plane.attach(link, MonoNanos::now()).unwrap();
-    rig.agent = AgentSide::Offloaded(cp);
+    let cp = ControlPlane::start(&config.ipu_cp, "conn-fault", &args, false).unwrap();
+    rig.until("the re-attach", |rig| rig.plane.has_agent()).unwrap();
+    rig.agent = AgentSide::Offloaded(cp, service);
     let refused = rig.connect().unwrap();
     rig.until("the reset", |rig| {
         rig.client.state(refused).is_ok_and(|s| s == netstack::ConnState::Closed)

@@ -181,7 +181,7 @@ fn start_network(
         })
         .collect::<Result<Vec<_>, _>>()?;
     let net = NetRuntime::new(plane.clone(), workers);
-    services.attach_control(&plane, config)?;
+    services.control = Some(super::ControlService::attach(&plane, config)?);
     Ok(net)
 }
 

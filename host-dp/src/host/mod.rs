@@ -32,6 +32,7 @@
 
 mod builder;
 pub mod config;
+mod control;
 mod services;
 
 use std::future::Future;
@@ -43,6 +44,7 @@ pub use config::{
     AgentSettings, Cidr, ConfigError, ControlSettings, HostConfig, LivenessSettings, PortConfig,
     SchedPolicy, SchedSettings, ServiceMode, TierSettings, TxSetting,
 };
+pub use control::ControlService;
 use netstack::NetError;
 
 use crate::net::{ControlStats, NetRuntime, PlaneStats, TcpListener, TcpStream, UdpSocket};

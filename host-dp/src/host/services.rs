@@ -4,8 +4,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ipu_cp::on_host::{OnHostAgent, OnHostOptions};
@@ -14,8 +12,9 @@ use link::{ChannelConfig, MonoNanos};
 
 use super::HostError;
 use super::config::{HostConfig, PortConfig, ServiceMode, TxSetting};
+use super::control::ControlService;
 use crate::io::QueueId;
-use crate::net::{AnyPort, Plane, PortWire};
+use crate::net::{AnyPort, PortWire};
 use crate::runtime::{AgentChannel, AgentOptions, LocalPolicy, Reattach, Runtime, RuntimeConfig};
 use crate::tier::{TierHost, TierThread};
 
@@ -24,8 +23,8 @@ use crate::tier::{TierHost, TierThread};
 pub(super) struct Services {
     /// On-host agent threads (stopped last, after the host side said goodbye).
     agents: Vec<OnHostAgent>,
-    /// Re-attaches connection control to a restarted `ipu-cp`.
-    control_monitor: Option<Monitor>,
+    /// Connection control's agent (and its re-attach thread).
+    pub(super) control: Option<ControlService>,
     tier: Option<(Arc<memmgr::Arena>, TierThread)>,
 }
 
@@ -94,17 +93,17 @@ fn open_dpdk(device: &str, _: &Option<String>, _: u32) -> Result<AnyPort, HostEr
     })
 }
 
-fn attach_error(service: &'static str) -> impl Fn(String) -> HostError {
+pub(super) fn attach_error(service: &'static str) -> impl Fn(String) -> HostError {
     move |message| HostError::Attach { service, message }
 }
 
 /// The one shape every service's channel is derived from.
-fn shape(lanes: u16, ring_capacity: u32, prestage_slots: u16) -> ChannelConfig {
+pub(super) fn shape(lanes: u16, ring_capacity: u32, prestage_slots: u16) -> ChannelConfig {
     ChannelConfig { workers: lanes, ring_capacity, prestage_slots, delay_ns: 0 }
 }
 
 /// Connects `service` to the `ipu-cp` at `socket` (one try: re-attaches try again later).
-fn connect(
+pub(super) fn connect(
     socket: &Path,
     service: Service,
     channel: ChannelConfig,
@@ -120,7 +119,7 @@ fn connect(
 /// The first attach: [`connect`], tried again for up to the connect timeout while `ipu-cp`
 /// is not answering yet (it may be starting beside us: its socket file appears a moment
 /// before it listens).
-fn connect_first(
+pub(super) fn connect_first(
     socket: &Path,
     service: Service,
     channel: ChannelConfig,
@@ -139,70 +138,25 @@ fn connect_first(
     }
 }
 
-fn socket_of(config: &HostConfig) -> PathBuf {
+pub(super) fn socket_of(config: &HostConfig) -> PathBuf {
     config.ipu_cp.clone().expect("checked: offloaded modes have a socket")
 }
 
 /// How `config`'s on-host agent threads run.
-fn agent_options(config: &HostConfig) -> OnHostOptions {
+pub(super) fn agent_options(config: &HostConfig) -> OnHostOptions {
     let agent = &config.agent;
     OnHostOptions { cpu: agent.cpu, event_batch: agent.event_batch, spin: agent.spin }
 }
 
 /// `channel` as an offloaded one: with the configured emulated link delay.
-fn delayed(channel: ChannelConfig, config: &HostConfig) -> ChannelConfig {
+pub(super) fn delayed(channel: ChannelConfig, config: &HostConfig) -> ChannelConfig {
     ChannelConfig { delay_ns: config.agent.delay_ns, ..channel }
 }
 
 /// Connection control's channel: one lane, tokens prestaged in its slots.
-const CONTROL_SHAPE: (u16, u32, u16) = (1, 256, 64);
+pub(super) const CONTROL_SHAPE: (u16, u32, u16) = (1, 256, 64);
 
 impl Services {
-    /// Attaches connection control as `config.control.mode` says.
-    pub(super) fn attach_control(
-        &mut self,
-        plane: &Arc<Plane>,
-        config: &HostConfig,
-    ) -> Result<(), HostError> {
-        let error = attach_error("connection control");
-        let (lanes, ring, slots) = CONTROL_SHAPE;
-        let channel = shape(lanes, ring, slots);
-        match config.control.mode {
-            ServiceMode::Local => Ok(()),
-            ServiceMode::OnHost => {
-                use ipu_cp::net::adapter::NetAgent;
-                use ipu_cp::net::{Admission, AdmissionConfig};
-                let (host, cp) = heap_pair(channel, config).map_err(&error)?;
-                let settings = &config.control;
-                let admission = AdmissionConfig {
-                    max_per_listener: settings.max_per_listener,
-                    syn_rate_per_s: settings.syn_rate_per_s,
-                    prestage_depth: settings.prestage_depth,
-                    ..AdmissionConfig::default()
-                };
-                let policy = NetAgent::new(Admission::new(admission));
-                self.agents.push(OnHostAgent::start(
-                    Box::new(policy),
-                    cp,
-                    OnHostOptions::default(),
-                )?);
-                plane.attach(host, MonoNanos::now()).map_err(|e| error(e.to_string()))
-            }
-            ServiceMode::Offloaded => {
-                let (socket, channel) = (socket_of(config), delayed(channel, config));
-                let link = connect_first(&socket, Service::Net, channel, config).map_err(&error)?;
-                plane.attach(link, MonoNanos::now()).map_err(|e| error(e.to_string()))?;
-                let reattach = {
-                    let config = config.clone();
-                    move || connect(&socket, Service::Net, channel, &config).ok()
-                };
-                let interval = Duration::from_millis(config.liveness.reattach_ms);
-                self.control_monitor = Some(Monitor::start(plane.clone(), interval, reattach)?);
-                Ok(())
-            }
-        }
-    }
-
     /// Starts the runtime, scheduled as `config.sched` says (an agent channel has one lane
     /// per worker and a submit lane).
     pub(super) fn start_runtime(&mut self, config: &HostConfig) -> Result<Runtime, HostError> {
@@ -312,7 +266,8 @@ impl Services {
         let thread_ns = |agent: &OnHostAgent| {
             ipu_cp::stat_cpu_ns(&format!("/proc/self/task/{}/stat", agent.tid())).unwrap_or(0)
         };
-        self.agents.iter().map(thread_ns).sum()
+        let control = self.control.as_ref().map_or(0, ControlService::agent_cpu_ns);
+        self.agents.iter().map(thread_ns).sum::<u64>() + control
     }
 
     pub(super) fn arena(&self) -> Option<&Arc<memmgr::Arena>> {
@@ -325,8 +280,8 @@ impl Services {
 
     /// Stops the threads that re-attach services (before the services detach).
     pub(super) fn stop_monitors(&mut self) {
-        if let Some(monitor) = self.control_monitor.take() {
-            monitor.stop();
+        if let Some(control) = self.control.as_mut() {
+            control.stop_monitor();
         }
     }
 
@@ -338,10 +293,13 @@ impl Services {
         for agent in self.agents.drain(..) {
             agent.stop();
         }
+        if let Some(control) = self.control.take() {
+            control.stop();
+        }
     }
 }
 
-fn heap_pair(
+pub(super) fn heap_pair(
     channel: ChannelConfig,
     config: &HostConfig,
 ) -> Result<(AgentChannel, link::CpEnd), String> {
@@ -351,40 +309,4 @@ fn heap_pair(
         link::channel::heap_pair(channel, liveness, Epoch(1), ipu_cp::fresh_epoch(), now)
             .map_err(|e| e.to_string())?;
     Ok((AgentChannel { end: host, session: None }, cp))
-}
-
-/// A thread that, while the plane has no connection-control agent, tries to attach one
-/// every `interval` (the plane itself notices a lost agent and falls back).
-#[derive(Debug)]
-struct Monitor {
-    stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
-}
-
-impl Monitor {
-    fn start(
-        plane: Arc<Plane>,
-        interval: Duration,
-        mut reattach: impl FnMut() -> Option<AgentChannel> + Send + 'static,
-    ) -> std::io::Result<Monitor> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let thread = std::thread::Builder::new().name("wave-reattach".into()).spawn(move || {
-            while !flag.load(Ordering::Relaxed) {
-                std::thread::sleep(interval);
-                if !plane.has_agent()
-                    && let Some(link) = reattach()
-                {
-                    // Refused only if an agent attached meanwhile: nothing to do then.
-                    let _ = plane.attach(link, MonoNanos::now());
-                }
-            }
-        })?;
-        Ok(Monitor { stop, thread })
-    }
-
-    fn stop(self) {
-        self.stop.store(true, Ordering::Relaxed);
-        let _ = self.thread.join();
-    }
 }

@@ -180,6 +180,8 @@ pub struct ControlSettings {
     pub max_per_listener: u32,
     /// Admission policy on-host: SYNs per second per listener (0: no limit).
     pub syn_rate_per_s: u32,
+    /// Admission policy on-host: SYNs admitted at once beyond the rate.
+    pub syn_burst: u32,
     /// Admission policy on-host: admissions kept prestaged per listener.
     pub prestage_depth: u16,
 }
@@ -192,6 +194,7 @@ impl Default for ControlSettings {
             tenant: 1,
             max_per_listener: 65_536,
             syn_rate_per_s: 0,
+            syn_burst: 64,
             prestage_depth: 8,
         }
     }
