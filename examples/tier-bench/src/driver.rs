@@ -6,16 +6,12 @@
 //! next epoch (the host never waits for the policy).
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use host_dp::tier::TierHost;
-
-use ipu_cp::on_host::{OnHostAgent, OnHostOptions};
+use host_dp::host::{AgentSettings, LivenessSettings, TierService, TierSettings};
+use host_dp::{HostConfig, ServiceMode};
 use ipu_cp::process::ControlPlane;
-use ipu_cp::stat_cpu_ns;
-use ipu_cp::tier::adapter::TierAgent;
 use ipu_cp::tier::{PageSample, PageState, TierCommand, TierConfig, Tiering};
-use link::{ChannelConfig, LivenessConfig, MonoNanos};
+use link::MonoNanos;
 use memmgr::{Arena, Command, Op, get};
 
 use crate::workload::next;
@@ -54,11 +50,10 @@ pub(crate) enum Driver {
     Link(Box<Linked>),
 }
 
-/// A tier host with what keeps its agent alive.
+/// A tier host with what keeps its agent alive: the builder's tier service (its host and
+/// agent thread), and the `ipu-cp` process when offloaded.
 pub(crate) struct Linked {
-    /// The mechanism's side of the link.
-    pub(crate) host: TierHost,
-    agent: Option<OnHostAgent>,
+    service: TierService,
     cp: Option<ControlPlane>,
 }
 
@@ -85,26 +80,30 @@ impl Driver {
             }
             Setup::OnHost | Setup::Offloaded => {}
         }
-        let shape =
-            ChannelConfig { workers: 1, ring_capacity: 16384, prestage_slots: 1, delay_ns: 0 };
-        let liveness =
-            LivenessConfig { heartbeat_interval_ns: 100_000, peer_timeout_ns: 5_000_000_000 };
-        let (link, agent, cp) = if setup == Setup::OnHost {
-            let now = MonoNanos::now();
-            let (link, cp_end) = host_dp::tier::heap_pair(arena, shape, liveness, now)?;
-            let options = OnHostOptions { cpu, ..OnHostOptions::default() };
-            let agent = OnHostAgent::start(Box::new(TierAgent::new(config)), cp_end, options)?;
-            (link, Some(agent), None)
-        } else {
+        let tier = TierSettings {
+            mode: if setup == Setup::OnHost { ServiceMode::OnHost } else { ServiceMode::Offloaded },
+            arena_mb: arena.pages() / 256,
+            epoch_ms: (config.epoch_ns / 1_000_000).max(1),
+            promotion_target_per_min: config.promotion_target_per_min,
+            threshold_start: config.threshold_start,
+            park_max_per_epoch: config.park_max_per_epoch,
+            demote_max_per_epoch: config.demote_max_per_epoch,
+            hot_skip_epochs: config.hot_skip_epochs,
+        };
+        let agent = AgentSettings { cpu, ..AgentSettings::default() };
+        let liveness = LivenessSettings { peer_timeout_ms: 5000, ..LivenessSettings::default() };
+        let mut host_config = HostConfig { tier, agent, liveness, ..HostConfig::default() };
+        let cp = if setup == Setup::Offloaded {
             let exe = ipu_cp::process::binary_next_to_exe()
                 .ok_or_else(|| anyhow::anyhow!("no ipu-cp next to this binary"))?;
-            let epoch_ms = (config.epoch_ns / 1_000_000).max(1).to_string();
-            let target = config.promotion_target_per_min.to_string();
+            let settings = &host_config.tier;
+            let (epoch_ms, target) =
+                (settings.epoch_ms.to_string(), settings.promotion_target_per_min.to_string());
             let (start, parks, demotes, skip) = (
-                config.threshold_start.to_string(),
-                config.park_max_per_epoch.to_string(),
-                config.demote_max_per_epoch.to_string(),
-                config.hot_skip_epochs.to_string(),
+                settings.threshold_start.to_string(),
+                settings.park_max_per_epoch.to_string(),
+                settings.demote_max_per_epoch.to_string(),
+                settings.hot_skip_epochs.to_string(),
             );
             let cpu_arg = cpu.map(|c| ["--cpu".to_string(), c.to_string()]);
             let args = [
@@ -124,13 +123,13 @@ impl Driver {
             let mut args: Vec<String> = args.map(String::from).to_vec();
             args.extend(cpu_arg.into_iter().flatten());
             let cp = ControlPlane::start(&exe, "tier", &args, false)?;
-            let timeout = Duration::from_secs(5);
-            let link = host_dp::tier::connect(arena, &cp.socket, shape, liveness, timeout)?;
-            (link, None, Some(cp))
+            host_config.ipu_cp = Some(cp.socket.clone());
+            Some(cp)
+        } else {
+            None
         };
-        let mut host = TierHost::new(arena.clone());
-        host.attach(link, MonoNanos::now()).map_err(anyhow::Error::msg)?;
-        Ok(Some(Driver::Link(Box::new(Linked { host, agent, cp }))))
+        let service = TierService::attach(arena, &host_config)?;
+        Ok(Some(Driver::Link(Box::new(Linked { service, cp }))))
     }
 
     /// One epoch: decide (inline) or report and apply (over `link`).
@@ -161,7 +160,7 @@ impl Driver {
                 arena.track_writes()?;
                 arena.reclaim();
             }
-            Driver::Link(linked) => linked.host.epoch(MonoNanos::now())?,
+            Driver::Link(linked) => linked.service.host.epoch(MonoNanos::now())?,
             Driver::Random { target, per_epoch, rng } => {
                 arena.track_writes()?;
                 arena.reclaim();
@@ -187,10 +186,9 @@ impl Driver {
         match self {
             Driver::Inline(_, ns, _) => Some(*ns),
             Driver::Random { .. } => None,
-            Driver::Link(linked) => match (&linked.agent, &linked.cp) {
-                (Some(agent), _) => stat_cpu_ns(&format!("/proc/self/task/{}/stat", agent.tid())),
-                (None, Some(cp)) => Some(cp.cpu_ns()),
-                (None, None) => None,
+            Driver::Link(linked) => match &linked.cp {
+                Some(cp) => Some(cp.cpu_ns()),
+                None => linked.service.agent_cpu_ns(),
             },
         }
     }
@@ -198,14 +196,14 @@ impl Driver {
     /// Keeps the link's heartbeat (every millisecond).
     pub(crate) fn tick(&mut self) {
         if let Driver::Link(linked) = self {
-            linked.host.tick(MonoNanos::now());
+            linked.service.host.tick(MonoNanos::now());
         }
     }
 
     /// The tier host's counters, over `link`.
     pub(crate) fn host_stats(&self) -> Option<host_dp::tier::TierHostStats> {
         match self {
-            Driver::Link(linked) => Some(linked.host.stats()),
+            Driver::Link(linked) => Some(linked.service.host.stats()),
             _ => None,
         }
     }

@@ -34,6 +34,7 @@ mod builder;
 pub mod config;
 mod control;
 mod services;
+mod tier;
 
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -46,6 +47,7 @@ pub use config::{
 };
 pub use control::ControlService;
 use netstack::NetError;
+pub use tier::TierService;
 
 use crate::net::{ControlStats, NetRuntime, PlaneStats, TcpListener, TcpStream, UdpSocket};
 use crate::runtime::{self, JoinHandle, Runtime, RuntimeError};

@@ -13,10 +13,11 @@ use link::{ChannelConfig, MonoNanos};
 use super::HostError;
 use super::config::{HostConfig, PortConfig, ServiceMode, TxSetting};
 use super::control::ControlService;
+use super::tier::TierService;
 use crate::io::QueueId;
 use crate::net::{AnyPort, PortWire};
 use crate::runtime::{AgentChannel, AgentOptions, LocalPolicy, Reattach, Runtime, RuntimeConfig};
-use crate::tier::{TierHost, TierThread};
+use crate::tier::TierThread;
 
 /// The agents and the threads that keep them attached.
 #[derive(Debug, Default)]
@@ -221,42 +222,11 @@ impl Services {
         if settings.arena_mb == 0 {
             return Ok(());
         }
-        let error = attach_error("page tiering");
         let pages = settings.arena_mb.saturating_mul(256);
         let arena = Arc::new(memmgr::Arena::with_faults(pages, memmgr::FaultMode::Handler)?);
-        let mut host = TierHost::new(arena.clone());
-        let channel = shape(1, 4096, 1);
-        let liveness = config.liveness.link();
-        let epoch = Duration::from_millis(settings.epoch_ms);
-        let mut reattach: Option<Reattach> = None;
-        match settings.mode {
-            ServiceMode::Local => {}
-            ServiceMode::OnHost => {
-                use ipu_cp::tier::{TierConfig, adapter::TierAgent};
-                let now = MonoNanos::now();
-                let (link, cp) = crate::tier::heap_pair(&arena, channel, liveness, now)
-                    .map_err(|e| error(e.to_string()))?;
-                let tier = TierConfig {
-                    epoch_ns: settings.epoch_ms.saturating_mul(1_000_000),
-                    ..TierConfig::default()
-                };
-                let policy = Box::new(TierAgent::new(tier));
-                self.agents.push(OnHostAgent::start(policy, cp, agent_options(config))?);
-                host.attach(link, now).map_err(|e| error(e.to_string()))?;
-            }
-            ServiceMode::Offloaded => {
-                let (socket, tiered) = (socket_of(config), arena.clone());
-                let channel = delayed(channel, config);
-                let timeout = Duration::from_millis(config.liveness.connect_timeout_ms);
-                let mut connect: Reattach = Box::new(move || {
-                    crate::tier::connect(&tiered, &socket, channel, liveness, timeout).ok()
-                });
-                let link = connect().ok_or_else(|| error("ipu-cp did not answer".into()))?;
-                host.attach(link, MonoNanos::now()).map_err(|e| error(e.to_string()))?;
-                reattach = Some(connect);
-            }
-        }
-        let thread = TierThread::spawn(host, epoch, reattach)?;
+        let service = TierService::attach(&arena, config)?;
+        let (thread, agent) = service.spawn(Duration::from_millis(settings.epoch_ms))?;
+        self.agents.extend(agent);
         self.tier = Some((arena, thread));
         Ok(())
     }

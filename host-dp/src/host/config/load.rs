@@ -62,7 +62,16 @@ fn section_keys(section: &str) -> &'static [&'static str] {
         }
         "sched" => &["mode", "policy", "slice_us", "prestage_depth", "tasks_max", "prefetch"],
         "agent" => &["cpu", "spin", "event_batch", "delay_ns"],
-        "tier" => &["mode", "arena_mb", "epoch_ms"],
+        "tier" => &[
+            "mode",
+            "arena_mb",
+            "epoch_ms",
+            "promotion_target_per_min",
+            "threshold_start",
+            "park_max_per_epoch",
+            "demote_max_per_epoch",
+            "hot_skip_epochs",
+        ],
         "liveness" => &["heartbeat_us", "peer_timeout_ms", "reattach_ms", "connect_timeout_ms"],
         _ => &[],
     }

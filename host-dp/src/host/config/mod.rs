@@ -208,7 +208,7 @@ impl Default for AgentSettings {
 }
 
 /// Page tiering of a memory arena the host makes for the app.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TierSettings {
     /// Where the tiering policy runs (local: the arena stays resident).
@@ -217,11 +217,31 @@ pub struct TierSettings {
     pub arena_mb: usize,
     /// The tiering epoch, ms.
     pub epoch_ms: u64,
+    /// The policy on-host: promotions per minute it aims for, as a share of the working set.
+    pub promotion_target_per_min: f64,
+    /// The policy on-host: the cold-age threshold at start, epochs.
+    pub threshold_start: u16,
+    /// The policy on-host: most pages parked per epoch.
+    pub park_max_per_epoch: u32,
+    /// The policy on-host: most pages demoted per epoch.
+    pub demote_max_per_epoch: u32,
+    /// The policy on-host: epochs a page found hot is left alone before it is probed again.
+    pub hot_skip_epochs: u32,
 }
 
 impl Default for TierSettings {
     fn default() -> Self {
-        TierSettings { mode: ServiceMode::Local, arena_mb: 0, epoch_ms: 1000 }
+        let policy = ipu_cp::tier::TierConfig::default();
+        TierSettings {
+            mode: ServiceMode::Local,
+            arena_mb: 0,
+            epoch_ms: 1000,
+            promotion_target_per_min: policy.promotion_target_per_min,
+            threshold_start: policy.threshold_start,
+            park_max_per_epoch: policy.park_max_per_epoch,
+            demote_max_per_epoch: policy.demote_max_per_epoch,
+            hot_skip_epochs: policy.hot_skip_epochs,
+        }
     }
 }
 
@@ -261,7 +281,7 @@ impl LivenessSettings {
 }
 
 /// Everything an app chooses about its Wave host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct HostConfig {
     /// The port (required, here or through the builder).
