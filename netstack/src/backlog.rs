@@ -8,8 +8,7 @@ use smoltcp::socket::{Socket, tcp};
 
 use crate::NetError;
 use crate::conns::{Phase, SlotId};
-use crate::stack::{Conn, DYING_MAX, LINGER_MAX, LINGERING_MAX, Listener, SPARE_SOCKETS};
-use crate::stack::{Stack, TIME_WAIT};
+use crate::stack::{Conn, Listener, SPARE_SOCKETS, Stack};
 use crate::wire::Wire;
 
 impl<L: Wire> Stack<L> {
@@ -62,13 +61,21 @@ impl<L: Wire> Stack<L> {
         Ok(socket)
     }
 
-    /// Stops listening on `port`; connections already accepted or waiting are unaffected.
+    /// Stops listening on `port`: connections already accepted are unaffected, ones waiting
+    /// to be accepted are reset.
     pub fn unlisten(&mut self, port: u16) {
         if let Some(mut listener) = self.listeners.remove(&port) {
             for handle in listener.listening {
                 if let Socket::Tcp(socket) = listener.set.remove(handle) {
                     self.keep_spare(socket);
                 }
+            }
+        }
+        // Connections that arrived and were never accepted are refused: reset.
+        for id in self.ready.remove(&port).unwrap_or_default() {
+            if let Some(slot) = self.conns.get(id) {
+                slot.phase = Phase::Open;
+                self.abort(Conn(id));
             }
         }
     }
@@ -82,7 +89,7 @@ impl<L: Wire> Stack<L> {
     }
 
     /// Takes a connection out of the stack; its socket may be kept as a spare.
-    fn remove_conn(&mut self, id: SlotId) {
+    pub(crate) fn remove_conn(&mut self, id: SlotId) {
         if let Some(socket) = self.conns.remove(id) {
             self.freed += 1;
             self.keep_spare(socket);
@@ -92,20 +99,6 @@ impl<L: Wire> Stack<L> {
     /// True while the stack still holds `conn` (open, or released and finishing its close).
     pub fn holds(&mut self, conn: Conn) -> bool {
         self.conns.get(conn.0).is_some()
-    }
-
-    /// Released connections still sending their RST or finishing their close short of
-    /// TIME-WAIT (what an orderly shutdown waits for).
-    pub fn closing(&mut self) -> usize {
-        let dying = std::mem::take(&mut self.dying);
-        let count = dying
-            .iter()
-            .filter(|&&id| {
-                self.conns.get(id).is_some_and(|slot| slot.socket().state() != tcp::State::TimeWait)
-            })
-            .count();
-        self.dying = dying;
-        count
     }
 
     /// Connections whose slot was freed so far: a cheap sign that [`Stack::holds`] may have
@@ -125,96 +118,6 @@ impl<L: Wire> Stack<L> {
             }
         }
         None
-    }
-
-    /// Forgets `conn`. A connection the app closed (`close`: our FIN is queued or sent)
-    /// lingers until its close finishes in order (SO_LINGER off, as a Linux `close`): what is
-    /// queued is sent, the peer's FIN acknowledged; then its buffers are freed. One still
-    /// open is reset (an abort, SO_LINGER with a zero timeout), and so is a close that takes
-    /// longer than a minute, or one released while too many linger. `conn` must not be used
-    /// again.
-    pub fn release(&mut self, conn: Conn) {
-        let Some(slot) = self.conns.get(conn.0) else { return };
-        if slot.phase != Phase::Open {
-            return;
-        }
-        let socket = slot.socket();
-        let state = socket.state();
-        use tcp::State as S;
-        let closing = matches!(state, S::FinWait1 | S::FinWait2 | S::Closing | S::LastAck);
-        if (closing || state == S::TimeWait) && self.lingering < LINGERING_MAX {
-            let wait = if state == S::TimeWait { TIME_WAIT } else { LINGER_MAX };
-            slot.phase = Phase::Lingering(self.last_poll + wait);
-            self.lingering += 1;
-            self.dying.push(conn.0);
-            return;
-        }
-        let open = state != S::Closed;
-        if open {
-            socket.abort();
-            self.stats.reset_on_release += 1;
-        }
-        if open && socket.remote_endpoint().is_some() {
-            // smoltcp sends the RST of an aborted socket on its next egress, then forgets the
-            // peer; removing it now would leave the peer with a half-open connection.
-            slot.phase = Phase::Dying(self.last_poll + DYING_MAX);
-            self.conns.mark(conn.0.index);
-            self.dying.push(conn.0);
-        } else {
-            self.remove_conn(conn.0);
-        }
-    }
-
-    /// Removes released connections whose RST left or whose close finished (or that waited
-    /// too long), and resets lingering ones past their deadline.
-    pub(crate) fn reap(&mut self, now: std::time::Instant) {
-        let mut dying = std::mem::take(&mut self.dying);
-        dying.retain(|&id| {
-            let Some(slot) = self.conns.get(id) else { return false };
-            match slot.phase {
-                Phase::Dying(deadline) => {
-                    let gone = slot.socket().remote_endpoint().is_none();
-                    if gone || now >= deadline {
-                        self.remove_conn(id);
-                    }
-                    !(gone || now >= deadline)
-                }
-                Phase::Lingering(deadline) => self.linger(id, now, deadline),
-                Phase::Waiting | Phase::Open => false,
-            }
-        });
-        self.dying = dying;
-    }
-
-    /// One lingering connection's step; false once it left the lingering list.
-    fn linger(
-        &mut self,
-        id: SlotId,
-        now: std::time::Instant,
-        deadline: std::time::Instant,
-    ) -> bool {
-        use tcp::State as S;
-        let Some(slot) = self.conns.get(id) else { return false };
-        let state = slot.socket().state();
-        if state == S::Closed || (state == S::TimeWait && now >= deadline) {
-            self.lingering -= 1;
-            self.stats.closed_in_order += 1;
-            self.remove_conn(id);
-            return false;
-        }
-        if now >= deadline {
-            // The peer never finished its side: reset, as Linux does after tcp_fin_timeout.
-            slot.socket().abort();
-            slot.phase = Phase::Dying(now + DYING_MAX);
-            self.conns.mark(id.index);
-            self.lingering -= 1;
-            self.stats.reset_on_release += 1;
-            return true;
-        }
-        if state == S::TimeWait && deadline > now + TIME_WAIT {
-            slot.phase = Phase::Lingering(now + TIME_WAIT); // both FINs done: a short wait
-        }
-        true
     }
 
     /// For each port a segment reached: moves its listening sockets that got a connection to

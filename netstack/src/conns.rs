@@ -32,9 +32,12 @@ pub(crate) enum Phase {
     /// deadline).
     Dying(std::time::Instant),
     /// Released after the app closed it: the close runs to its end (what is queued is sent,
-    /// the peer's FIN is acknowledged, a retransmitted FIN too while in TIME-WAIT), then it
-    /// goes; at the deadline it is reset instead.
+    /// the peer's FIN is acknowledged), then it waits in TIME-WAIT; at the deadline it is
+    /// reset instead.
     Lingering(std::time::Instant),
+    /// Released and both sides closed: kept until the deadline to acknowledge a
+    /// retransmitted FIN, then it goes.
+    TimeWait(std::time::Instant),
 }
 
 /// A connection's socket set (one socket) and bookkeeping.

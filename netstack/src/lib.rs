@@ -20,6 +20,7 @@
 
 mod backlog;
 mod capture;
+mod close;
 mod conns;
 mod device;
 mod error;

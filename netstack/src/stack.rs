@@ -127,8 +127,9 @@ pub struct Stack<L: Wire> {
     /// Released connections waiting to send their RST or to finish their close (deadline in
     /// their phase).
     pub(crate) dying: Vec<SlotId>,
-    /// How many of `dying` are lingering.
+    /// How many of `dying` are lingering, and how many are in TIME-WAIT.
     pub(crate) lingering: usize,
+    pub(crate) time_waiting: usize,
     /// Connection slots freed so far.
     pub(crate) freed: u64,
     pub(crate) last_poll: std::time::Instant,
@@ -153,8 +154,12 @@ pub(crate) const LINGER_MAX: Duration = Duration::from_secs(60);
 /// How long a closed connection stays in TIME-WAIT to acknowledge a retransmitted FIN
 /// (ADR 0007: a bound, not 2 MSL; each lingering socket holds its buffers).
 pub(crate) const TIME_WAIT: Duration = Duration::from_secs(1);
-/// Most released connections lingering at once per stack; past it a release resets.
-pub(crate) const LINGERING_MAX: usize = 256;
+/// Most released connections finishing their close at once per stack (1024 × 128 KiB of
+/// buffers at most, held no longer than `LINGER_MAX`); past it a release resets.
+pub(crate) const LINGERING_MAX: usize = 1024;
+/// Most released connections in TIME-WAIT at once per stack; past it one leaves at once (both
+/// sides are done: nothing is lost, a retransmitted FIN would meet a RST).
+pub(crate) const TIME_WAIT_MAX: usize = 256;
 
 impl<L: Wire> Stack<L> {
     /// A stack over `link`; `now` starts its clock.
@@ -202,6 +207,7 @@ impl<L: Wire> Stack<L> {
             spare: Vec::new(),
             dying: Vec::new(),
             lingering: 0,
+            time_waiting: 0,
             freed: 0,
             last_poll: now,
             scratch: Vec::new(),

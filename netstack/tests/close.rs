@@ -131,3 +131,52 @@ fn a_connection_released_while_open_is_reset_on_purpose() {
     assert!(resets.get() >= 1);
     assert_eq!(s.stats().reset_on_release, 1);
 }
+
+#[test]
+fn connections_waiting_for_accept_are_reset_when_the_listener_goes() {
+    let (mut s, mut c, resets) = pair();
+    s.listen(7, 4).unwrap();
+    let cc = c.connect(SocketAddrV4::new(SERVER, 7)).unwrap();
+    run(&mut s, &mut c, |_, c| c.state(cc) == Ok(netstack::ConnState::Established));
+    s.unlisten(7); // never accepted
+    let mut buf = [0u8; 16];
+    run(&mut s, &mut c, |_, c| c.recv(cc, &mut buf) == Err(NetError::Closed));
+    assert!(resets.get() >= 1, "the waiting connection was refused with a RST");
+    assert_eq!(s.stats().reset_on_release, 1);
+    assert_eq!(s.closing(), 0);
+}
+
+#[test]
+fn many_closes_at_once_all_finish_in_order_past_the_time_wait_bound() {
+    // More connections than TIME-WAIT may hold: the extra ones leave at once, still without a
+    // reset, and none that is still closing is cut short.
+    const CONNS: usize = 300;
+    let (mut s, mut c, resets) = pair();
+    s.listen(7, CONNS).unwrap();
+    let clients: Vec<_> =
+        (0..CONNS).map(|_| c.connect(SocketAddrV4::new(SERVER, 7)).unwrap()).collect();
+    let mut servers = Vec::new();
+    run(&mut s, &mut c, |s, _| {
+        while let Some(conn) = s.accept(7) {
+            servers.push(conn);
+        }
+        servers.len() == CONNS
+            && servers.iter().all(|&sc| s.state(sc) == Ok(netstack::ConnState::Established))
+    });
+    for &sc in &servers {
+        s.send(sc, b"bye").unwrap();
+        s.close(sc).unwrap();
+        s.release(sc);
+    }
+    let mut buf = [0u8; 8];
+    run(&mut s, &mut c, |_, c| {
+        clients.iter().all(|&cc| c.recv(cc, &mut buf) == Err(NetError::Closed))
+    });
+    for &cc in &clients {
+        c.close(cc).unwrap();
+    }
+    run(&mut s, &mut c, |s, _| servers.iter().all(|&sc| !s.holds(sc)));
+    assert_eq!(resets.get(), 0, "nothing was reset");
+    assert_eq!(s.stats().reset_on_release, 0);
+    assert_eq!(s.stats().closed_in_order, CONNS as u64);
+}

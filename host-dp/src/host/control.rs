@@ -99,7 +99,7 @@ impl ControlService {
 #[derive(Debug)]
 struct Monitor {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<()>,
+    thread: Option<JoinHandle<()>>,
 }
 
 impl Monitor {
@@ -121,11 +121,23 @@ impl Monitor {
                 }
             }
         })?;
-        Ok(Monitor { stop, thread })
+        Ok(Monitor { stop, thread: Some(thread) })
     }
 
-    fn stop(self) {
+    fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
-        let _ = self.thread.join();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        self.halt(); // a service dropped (a build that failed later) leaves no thread behind
     }
 }

@@ -77,7 +77,17 @@ impl TierService {
                 let mut connect: Reattach = Box::new(move || {
                     crate::tier::connect(&tiered, &socket, channel, liveness, timeout).ok()
                 });
-                let link = connect().ok_or_else(|| error("ipu-cp did not answer".into()))?;
+                // The first attach tries again while ipu-cp starts (up to the timeout).
+                let deadline = std::time::Instant::now() + timeout;
+                let link = loop {
+                    match connect() {
+                        Some(link) => break link,
+                        None if std::time::Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(5));
+                        }
+                        None => return Err(error("ipu-cp did not answer".into())),
+                    }
+                };
                 host.attach(link, MonoNanos::now()).map_err(|e| error(e.to_string()))?;
                 reattach = Some(connect);
             }

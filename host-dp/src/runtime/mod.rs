@@ -377,12 +377,19 @@ impl Drop for Runtime {
             let _ = monitor.join();
         }
         self.shared.local.clear(); // drop what never ran
-        // Tasks hold the shared state and the registry holds tasks: break the cycle.
+        // Tasks hold the shared state (their futures do, through handles and sockets) and the
+        // shared state holds tasks (the registry; wakers in timers and sockets): break the
+        // cycle by dropping every unfinished future, then the registry's entries and the
+        // timers' wakers.
         let mut unfinished = Vec::new();
-        self.shared.registry.for_each(|task| unfinished.push(task.id()));
-        for id in unfinished {
-            self.shared.registry.remove(id);
+        self.shared.registry.for_each(|task| unfinished.push(task.clone()));
+        for task in &unfinished {
+            task.drop_future();
         }
+        for task in unfinished {
+            self.shared.registry.remove(task.id());
+        }
+        self.shared.timers.clear();
     }
 }
 

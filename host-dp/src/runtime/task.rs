@@ -133,6 +133,13 @@ impl Task {
         self.in_local_queue.store(false, Ordering::Release);
     }
 
+    /// Drops the future unfinished (the runtime is gone): what it holds, wakers and sockets
+    /// and the runtime's own state, is released.
+    pub(crate) fn drop_future(&self) {
+        let future = self.future.lock().map(|mut slot| slot.take()).unwrap_or_default();
+        drop(future); // outside the lock: its drop may wake or drop other tasks
+    }
+
     /// Polls once. The caller moved the task to RUNNING (so no other worker polls it).
     pub(crate) fn poll(self: &Arc<Task>) -> Outcome {
         let mut slot = self.future.lock().expect("task future");

@@ -237,6 +237,25 @@ fn sleeping_tasks_wake_after_their_deadline_and_free_the_worker_meanwhile() {
 }
 
 #[test]
+fn tasks_still_waiting_when_the_runtime_drops_are_dropped_with_it() {
+    let rt = runtime(1, 0);
+    let held = std::sync::Arc::new(());
+    // One task waits on a timer (its waker in the runtime's timers), one on nothing at all.
+    let (a, b) = (held.clone(), held.clone());
+    let _sleeping = rt.spawn(async move {
+        sleep(Duration::from_secs(30)).await;
+        drop(a);
+    });
+    let _pending = rt.spawn(async move {
+        std::future::pending::<()>().await;
+        drop(b);
+    });
+    std::thread::sleep(Duration::from_millis(20)); // both ran once and wait
+    drop(rt);
+    assert_eq!(std::sync::Arc::strong_count(&held), 1, "their futures were dropped");
+}
+
+#[test]
 fn a_sleep_dropped_before_its_deadline_leaves_no_timer_behind() {
     let rt = runtime(1, 0);
     // hyper arms a header-read timeout per request and drops it once the headers are in:

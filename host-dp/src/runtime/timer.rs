@@ -59,21 +59,30 @@ impl Timers {
 
     /// Points the armed timer `key` at `waker`; false if it fired already.
     fn rearm(&self, key: Key, waker: &Waker) -> bool {
-        match self.lock().get_mut(&key) {
-            Some(armed) => {
-                if !armed.will_wake(waker) {
-                    armed.clone_from(waker);
-                }
-                true
+        let replaced = {
+            let mut map = self.lock();
+            let Some(armed) = map.get_mut(&key) else { return false };
+            if armed.will_wake(waker) {
+                return true;
             }
-            None => false,
-        }
+            std::mem::replace(armed, waker.clone())
+        };
+        drop(replaced); // outside the lock: the last reference to a task may go with it
+        true
     }
 
     /// Takes the timer `key` out (its `Sleep` is gone). The cached earliest deadline may
     /// then be early: `fire` corrects it.
     fn cancel(&self, key: Key) {
-        self.lock().remove(&key);
+        let removed = self.lock().remove(&key);
+        drop(removed); // outside the lock, as in `rearm`
+    }
+
+    /// Drops every armed timer's waker (the runtime is gone).
+    pub(crate) fn clear(&self) {
+        let map = std::mem::take(&mut *self.lock());
+        self.next_ns.store(u64::MAX, Ordering::Release);
+        drop(map);
     }
 
     /// Timers armed now.

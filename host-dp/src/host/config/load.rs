@@ -57,9 +57,15 @@ const TOP_KEYS: [&str; 6] = ["ip", "gateway", "workers", "cpus", "spin_when_idle
 fn section_keys(section: &str) -> &'static [&'static str] {
     match section {
         "port" => &["kind", "iface", "tx", "fd", "len", "device", "vdev_args", "mbufs"],
-        "control" => {
-            &["mode", "backlog", "tenant", "max_per_listener", "syn_rate_per_s", "prestage_depth"]
-        }
+        "control" => &[
+            "mode",
+            "backlog",
+            "tenant",
+            "max_per_listener",
+            "syn_rate_per_s",
+            "syn_burst",
+            "prestage_depth",
+        ],
         "sched" => &["mode", "policy", "slice_us", "prestage_depth", "tasks_max", "prefetch"],
         "agent" => &["cpu", "spin", "event_batch", "delay_ns"],
         "tier" => &[
@@ -157,5 +163,34 @@ fn env_value(text: &str) -> toml::Value {
     match document.parse::<toml::Table>() {
         Ok(mut table) => table.remove("value").unwrap_or_else(|| text.into()),
         Err(_) => toml::Value::String(text.to_owned()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_field_of_every_section_can_be_named_by_a_variable() {
+        // Every field a section serializes (all but unset options) is in its key list, so no
+        // field is out of the environment's reach; and no listed key names no field.
+        let table = toml::Table::try_from(HostConfig::default()).unwrap();
+        for section in SECTIONS.iter().filter(|&&s| s != "port") {
+            let fields = table[*section].as_table().unwrap();
+            for field in fields.keys() {
+                assert!(section_keys(section).contains(&field.as_str()), "{section}.{field}");
+            }
+            for key in section_keys(section) {
+                let var = format!("WAVE_{}_{}", section.to_uppercase(), key.to_uppercase());
+                let refused = HostConfig::default().with_vars([(var.clone(), "x".into())]);
+                let unknown = |message: &str| message == "names no field";
+                let named =
+                    matches!(&refused, Err(ConfigError::Env { message, .. }) if unknown(message));
+                assert!(!named, "{var}");
+            }
+        }
+        for key in TOP_KEYS {
+            assert!(table.contains_key(key) || ["gateway", "cpus", "ipu_cp"].contains(&key));
+        }
     }
 }

@@ -45,7 +45,9 @@ use crate::net::{AnyPort, PortWire};
 /// ```
 pub unsafe trait SharedWire: netstack::Wire {
     /// True while nothing outside this value shares its thread-unsafe state: no frame it
-    /// lent is alive elsewhere (frames in flight inside it do not count).
+    /// lent is alive elsewhere. May be false when the only frames are inside the value (an
+    /// impairment layer's delayed ones, a port's spare buffers): refusing then is safe, and a
+    /// fresh link lends nothing.
     fn lends_nothing(&self) -> bool;
 }
 

@@ -227,6 +227,16 @@ impl<L: Wire> NetWorker<L> {
     /// open one is reset), and its flow once the stack is done with it.
     pub fn release(&mut self, conn: Conn) {
         self.stack.release(conn);
+        self.forget_flow(conn);
+    }
+
+    /// Resets `conn` and forgets it, and its flow once its RST has left.
+    pub fn abort(&mut self, conn: Conn) {
+        self.stack.abort(conn);
+        self.forget_flow(conn);
+    }
+
+    fn forget_flow(&mut self, conn: Conn) {
         let Some(flow) = self.flows.remove(&conn) else { return };
         if self.stack.holds(conn) {
             self.closing.push((conn, flow));

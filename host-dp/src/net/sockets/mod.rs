@@ -178,7 +178,7 @@ impl<L: Wire> NetRuntime<L> {
             (std::mem::take(&mut queue.ready), std::mem::take(&mut queue.waiters))
         };
         for (worker, conn) in ready {
-            lock(&self.stacks[worker]).release(conn);
+            lock(&self.stacks[worker]).abort(conn);
         }
         waiters.into_iter().for_each(Waker::wake);
     }

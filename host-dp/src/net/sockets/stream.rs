@@ -162,7 +162,7 @@ impl<L: Wire> TcpStream<L> {
     /// timeout.
     pub fn abort(mut self) {
         if let Some(conn) = self.conn.take() {
-            self.net.stack(self.worker).release(conn);
+            self.net.stack(self.worker).abort(conn);
         }
     }
 
