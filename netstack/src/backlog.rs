@@ -108,14 +108,27 @@ impl<L: Wire> Stack<L> {
     }
 
     /// A connection that arrived on `port`, if one is waiting.
+    ///
+    /// Only a connection whose handshake is done is handed out (as Linux's `accept` does): one
+    /// still in SYN-RECEIVED waits, since what the app does with it then (a `close`, a write)
+    /// would have to wait for the handshake anyway.
     pub fn accept(&mut self, port: u16) -> Option<Conn> {
         let ready = self.ready.get_mut(&port)?;
-        while let Some(id) = ready.pop() {
-            if let Some(slot) = self.conns.get(id) {
-                slot.phase = Phase::Open;
-                self.stats.accepted += 1;
-                return Some(Conn(id));
+        let mut index = ready.len();
+        while index > 0 {
+            index -= 1;
+            let id = ready[index];
+            let Some(slot) = self.conns.get(id) else {
+                ready.remove(index); // gone meanwhile
+                continue;
+            };
+            if slot.socket().state() == tcp::State::SynReceived {
+                continue;
             }
+            ready.remove(index);
+            slot.phase = Phase::Open;
+            self.stats.accepted += 1;
+            return Some(Conn(id));
         }
         None
     }
