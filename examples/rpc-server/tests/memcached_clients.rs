@@ -1,7 +1,8 @@
 //! Clients nobody here wrote against `rpc-server`, through a veth in a throwaway namespace:
 //! `memccapable`'s ascii protocol tests (libmemcached's conformance suite) and `memcaslap`'s
 //! get/set mix with data verification. The server runs two workers' stacks with connection
-//! control by the admission policy in an agent thread. Needs root (namespaces, AF_PACKET) and
+//! control by the admission policy in an agent thread; and error paths answered as Debian's
+//! memcached answers them, stream by stream. Needs root (namespaces, AF_PACKET) and
 //! `libmemcached-tools` (scripts/setup.sh installs it).
 
 #[path = "../../../host-dp/tests/netns/mod.rs"]
@@ -90,4 +91,28 @@ fn an_unknown_transmit_mode_is_refused() {
     assert!(!out.status.success());
     assert!(text.contains("invalid value 'carrier-pigeon' for '--tx <TX>'"), "{text}");
     assert!(text.contains("[possible values: ring, send]"), "{text}");
+}
+
+#[test]
+fn error_paths_end_as_memcacheds_do() {
+    // memcached (Debian's, scripts/setup.sh installs it) on the kernel's end of the veth, our
+    // server on the other: the same streams to both, the same replies expected.
+    let (ns, child) = server("mcdiff", &[]);
+    let mut memcached = Command::new("ip")
+        .args(["netns", "exec", ns.name(), "memcached", "-u", "nobody", "-U", "0"])
+        .args(["-l", "198.18.0.1", "-p", "11311"])
+        .spawn()
+        .expect("memcached");
+    std::thread::sleep(std::time::Duration::from_millis(300)); // it binds
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/memcached_diff.py");
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns.name(), "python3", script, "198.18.0.2", "198.18.0.1", "11311"])
+        .output()
+        .expect("python3");
+    let _ = memcached.kill();
+    let _ = memcached.wait();
+    stop(child);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("differ 0"), "{said}");
 }

@@ -144,6 +144,10 @@ pub enum Parsed<'a> {
 }
 
 const BAD_FORMAT: &str = "CLIENT_ERROR bad command line format";
+/// memcached's reply to a `delete` with more than a key (and `0`, and `noreply`).
+const DELETE_USAGE: &str = "CLIENT_ERROR bad command line format.  Usage: delete <key> [noreply]";
+/// memcached's reply to a `flush_all` whose delay is not a number.
+const BAD_EXPTIME: &str = "CLIENT_ERROR invalid exptime argument";
 
 fn error(reply: &'static str, used: usize) -> Parsed<'static> {
     Parsed::Error { reply, used, skip: 0, close: false }
@@ -170,8 +174,12 @@ pub fn parse(buf: &[u8], value_max: usize) -> Parsed<'_> {
     let noreply = args.last() == Some(&&b"noreply"[..]);
     let plain = if noreply { &args[..args.len() - 1] } else { &args[..] };
     let command = match name {
+        // memcached answers a command with the wrong number of words `ERROR`, as if unknown.
         b"get" | b"gets" => {
-            if plain.is_empty() || plain.iter().any(|k| !valid_key(k)) {
+            if plain.is_empty() {
+                return error("ERROR", line_len);
+            }
+            if plain.iter().any(|k| !valid_key(k)) {
                 return error(BAD_FORMAT, line_len);
             }
             Command::Get { keys: plain.to_vec(), with_cas: name == b"gets" }
@@ -180,30 +188,33 @@ pub fn parse(buf: &[u8], value_max: usize) -> Parsed<'_> {
             return parse_store(buf, name, plain, noreply, line_len, value_max);
         }
         b"delete" => match plain {
+            [] => return error("ERROR", line_len),
             [key] | [key, b"0"] if valid_key(key) => Command::Delete { key, noreply },
-            _ => return error(BAD_FORMAT, line_len),
+            _ => return error(DELETE_USAGE, line_len),
         },
         b"incr" | b"decr" => match plain {
             [key, delta] if valid_key(key) => match number::<u64>(delta) {
                 Some(delta) => Command::Arith { key, incr: name == b"incr", delta, noreply },
                 None => return error("CLIENT_ERROR invalid numeric delta argument", line_len),
             },
-            _ => return error(BAD_FORMAT, line_len),
+            [_, _] => return error(BAD_FORMAT, line_len),
+            _ => return error("ERROR", line_len),
         },
         b"touch" => match plain {
             [key, exptime] if valid_key(key) => match number::<i64>(exptime) {
                 Some(exptime) => Command::Touch { key, exptime, noreply },
-                None => return error("CLIENT_ERROR invalid exptime argument", line_len),
+                None => return error(BAD_EXPTIME, line_len),
             },
-            _ => return error(BAD_FORMAT, line_len),
+            [_, _] => return error(BAD_FORMAT, line_len),
+            _ => return error("ERROR", line_len),
         },
         b"flush_all" => match plain {
             [] => Command::FlushAll { delay: 0, noreply },
             [delay] => match number::<i64>(delay) {
                 Some(delay) => Command::FlushAll { delay, noreply },
-                None => return error(BAD_FORMAT, line_len),
+                None => return error(BAD_EXPTIME, line_len),
             },
-            _ => return error(BAD_FORMAT, line_len),
+            _ => return error(BAD_EXPTIME, line_len),
         },
         // memcached ignores anything after `version`.
         b"version" => Command::Version,
@@ -237,7 +248,10 @@ fn parse_store<'a>(
     value_max: usize,
 ) -> Parsed<'a> {
     let want = if name == b"cas" { 5 } else { 4 };
-    if plain.len() != want || !valid_key(plain[0]) {
+    if plain.len() != want {
+        return error("ERROR", line_len); // as memcached: a wrong word count is no command
+    }
+    if !valid_key(plain[0]) {
         return error(BAD_FORMAT, line_len);
     }
     let (Some(flags), Some(exptime), Some(bytes)) =
@@ -271,12 +285,14 @@ fn parse_store<'a>(
         return Parsed::Incomplete;
     }
     if &buf[end..end + 2] != b"\r\n" {
-        // The block is not where the line said: the stream cannot be framed any more.
+        // The block does not end where the line said. As memcached does: the line's length
+        // plus two bytes are taken as the block and refused, and parsing goes on after them
+        // (what is left of the client's block then reads as a line of its own).
         return Parsed::Error {
             reply: "CLIENT_ERROR bad data chunk",
-            used: buf.len(),
+            used: end + 2,
             skip: 0,
-            close: true,
+            close: false,
         };
     }
     let data = &buf[line_len..end];
