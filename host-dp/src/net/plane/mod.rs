@@ -337,4 +337,4 @@ mod confine;
 mod worker;
 use confine::Confined;
 pub use confine::SharedWire;
-pub use worker::{NetWorker, WorkerWire};
+pub use worker::{NetWorker, PlaneFrame, WorkerWire};

@@ -46,7 +46,8 @@ impl<L: Wire> Plane<L> {
 pub struct WorkerWire<L: Wire> {
     plane: Arc<Plane<L>>,
     worker: u16,
-    spare: Vec<Vec<u8>>,
+    /// Transmit buffers of `frame_len_max` bytes, reused: zeroed once, when first made.
+    spare: Vec<PlaneFrame>,
 }
 
 impl<L: Wire> std::fmt::Debug for WorkerWire<L> {
@@ -55,65 +56,102 @@ impl<L: Wire> std::fmt::Debug for WorkerWire<L> {
     }
 }
 
+/// A frame between a worker's stack and the plane: a buffer and the frame's length in it.
+/// Changing the length never touches the buffer (a `Vec<u8>` resized back up to the MTU
+/// zero-fills its tail every time), so a reused transmit buffer costs no `memset`.
+#[derive(Debug)]
+pub struct PlaneFrame {
+    buf: Vec<u8>,
+    len: usize,
+}
+
+impl netstack::WireFrame for PlaneFrame {
+    fn data(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+
+    fn data_mut(&mut self) -> &mut [u8] {
+        &mut self.buf[..self.len]
+    }
+
+    fn set_len(&mut self, len: usize) -> bool {
+        if len > self.buf.len() {
+            self.buf.resize(len, 0); // a received frame, grown: rare, and bounded by the stack
+        }
+        self.len = len;
+        true
+    }
+}
+
 /// Spare transmit buffers kept per worker.
 const SPARE_MAX: usize = 256;
 
 impl<L: Wire> Wire for WorkerWire<L> {
-    type Frame = Vec<u8>;
+    type Frame = PlaneFrame;
 
     fn frame_len_max(&self) -> usize {
         self.plane.frame_len_max
     }
 
-    fn receive(&mut self, out: &mut Vec<Vec<u8>>, max: usize) -> usize {
+    fn receive(&mut self, out: &mut Vec<PlaneFrame>, max: usize) -> usize {
         let inbox = &self.plane.inboxes[usize::from(self.worker)];
         let mut count = 0;
         while count < max {
-            let Some(frame) = inbox.pop() else { break };
-            out.push(frame);
+            let Some(buf) = inbox.pop() else { break };
+            out.push(PlaneFrame { len: buf.len(), buf });
             count += 1;
         }
         count
     }
 
-    fn alloc(&mut self) -> Option<Vec<u8>> {
-        let mut frame = self.spare.pop().unwrap_or_default();
-        frame.resize(self.plane.frame_len_max, 0);
+    fn alloc(&mut self) -> Option<PlaneFrame> {
+        let max = self.plane.frame_len_max;
+        let mut frame =
+            self.spare.pop().unwrap_or_else(|| PlaneFrame { buf: vec![0; max], len: 0 });
+        frame.len = max;
         Some(frame)
     }
 
-    fn send(&mut self, frames: &mut Vec<Vec<u8>>) -> usize {
+    fn send(&mut self, frames: &mut Vec<PlaneFrame>) -> usize {
         // The stack never writes more than `frame_len_max`; anything longer could never be
         // sent, so it is dropped here rather than block the queue.
         let max = self.plane.frame_len_max;
-        frames.retain(|frame| frame.len() <= max);
+        frames.retain(|frame| frame.len <= max);
         let mut guard = self.plane.lock();
         let inner = &mut **guard;
         for frame in frames.iter() {
             // A port's fresh buffer may have length 0: size it first (`frames` holds nothing
             // longer than the port takes, see above).
             let Some(mut port_frame) = inner.link.alloc() else { break };
-            if !port_frame.set_len(frame.len()) {
+            if !port_frame.set_len(frame.len) {
                 break;
             }
-            port_frame.data_mut().copy_from_slice(frame);
+            port_frame.data_mut().copy_from_slice(&frame.buf[..frame.len]);
             inner.tx.push(port_frame);
         }
         let sent = inner.link.send(&mut inner.tx);
         inner.tx.clear(); // what the port did not take goes back to its pool; we keep ours
         drop(guard);
         for frame in frames.drain(..sent) {
-            if self.spare.len() < SPARE_MAX {
-                self.spare.push(frame);
-            }
+            self.keep(frame);
         }
         sent
     }
 
-    fn recycle(&mut self, frames: &mut Vec<Vec<u8>>) {
-        let room = SPARE_MAX.saturating_sub(self.spare.len());
-        self.spare.extend(frames.drain(..).take(room));
-        frames.clear();
+    fn recycle(&mut self, frames: &mut Vec<PlaneFrame>) {
+        for frame in frames.drain(..) {
+            self.keep(frame);
+        }
+    }
+}
+
+impl<L: Wire> WorkerWire<L> {
+    /// Keeps a buffer for transmit if it is a whole one and there is room (received frames
+    /// are cut to their length: they go).
+    fn keep(&mut self, frame: PlaneFrame) {
+        if frame.buf.len() == self.plane.frame_len_max && self.spare.len() < SPARE_MAX {
+            self.spare.push(frame);
+        }
     }
 }
 
