@@ -113,16 +113,16 @@ def report(out):
         ]
     lines += [
         "",
-        "## Where Wave's core goes (a profile, 2026-12-08)",
+        "## Where Wave's core goes (a profile, 2026-12-08, before `PlaneFrame`)",
         "",
         "`perf record -F 2000 -g -p $(pgrep -f 'hyper-server --iface va')` for 4 s under"
         " `wrk -t1 -c8` (51 k req/s), server pinned to CPU 1 as above: 65 % of the server core's"
         " samples are in the kernel — AF_PACKET's send and receive path, `veth_xmit`, and the"
         " softirq that runs the *client's* TCP receive on the sending core (a veth delivers on"
         " the sender's CPU) — 25 % in the binary (hyper's parse and encode about 1.5 %, smoltcp"
-        " and our stack a few per cent) and 8 % in libc (`memset` 3 %, its callers unresolved"
-        " without frame pointers; `WorkerWire::alloc` zero-fills every transmit buffer to the"
-        " MTU, the likely one). tokio's server pays the kernel's"
+        " and our stack a few per cent) and 8 % in libc (`memset` 3 %: `WorkerWire::alloc`"
+        " zero-filled every transmit buffer to the MTU before each use, since removed by"
+        " `PlaneFrame`). tokio's server pays the kernel's"
         " TCP instead of AF_PACKET, and its `send` hands the whole reply to the kernel in one"
         " call. The per-frame kernel cost of AF_PACKET on a veth is what the AF_XDP backend"
         " (its own issue) is for; this table is the baseline it is measured against.",
