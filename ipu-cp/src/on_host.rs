@@ -82,6 +82,12 @@ impl OnHostAgent {
         self.tid.load(Ordering::Acquire)
     }
 
+    /// CPU time the agent thread used so far (10 ms resolution), ns; `None` before it
+    /// started or where `/proc` cannot tell.
+    pub fn cpu_ns(&self) -> Option<u64> {
+        crate::stat_cpu_ns(&format!("/proc/self/task/{}/stat", self.tid()))
+    }
+
     /// The agent's counters.
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats

@@ -74,8 +74,7 @@ impl ControlService {
 
     /// CPU time the on-host agent thread used so far (10 ms resolution), ns; 0 without one.
     pub fn agent_cpu_ns(&self) -> u64 {
-        let path = |agent: &OnHostAgent| format!("/proc/self/task/{}/stat", agent.tid());
-        self.agent.as_ref().and_then(|agent| ipu_cp::stat_cpu_ns(&path(agent))).unwrap_or(0)
+        self.agent.as_ref().and_then(OnHostAgent::cpu_ns).unwrap_or(0)
     }
 
     /// Stops re-attaching (the plane keeps whatever agent it has).

@@ -126,16 +126,32 @@ pub(super) fn connect_first(
     channel: ChannelConfig,
     config: &HostConfig,
 ) -> Result<AgentChannel, String> {
-    let deadline =
-        std::time::Instant::now() + Duration::from_millis(config.liveness.connect_timeout_ms);
-    loop {
-        match connect(socket, service, channel, config) {
-            Ok(link) => return Ok(link),
-            Err(_) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            Err(error) => return Err(error),
+    let timeout = Duration::from_millis(config.liveness.connect_timeout_ms);
+    let mut last = String::new();
+    let attempt = || match connect(socket, service, channel, config) {
+        Ok(link) => Some(link),
+        Err(error) => {
+            last = error;
+            None
         }
+    };
+    until_answered(timeout, attempt).ok_or(last)
+}
+
+/// `attempt` until it gives something, or `timeout` passes (one last try at the end).
+pub(super) fn until_answered<T>(
+    timeout: Duration,
+    mut attempt: impl FnMut() -> Option<T>,
+) -> Option<T> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(answer) = attempt() {
+            return Some(answer);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
     }
 }
 
@@ -233,11 +249,8 @@ impl Services {
 
     /// CPU time the on-host agent threads used so far, ns.
     pub(super) fn agent_cpu_ns(&self) -> u64 {
-        let thread_ns = |agent: &OnHostAgent| {
-            ipu_cp::stat_cpu_ns(&format!("/proc/self/task/{}/stat", agent.tid())).unwrap_or(0)
-        };
         let control = self.control.as_ref().map_or(0, ControlService::agent_cpu_ns);
-        self.agents.iter().map(thread_ns).sum::<u64>() + control
+        self.agents.iter().map(|agent| agent.cpu_ns().unwrap_or(0)).sum::<u64>() + control
     }
 
     pub(super) fn arena(&self) -> Option<&Arc<memmgr::Arena>> {

@@ -10,7 +10,7 @@ use link::MonoNanos;
 
 use super::HostError;
 use super::config::{HostConfig, ServiceMode, TierSettings};
-use super::services::{agent_options, attach_error, delayed, shape, socket_of};
+use super::services::{agent_options, attach_error, delayed, shape, socket_of, until_answered};
 use crate::runtime::Reattach;
 use crate::tier::{TierHost, TierThread};
 
@@ -78,16 +78,8 @@ impl TierService {
                     crate::tier::connect(&tiered, &socket, channel, liveness, timeout).ok()
                 });
                 // The first attach tries again while ipu-cp starts (up to the timeout).
-                let deadline = std::time::Instant::now() + timeout;
-                let link = loop {
-                    match connect() {
-                        Some(link) => break link,
-                        None if std::time::Instant::now() < deadline => {
-                            std::thread::sleep(Duration::from_millis(5));
-                        }
-                        None => return Err(error("ipu-cp did not answer".into())),
-                    }
-                };
+                let link = until_answered(timeout, &mut connect)
+                    .ok_or_else(|| error("ipu-cp did not answer".into()))?;
                 host.attach(link, MonoNanos::now()).map_err(|e| error(e.to_string()))?;
                 reattach = Some(connect);
             }
@@ -98,8 +90,7 @@ impl TierService {
     /// CPU time the on-host agent thread used so far (10 ms resolution), ns; `None` without
     /// one.
     pub fn agent_cpu_ns(&self) -> Option<u64> {
-        let agent = self.agent.as_ref()?;
-        ipu_cp::stat_cpu_ns(&format!("/proc/self/task/{}/stat", agent.tid()))
+        self.agent.as_ref()?.cpu_ns()
     }
 
     /// Runs the tier host on its own thread, an epoch every `epoch`, re-attaching a lost
